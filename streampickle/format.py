@@ -1,0 +1,339 @@
+"""The streampickle stream format: every constant, field and limit in one place.
+
+This module is the executable form of ``docs/FORMAT.md``. It knows bytes, not
+files: it packs and unpacks the stream header and frame headers, validates
+them against the limits below, computes checksums and lays out the index. The
+pickler, the unpickler and the I/O adapters take every number they need from
+here.
+
+All integers are little-endian. Offsets are counted from the first byte of the
+stream header (offset 0), not from the start of the file that holds it.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import xxhash
+
+from .errors import CorruptStreamError
+
+# ---------------------------------------------------------------------------
+# Stream header: 16 bytes at offset 0.
+
+#: PNG-style magic: a non-ASCII first byte catches 7-bit channels, CR LF and
+#: the lone LF catch newline translation, 0x1A stops a DOS ``type``.
+MAGIC = b"\x89SPK\r\n\x1a\n"
+#: Format version written by this library; readers accept 1..VERSION.
+VERSION = 1
+#: magic (8s), version (u16), flags (u16, must be 0), header check (u32).
+STREAM_HEADER = struct.Struct("<8sHHI")
+assert STREAM_HEADER.size == 16
+
+# ---------------------------------------------------------------------------
+# Frame header: 32 bytes before every frame.
+
+
+class Field(NamedTuple):
+    """One field of the frame header, as documented in docs/FORMAT.md."""
+
+    name: str
+    fmt: str
+    doc: str
+
+
+FRAME_FIELDS = (
+    Field("kind", "B", "what the frame holds: a Kind value"),
+    Field("codec", "B", "how the payload is stored: a Codec value"),
+    Field("flags", "B", "Flag bits; unknown bits must be 0"),
+    Field("reserved", "B", "must be 0"),
+    Field("param", "I", "kind-specific: chunk size, buffer count (see Kind)"),
+    Field("stored_size", "Q", "bytes of payload that follow the header"),
+    Field("raw_size", "Q", "bytes the payload decodes to; kind-specific otherwise"),
+    Field("payload_check", "I", "low 32 bits of XXH3-64 of the payload, or 0"),
+    Field("header_check", "I", "low 32 bits of XXH3-64 of header bytes 0..27"),
+)
+FRAME_HEADER = struct.Struct("<" + "".join(f.fmt for f in FRAME_FIELDS))
+assert FRAME_HEADER.size == 32
+#: Bytes of the frame header covered by ``header_check``.
+HEADER_CHECKED = FRAME_HEADER.size - 4
+
+
+class Kind(enum.IntEnum):
+    """Frame kinds. A record is PICKLE and BUFFER frames, then RECORD_END."""
+
+    #: Pickle bytes of the current record; they concatenate across frames.
+    PICKLE = 1
+    #: One out-of-band buffer; ``raw_size`` is its length, ``param`` the check
+    #: chunk size. Uncompressed, the payload is the buffer itself, starting at
+    #: a 64-byte aligned offset and followed by the chunk check table.
+    BUFFER = 2
+    #: Ends a record; ``raw_size`` is its pickle byte count, ``param`` its
+    #: number of buffers. No payload.
+    RECORD_END = 3
+    #: Zero bytes that align the payload of the following BUFFER frame.
+    PAD = 5
+    #: The record and buffer offsets of the stream (seekable outputs only).
+    INDEX = 6
+    #: Ends the stream; ``raw_size`` is the offset of the INDEX frame or 0.
+    END = 7
+
+
+class Codec(enum.IntEnum):
+    """How a frame's payload is stored. Version 1 defines only NONE."""
+
+    NONE = 0
+
+
+class Flag(enum.IntFlag):
+    """Frame flag bits."""
+
+    #: The frame carries payload checks (``payload_check`` or a check table).
+    CHECKED = 0x01
+    #: BUFFER only: the pickler marked the buffer read-only.
+    READONLY = 0x02
+
+
+KNOWN_FLAGS = Flag.CHECKED | Flag.READONLY
+
+# ---------------------------------------------------------------------------
+# Layout rules and limits. A reader refuses anything beyond them before it
+# allocates, so a hostile length costs nothing.
+
+#: Out-of-band buffer data starts at offsets that are multiples of this.
+ALIGNMENT = 64
+#: Default size of pickle frames and of buffer check chunks.
+DEFAULT_FRAME_SIZE = 4 << 20
+MIN_FRAME_SIZE = 4 << 10
+#: Largest pickle frame payload and largest check chunk.
+MAX_FRAME_SIZE = 256 << 20
+#: Largest single out-of-band buffer (256 TiB).
+MAX_BUFFER_SIZE = 1 << 48
+#: Buffers smaller than this are written in-band: a frame costs ~100 bytes.
+MIN_OUT_OF_BAND = 1024
+#: Largest INDEX payload.
+MAX_INDEX_SIZE = 1 << 32
+#: Size of one entry of a BUFFER frame's check table.
+CHECK = struct.Struct("<I")
+
+
+def checksum(data: bytes | bytearray | memoryview) -> int:
+    """The 32-bit check of ``data``: the low half of its XXH3-64 (seed 0).
+
+    >>> hex(checksum(b""))
+    '0x3c0d80e5'
+    """
+    return xxhash.xxh3_64_intdigest(data) & 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------------
+# Stream header.
+
+
+def encode_stream_header() -> bytes:
+    """The 16 bytes every stream starts with."""
+    head = STREAM_HEADER.pack(MAGIC, VERSION, 0, 0)[:12]
+    return head + CHECK.pack(checksum(head))
+
+
+def decode_stream_header(data: bytes) -> int:
+    """Validate a stream header and return its version."""
+    magic, version, flags, check = STREAM_HEADER.unpack(data)
+    if magic != MAGIC:
+        raise CorruptStreamError(
+            f"not a streampickle stream: bad magic {magic!r} at offset 0"
+        )
+    if check != checksum(data[:12]):
+        raise CorruptStreamError("stream header check mismatch at offset 0")
+    if not 1 <= version <= VERSION:
+        raise CorruptStreamError(
+            f"unsupported format version {version} at offset 0 "
+            f"(this reader knows 1..{VERSION})"
+        )
+    if flags:
+        raise CorruptStreamError(f"unknown stream flags {flags:#x} at offset 0")
+    return int(version)
+
+
+# ---------------------------------------------------------------------------
+# Frame headers.
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """A decoded, validated frame header."""
+
+    kind: Kind
+    codec: Codec
+    flags: Flag
+    param: int
+    stored_size: int
+    raw_size: int
+    payload_check: int
+    offset: int = 0  # where the header starts in the stream
+
+    def encode(self) -> bytes:
+        head = FRAME_HEADER.pack(
+            self.kind, self.codec, self.flags, 0, self.param,
+            self.stored_size, self.raw_size, self.payload_check, 0,
+        )[:HEADER_CHECKED]
+        return head + CHECK.pack(checksum(head))
+
+    @property
+    def checked(self) -> bool:
+        return Flag.CHECKED in self.flags
+
+    def where(self) -> str:
+        return f"{self.kind.name} frame at offset {self.offset}"
+
+    def check_table_size(self) -> int:
+        """Bytes of the check table that follow an uncompressed BUFFER payload."""
+        if self.kind is not Kind.BUFFER or not self.checked:
+            return 0
+        return -(-self.raw_size // self.param) * CHECK.size
+
+
+def frame(
+    kind: Kind,
+    *,
+    stored_size: int = 0,
+    raw_size: int = 0,
+    param: int = 0,
+    flags: Flag = Flag(0),
+    payload_check: int = 0,
+    codec: Codec = Codec.NONE,
+) -> bytes:
+    """Encode one frame header."""
+    return FrameHeader(
+        kind, codec, flags, param, stored_size, raw_size, payload_check
+    ).encode()
+
+
+def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHeader:
+    """Validate a 32-byte frame header found at ``offset``.
+
+    ``limit`` is how many bytes the source still holds after the header, when
+    known (a file); lengths beyond it are refused here, before any allocation.
+    """
+    (kind_, codec_, flags_, reserved, param, stored, raw, pcheck, hcheck) = (
+        FRAME_HEADER.unpack(data)
+    )
+    if hcheck != checksum(data[:HEADER_CHECKED]):
+        raise CorruptStreamError(f"frame header check mismatch at offset {offset}")
+    try:
+        kind = Kind(kind_)
+    except ValueError:
+        raise CorruptStreamError(
+            f"unknown frame kind {kind_} at offset {offset}"
+        ) from None
+    where = f"{kind.name} frame at offset {offset}"
+    try:
+        codec = Codec(codec_)
+    except ValueError:
+        raise CorruptStreamError(f"unknown codec {codec_} in {where}") from None
+    if flags_ & ~KNOWN_FLAGS or reserved:
+        raise CorruptStreamError(f"unknown flag bits {flags_:#x} in {where}")
+    flags = Flag(flags_)
+    header = FrameHeader(kind, codec, flags, param, stored, raw, pcheck, offset)
+    _check_sizes(header, where)
+    if limit is not None:
+        need = stored + header.check_table_size()
+        if need > limit:
+            raise CorruptStreamError(
+                f"{where} claims {need} bytes but only {limit} remain"
+            )
+    return header
+
+
+def _check_sizes(h: FrameHeader, where: str) -> None:
+    """Refuse sizes the format does not allow for the frame's kind."""
+    if h.kind is Kind.PICKLE:
+        ok = h.stored_size == h.raw_size <= MAX_FRAME_SIZE and h.param == 0
+    elif h.kind is Kind.BUFFER:
+        ok = (
+            h.raw_size <= MAX_BUFFER_SIZE
+            and h.stored_size == h.raw_size
+            and MIN_FRAME_SIZE <= h.param <= MAX_FRAME_SIZE
+        )
+    elif h.kind is Kind.PAD:
+        ok = h.stored_size == h.raw_size < ALIGNMENT and h.param == 0
+    elif h.kind is Kind.INDEX:
+        ok = h.stored_size == h.raw_size <= MAX_INDEX_SIZE and h.param == 0
+    elif h.kind is Kind.RECORD_END:
+        ok = h.stored_size == 0 and h.raw_size <= MAX_BUFFER_SIZE
+    else:  # END
+        ok = h.stored_size == 0 and h.param == 0 and h.raw_size <= MAX_BUFFER_SIZE
+    if not ok:
+        raise CorruptStreamError(
+            f"invalid sizes in {where}: stored {h.stored_size}, "
+            f"raw {h.raw_size}, param {h.param}"
+        )
+
+
+def pad_before_buffer(position: int) -> int:
+    """Payload length of the PAD frame to write at ``position`` so that the
+    BUFFER header after it ends on an ALIGNMENT boundary; -1 for no PAD.
+
+    >>> pad_before_buffer(32), pad_before_buffer(16), pad_before_buffer(0)
+    (-1, 48, 0)
+    """
+    gap = (ALIGNMENT - FRAME_HEADER.size - position) % ALIGNMENT
+    if gap == 0:
+        return -1
+    return (gap - FRAME_HEADER.size) % ALIGNMENT
+
+
+# ---------------------------------------------------------------------------
+# The index: where each record and buffer starts.
+
+INDEX_COUNTS = struct.Struct("<QQ")  # records, buffers
+INDEX_RECORD = struct.Struct("<QQQ")  # record offset, first buffer, buffer count
+INDEX_BUFFER = struct.Struct("<Q")  # offset of the BUFFER frame header
+
+
+class RecordEntry(NamedTuple):
+    offset: int
+    first_buffer: int
+    buffer_count: int
+
+
+@dataclass(frozen=True)
+class Index:
+    """Offsets of every record and every BUFFER frame header."""
+
+    records: tuple[RecordEntry, ...]
+    buffers: tuple[int, ...]
+
+    def encode(self) -> bytes:
+        parts = [INDEX_COUNTS.pack(len(self.records), len(self.buffers))]
+        parts += [INDEX_RECORD.pack(*r) for r in self.records]
+        parts += [INDEX_BUFFER.pack(b) for b in self.buffers]
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, data: bytes, where: str) -> Index:
+        if len(data) < INDEX_COUNTS.size:
+            raise CorruptStreamError(f"index too short in {where}")
+        n_rec, n_buf = INDEX_COUNTS.unpack_from(data)
+        want = INDEX_COUNTS.size + n_rec * INDEX_RECORD.size + n_buf * INDEX_BUFFER.size
+        if want != len(data):
+            raise CorruptStreamError(
+                f"index of {n_rec} records and {n_buf} buffers needs {want} "
+                f"bytes, {where} holds {len(data)}"
+            )
+        pos = INDEX_COUNTS.size
+        records = tuple(
+            RecordEntry(*INDEX_RECORD.unpack_from(data, pos + i * INDEX_RECORD.size))
+            for i in range(n_rec)
+        )
+        pos += n_rec * INDEX_RECORD.size
+        buffers = tuple(
+            INDEX_BUFFER.unpack_from(data, pos + i * INDEX_BUFFER.size)[0]
+            for i in range(n_buf)
+        )
+        if any(r.first_buffer + r.buffer_count > n_buf for r in records):
+            raise CorruptStreamError(f"index buffer range out of bounds in {where}")
+        return cls(records, buffers)

@@ -1,0 +1,286 @@
+"""Adapters between the frame codec and the places bytes live.
+
+A sink takes bytes and memoryviews in stream order; a source fills caller
+memory with exactly the bytes asked for and never reads ahead, so the next
+message on a socket or pipe stays there for the next reader. Each adapter is a
+few dozen lines; the format lives in ``format.py`` and the logic in the
+pickler and unpickler.
+"""
+
+from __future__ import annotations
+
+import io
+import mmap
+import os
+import socket
+import tempfile
+from typing import Any, BinaryIO, Protocol
+
+PathLike = str | os.PathLike[str]
+
+
+# ---------------------------------------------------------------------------
+# Sinks
+
+
+class Sink(Protocol):
+    position: int  # bytes written since the stream began
+    base: int  # absolute offset of the stream's first byte (for alignment)
+    seekable: bool  # an index at the end can be found by seeking
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+    def finish(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class FileSink:
+    """A binary file object the caller owns: flushed, never closed."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        try:
+            self.seekable = bool(file.seekable())
+            self.base = file.tell() if self.seekable else 0
+        except (AttributeError, OSError):
+            self.seekable, self.base = False, 0
+        self.position = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        n = len(data) if not isinstance(data, memoryview) else data.nbytes
+        written = self.file.write(data)
+        # Raw files may write less than asked; buffered ones return n or None.
+        if written is not None and written < n:
+            view = memoryview(data).cast("B")
+            while written < n:
+                more = self.file.write(view[written:])
+                written += more or 0
+        self.position += n
+
+    def finish(self) -> None:
+        flush = getattr(self.file, "flush", None)
+        if flush is not None:
+            flush()
+
+    def abort(self) -> None:
+        self.finish()
+
+
+class SocketSink:
+    """A connected socket: frames go on the wire as they are produced."""
+
+    seekable = False
+    base = 0
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.position = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.sock.sendall(data)
+        self.position += data.nbytes if isinstance(data, memoryview) else len(data)
+
+    def finish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class AtomicPathSink(FileSink):
+    """Writes a temp file beside ``path``; ``finish`` fsyncs and renames it
+    over the target, so the name never holds a half-written stream."""
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = os.fspath(path)
+        folder, name = os.path.split(os.path.abspath(self.path))
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        super().__init__(open(fd, "wb", buffering=1 << 20))
+
+    def finish(self) -> None:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        _fsync_folder(os.path.dirname(os.path.abspath(self.path)))
+
+    def abort(self) -> None:
+        self.file.close()
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename itself durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_sink(file: Any) -> Sink:
+    if isinstance(file, (str, os.PathLike)):
+        return AtomicPathSink(file)
+    if isinstance(file, socket.socket):
+        return SocketSink(file)
+    if callable(getattr(file, "write", None)):
+        return FileSink(file)
+    raise TypeError(
+        f"cannot write to {type(file).__name__}: expected a path, a binary "
+        "file object or a connected socket"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Sources
+
+
+class Source(Protocol):
+    position: int  # bytes consumed since the stream began
+
+    def readinto(self, view: memoryview) -> int:
+        """Fill ``view`` from the stream; fewer bytes only at end of input."""
+        ...
+
+    def remaining(self) -> int | None:
+        """Bytes left in the input when known (files), else None."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class FileSource:
+    """A binary file object; closed only if we opened it."""
+
+    def __init__(self, file: Any, owned: bool = False) -> None:
+        self.file = file
+        self.owned = owned
+        self.position = 0
+        self._end: int | None = None
+        self._fill: Any = getattr(file, "readinto", None)
+        try:
+            if file.seekable():
+                here = file.tell()
+                self._end = file.seek(0, io.SEEK_END) - here
+                file.seek(here)
+        except (AttributeError, OSError):
+            self._end = None
+
+    def readinto(self, view: memoryview) -> int:
+        got, want = 0, view.nbytes
+        while got < want:
+            if self._fill is not None:
+                n = self._fill(view[got:])
+            else:
+                data = self.file.read(want - got)
+                n = len(data)
+                view[got : got + n] = data
+            if not n:
+                break
+            got += n
+        self.position += got
+        return got
+
+    def remaining(self) -> int | None:
+        return None if self._end is None else self._end - self.position
+
+    def close(self) -> None:
+        if self.owned:
+            self.file.close()
+
+
+class SocketSource:
+    """A connected socket, read with ``recv_into``: never past what we ask."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.position = 0
+
+    def readinto(self, view: memoryview) -> int:
+        got, want = 0, view.nbytes
+        while got < want:
+            n = self.sock.recv_into(view[got:], want - got)
+            if not n:
+                break
+            got += n
+        self.position += got
+        return got
+
+    def remaining(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class MmapSource:
+    """A file mapped into memory: frame headers and pickle bytes are copied
+    out, buffers are handed out as views of the map (``view``)."""
+
+    def __init__(self, file: Any, mode: str, owned: bool) -> None:
+        access = mmap.ACCESS_READ if mode == "r" else mmap.ACCESS_COPY
+        self.file = file
+        self.owned = owned
+        self.base = file.tell()
+        size = os.fstat(file.fileno()).st_size
+        self.map = mmap.mmap(file.fileno(), size, access=access) if size else None
+        self.view_all = memoryview(self.map) if self.map is not None else memoryview(b"")
+        self.end = size
+        self.position = 0
+
+    def readinto(self, view: memoryview) -> int:
+        start = self.base + self.position
+        n = max(0, min(view.nbytes, self.end - start))
+        view[:n] = self.view_all[start : start + n]
+        self.position += n
+        return n
+
+    def view(self, n: int) -> memoryview:
+        """The next ``n`` bytes as a view of the map (caller checked ``n``)."""
+        start = self.base + self.position
+        self.position += n
+        return self.view_all[start : start + n]
+
+    def remaining(self) -> int | None:
+        return self.end - self.base - self.position
+
+    def close(self) -> None:
+        # The map stays open while arrays view it; it closes when they die.
+        if self.owned:
+            self.file.close()
+        else:  # leave a caller's file just past what we read, as reads do
+            self.file.seek(self.base + self.position)
+
+
+def open_source(file: Any, mmap_mode: str | None) -> FileSource | SocketSource | MmapSource:
+    if mmap_mode not in (None, "r", "c"):
+        raise ValueError(f"mmap_mode must be None, 'r' or 'c', not {mmap_mode!r}")
+    if isinstance(file, (str, os.PathLike)):
+        f = open(file, "rb", buffering=0)
+        if mmap_mode is not None:
+            return MmapSource(f, mmap_mode, owned=True)
+        return FileSource(f, owned=True)
+    if isinstance(file, socket.socket):
+        if mmap_mode is not None:
+            raise ValueError("mmap_mode needs a file, not a socket")
+        return SocketSource(file)
+    if not callable(getattr(file, "read", None)):
+        raise TypeError(
+            f"cannot read from {type(file).__name__}: expected a path, a binary "
+            "file object or a connected socket"
+        )
+    if mmap_mode is not None:
+        try:
+            file.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            raise ValueError(
+                "mmap_mode needs a path or a file with a file descriptor"
+            ) from None
+        return MmapSource(file, mmap_mode, owned=False)
+    return FileSource(file)

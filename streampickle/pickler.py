@@ -1,0 +1,261 @@
+"""Writing: the C pickler does the pickling; we frame what it writes.
+
+``Pickler`` subclasses the C ``pickle.Pickler`` (as cloudpickle does), so
+``persistent_id``, ``reducer_override`` and ``dispatch_table`` keep working.
+Its ``file`` is a ``_FrameWriter`` that gathers pickle bytes into PICKLE
+frames; its ``buffer_callback`` writes each out-of-band buffer straight from
+the object's memory as a BUFFER frame, in chunks, without copying it.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from types import TracebackType
+from typing import Any
+
+from . import format as fmt
+from .format import Flag, Kind
+from .io import Sink, open_sink
+
+CompressOption = str | None
+
+
+def check_options(
+    protocol: int | None,
+    compress: CompressOption,
+    level: int,
+    threads: int | None,
+    frame_size: int | None,
+) -> int:
+    """Validate the writer's options; return the frame size to use."""
+    if protocol not in (None, 5):
+        raise ValueError(f"streampickle writes pickle protocol 5, not {protocol!r}")
+    if compress is not None:
+        # The format reserves the codec field; zstd frames land with issue 5.
+        raise ValueError(f"compress={compress!r} is not supported yet; use None")
+    if not isinstance(level, int):
+        raise TypeError(f"level must be an int, not {type(level).__name__}")
+    check_threads(threads)
+    if frame_size is None:
+        return fmt.DEFAULT_FRAME_SIZE
+    if not isinstance(frame_size, int) or not (
+        fmt.MIN_FRAME_SIZE <= frame_size <= fmt.MAX_FRAME_SIZE
+    ):
+        raise ValueError(
+            f"frame_size must be an int in [{fmt.MIN_FRAME_SIZE}, "
+            f"{fmt.MAX_FRAME_SIZE}], not {frame_size!r}"
+        )
+    return frame_size
+
+
+def check_threads(threads: int | None) -> None:
+    if threads is not None and (not isinstance(threads, int) or threads < 0):
+        raise ValueError(f"threads must be None or an int >= 0, not {threads!r}")
+
+
+class _FrameWriter:
+    """The file object the C pickler writes to.
+
+    Pickle bytes are gathered up to ``frame_size`` and written as one PICKLE
+    frame; a large payload the pickler hands over whole (a big ``bytes``) is
+    framed in slices of itself, not copied.
+    """
+
+    def __init__(self, sink: Sink, frame_size: int, checked: bool) -> None:
+        self.sink = sink
+        self.frame_size = frame_size
+        self.flags = Flag.CHECKED if checked else Flag(0)
+        self.pending = bytearray()
+        self.pickle_bytes = 0  # in the current record
+        self.buffer_offsets: list[int] = []  # every BUFFER header, stream-relative
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        n = view.nbytes
+        if len(self.pending) + n > self.frame_size:
+            self.flush()
+        if n >= self.frame_size:
+            for start in range(0, n, self.frame_size):
+                self._pickle_frame(view[start : start + self.frame_size])
+        else:
+            self.pending += view
+        return n
+
+    def flush(self) -> None:
+        if self.pending:
+            self._pickle_frame(self.pending)
+            self.pending = bytearray()
+
+    def _pickle_frame(self, payload: bytearray | memoryview) -> None:
+        n = len(payload)
+        check = fmt.checksum(payload) if self.flags else 0
+        header = fmt.frame(
+            Kind.PICKLE, stored_size=n, raw_size=n, flags=self.flags, payload_check=check
+        )
+        self.pickle_bytes += n
+        if n <= 1 << 16:  # one write (one packet) for small frames
+            self.sink.write(header + payload)
+        else:
+            self.sink.write(header)
+            self.sink.write(payload)
+
+    def write_buffer(self, buffer: pickle.PickleBuffer) -> bool:
+        """``buffer_callback``: write ``buffer`` out of band; False means done."""
+        with buffer.raw() as view:
+            n = view.nbytes
+            if n < fmt.MIN_OUT_OF_BAND:
+                return True  # in-band: cheaper than a frame
+            pad = fmt.pad_before_buffer(self.sink.base + self.sink.position)
+            if pad >= 0:
+                self.sink.write(
+                    fmt.frame(Kind.PAD, stored_size=pad, raw_size=pad) + bytes(pad)
+                )
+            flags = self.flags | (Flag.READONLY if view.readonly else Flag(0))
+            self.buffer_offsets.append(self.sink.position)
+            chunk = self.frame_size
+            self.sink.write(
+                fmt.frame(Kind.BUFFER, stored_size=n, raw_size=n, param=chunk, flags=flags)
+            )
+            checks = bytearray()
+            for start in range(0, n, chunk):
+                piece = view[start : start + chunk]
+                if self.flags:
+                    checks += fmt.CHECK.pack(fmt.checksum(piece))
+                self.sink.write(piece)
+            if checks:
+                self.sink.write(checks)
+        return False
+
+
+class Pickler(pickle.Pickler):
+    """Writes records, each one pickled object, to a streampickle stream.
+
+    ``file`` is a path (written atomically: a temp file beside it is renamed
+    over it by ``close``), a binary file object or a connected socket.
+    """
+
+    def __init__(
+        self,
+        file: Any,
+        protocol: int | None = None,
+        *,
+        compress: CompressOption = None,
+        level: int = 3,
+        threads: int | None = None,
+        frame_size: int | None = None,
+        checksum: bool = True,
+    ) -> None:
+        size = check_options(protocol, compress, level, threads, frame_size)
+        self._sink = open_sink(file)
+        self._writer = _FrameWriter(self._sink, size, bool(checksum))
+        self._records: list[fmt.RecordEntry] = []
+        self._state = "open"
+        try:
+            super().__init__(self._writer, 5, buffer_callback=self._writer.write_buffer)
+            self._sink.write(fmt.encode_stream_header())
+        except BaseException:
+            self._fail()
+            raise
+
+    def dump(self, obj: Any) -> None:
+        """Write ``obj`` as the next record; each record decodes on its own."""
+        if self._state != "open":
+            raise ValueError(f"cannot dump to a {self._state} Pickler")
+        writer = self._writer
+        start, first_buffer = self._sink.position, len(writer.buffer_offsets)
+        writer.pickle_bytes = 0
+        self.clear_memo()
+        try:
+            super().dump(obj)
+            writer.flush()
+            count = len(writer.buffer_offsets) - first_buffer
+            self._sink.write(
+                fmt.frame(Kind.RECORD_END, raw_size=writer.pickle_bytes, param=count)
+            )
+        except BaseException:
+            self._fail()
+            raise
+        self._records.append(fmt.RecordEntry(start, first_buffer, count))
+
+    def close(self) -> None:
+        """End the stream (index and END frame) and, for a path, commit it."""
+        if self._state != "open":
+            return
+        try:
+            index_at = 0
+            if self._sink.seekable:
+                index_at = self._sink.position
+                body = fmt.Index(
+                    tuple(self._records), tuple(self._writer.buffer_offsets)
+                ).encode()
+                self._sink.write(
+                    fmt.frame(
+                        Kind.INDEX, stored_size=len(body), raw_size=len(body),
+                        flags=Flag.CHECKED, payload_check=fmt.checksum(body),
+                    )
+                    + body
+                )
+            self._sink.write(fmt.frame(Kind.END, raw_size=index_at))
+            self._sink.finish()
+        except BaseException:
+            self._fail()
+            raise
+        self._state = "closed"
+
+    def _fail(self) -> None:
+        """A failed write leaves no END frame, so readers see a truncated
+        stream after the complete records; a path keeps its old content."""
+        if self._state == "open":
+            self._state = "failed"
+            self._sink.abort()
+
+    def __enter__(self) -> Pickler:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._fail()
+
+
+def dump(
+    obj: Any,
+    file: Any,
+    *,
+    compress: CompressOption = None,
+    level: int = 3,
+    threads: int | None = None,
+    frame_size: int | None = None,
+    checksum: bool = True,
+) -> None:
+    """Write ``obj`` to ``file`` as a one-record stream."""
+    with Pickler(
+        file, compress=compress, level=level, threads=threads,
+        frame_size=frame_size, checksum=checksum,
+    ) as pickler:
+        pickler.dump(obj)
+
+
+def dumps(
+    obj: Any,
+    *,
+    compress: CompressOption = None,
+    level: int = 3,
+    threads: int | None = None,
+    frame_size: int | None = None,
+    checksum: bool = True,
+) -> bytes:
+    """``obj`` as a one-record stream, in memory."""
+    out = io.BytesIO()
+    dump(
+        obj, out, compress=compress, level=level, threads=threads,
+        frame_size=frame_size, checksum=checksum,
+    )
+    return out.getvalue()

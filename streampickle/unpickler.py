@@ -1,0 +1,434 @@
+"""Reading: frames in, records out, one at a time.
+
+``FrameReader`` pulls validated frames from a source. ``_RecordReader`` is the
+file the C ``pickle.Unpickler`` reads: it serves one record's pickle bytes
+and, when it meets a BUFFER frame on the way, reads the buffer straight into
+freshly allocated memory (or takes a view of the memory map) and queues it for
+the unpickler's NEXT_BUFFER opcode. The writer emits a buffer before the pickle
+bytes that refer to it, so the queue is never empty when it is needed.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+import struct
+from types import TracebackType
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from . import format as fmt
+from .errors import (
+    CorruptStreamError,
+    ForbiddenGlobalError,
+    StreamError,
+    TruncatedStreamError,
+)
+from .format import FrameHeader, Kind
+from .io import FileSource, MmapSource, SocketSource, open_source
+from .pickler import check_threads
+
+AnySource = FileSource | SocketSource | MmapSource
+
+
+class FrameReader:
+    """Validated frames from a source; never reads past the frame asked for."""
+
+    def __init__(self, source: AnySource) -> None:
+        self.source = source
+
+    def exact(self, n: int, what: str) -> bytes:
+        buf = bytearray(n)
+        got = self.source.readinto(memoryview(buf))
+        if got < n:
+            raise TruncatedStreamError(
+                f"input ended at offset {self.source.position} inside {what}"
+            )
+        return bytes(buf)
+
+    def stream_header(self) -> int:
+        buf = bytearray(fmt.STREAM_HEADER.size)
+        got = self.source.readinto(memoryview(buf))
+        if got == 0:
+            raise EOFError("empty input: no streampickle stream to read")
+        if got < len(buf):
+            if not fmt.MAGIC.startswith(bytes(buf[: min(got, len(fmt.MAGIC))])):
+                raise CorruptStreamError("not a streampickle stream: bad magic at offset 0")
+            raise TruncatedStreamError(f"input ended at offset {got} inside the stream header")
+        return fmt.decode_stream_header(bytes(buf))
+
+    def next_header(self) -> FrameHeader | None:
+        """The next frame header, or None if the input ends cleanly before it."""
+        offset = self.source.position
+        buf = bytearray(fmt.FRAME_HEADER.size)
+        got = self.source.readinto(memoryview(buf))
+        if got == 0:
+            return None
+        if got < len(buf):
+            raise TruncatedStreamError(
+                f"input ended at offset {offset + got} inside a frame header"
+            )
+        return fmt.decode_frame_header(bytes(buf), offset, self.source.remaining())
+
+    def payload(self, h: FrameHeader) -> bytes:
+        data = self.exact(h.stored_size, h.where())
+        if h.checked and fmt.checksum(data) != h.payload_check:
+            raise CorruptStreamError(f"payload check mismatch in {h.where()}")
+        return data
+
+    def buffer(self, h: FrameHeader) -> Any:
+        """The buffer of a BUFFER frame: a verified uint8 array, or a view of
+        the memory map (not verified, so its pages are not touched)."""
+        n, chunk = h.raw_size, h.param
+        if isinstance(self.source, MmapSource):
+            view = self.source.view(n)
+            self.exact(h.check_table_size(), f"check table of {h.where()}")
+            return view
+        out = np.empty(n, dtype=np.uint8)
+        view = memoryview(out)
+        sums = []
+        for start in range(0, n, chunk):
+            piece = view[start : start + chunk]
+            if self.source.readinto(piece) < piece.nbytes:
+                raise TruncatedStreamError(
+                    f"input ended at offset {self.source.position} inside {h.where()}"
+                )
+            if h.checked:
+                sums.append(fmt.checksum(piece))
+        if h.checked:
+            table = self.exact(h.check_table_size(), f"check table of {h.where()}")
+            want = struct.unpack(f"<{len(sums)}I", table)
+            for i, (got, expected) in enumerate(zip(sums, want)):
+                if got != expected:
+                    raise CorruptStreamError(
+                        f"check mismatch in chunk {i} (bytes {i * chunk}..) of {h.where()}"
+                    )
+        return out
+
+
+class _RecordReader:
+    """The file the C unpickler reads for one record, and its buffer iterator."""
+
+    def __init__(self, frames: FrameReader) -> None:
+        self.frames = frames
+        self.buffers: collections.deque[Any] = collections.deque()
+        self.chunk = b""
+        self.pos = 0
+        self.first: FrameHeader | None = None
+        self.end: FrameHeader | None = None
+        self.pickle_bytes = 0
+        self.buffer_count = 0
+        self.number = 0
+
+    def begin(self, first: FrameHeader, number: int) -> None:
+        self.first, self.end, self.number = first, None, number
+        self.chunk, self.pos = b"", 0
+        self.pickle_bytes = self.buffer_count = 0
+        self.buffers.clear()
+
+    def _advance(self) -> bool:
+        """Load the next non-empty PICKLE payload; False at RECORD_END."""
+        while self.end is None:
+            h, self.first = self.first or self.frames.next_header(), None
+            if h is None:
+                raise TruncatedStreamError(
+                    f"input ended at offset {self.frames.source.position} "
+                    f"inside record {self.number}"
+                )
+            if h.kind is Kind.PICKLE:
+                self.chunk, self.pos = self.frames.payload(h), 0
+                self.pickle_bytes += len(self.chunk)
+                if self.chunk:
+                    return True
+            elif h.kind is Kind.BUFFER:
+                self.buffers.append(self.frames.buffer(h))
+                self.buffer_count += 1
+            elif h.kind is Kind.PAD:
+                if any(self.frames.payload(h)):
+                    raise CorruptStreamError(f"nonzero padding in {h.where()}")
+            elif h.kind is Kind.RECORD_END:
+                self.end = h
+            else:
+                raise CorruptStreamError(f"{h.where()} inside record {self.number}")
+        return False
+
+    # -- the file interface the C unpickler uses --------------------------
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            raise CorruptStreamError("unbounded read of pickle bytes")
+        if self.pos + n <= len(self.chunk):
+            self.pos += n
+            return self.chunk[self.pos - n : self.pos]
+        out = bytearray(n)
+        return bytes(out[: self.readinto(out)])
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf).cast("B")
+        got = 0
+        while got < view.nbytes:
+            if self.pos == len(self.chunk) and not self._advance():
+                break
+            take = min(view.nbytes - got, len(self.chunk) - self.pos)
+            view[got : got + take] = self.chunk[self.pos : self.pos + take]
+            got += take
+            self.pos += take
+        return got
+
+    def readline(self) -> bytes:
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            if self.pos == len(self.chunk) and not self._advance():
+                break
+            stop = self.chunk.find(b"\n", self.pos)
+            stop = len(self.chunk) if stop < 0 else stop + 1
+            line += self.chunk[self.pos : stop]
+            self.pos = stop
+        return bytes(line)
+
+    # -- the buffers iterable ----------------------------------------------
+
+    def __iter__(self) -> _RecordReader:
+        return self
+
+    def __next__(self) -> Any:
+        if not self.buffers:
+            raise CorruptStreamError(
+                f"record {self.number} uses an out-of-band buffer that precedes none"
+            )
+        return self.buffers.popleft()
+
+    def finish(self) -> None:
+        """After STOP: the record must end here, with every buffer used."""
+        if self.pos != len(self.chunk) or self._advance():
+            raise CorruptStreamError(f"pickle bytes after STOP in record {self.number}")
+        assert self.end is not None
+        if self.buffers:
+            raise CorruptStreamError(
+                f"record {self.number} has {len(self.buffers)} unused buffers"
+            )
+        if (self.end.raw_size, self.end.param) != (self.pickle_bytes, self.buffer_count):
+            raise CorruptStreamError(
+                f"{self.end.where()} counts {self.end.raw_size} pickle bytes and "
+                f"{self.end.param} buffers; the record has {self.pickle_bytes} "
+                f"and {self.buffer_count}"
+            )
+
+
+#: Globals ``safe=True`` allows: builtins' plain data types and what numpy
+#: needs to rebuild arrays, dtypes and scalars (under numpy 1 and 2 names).
+SAFE_GLOBALS = frozenset(
+    [f"builtins.{n}" for n in (
+        "bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset",
+        "int", "list", "range", "set", "slice", "str", "tuple",
+    )]
+    + [f"numpy.{core}.{n}" for core in ("core", "_core") for n in (
+        "multiarray._reconstruct", "multiarray.scalar", "numeric._frombuffer",
+    )]
+    + ["numpy.dtype", "numpy.ndarray"]
+)
+
+
+def _raised_by_unpickler(exc: BaseException) -> bool:
+    """True if ``exc`` came from the C unpickler itself (or a C function it
+    called), not from Python code the stream ran: a user's hook or class."""
+    tb = exc.__traceback__
+    return tb is not None and tb.tb_next is None
+
+
+class Unpickler(pickle.Unpickler):
+    """Reads the records of a streampickle stream, one per ``load``."""
+
+    def __init__(
+        self,
+        file: Any,
+        *,
+        mmap_mode: str | None = None,
+        safe: bool = False,
+        allow: Iterable[str] = (),
+        threads: int | None = None,
+    ) -> None:
+        check_threads(threads)
+        self._source = open_source(file, mmap_mode)
+        self._frames = FrameReader(self._source)
+        self._record = _RecordReader(self._frames)
+        self._state = "new"
+        self._count = 0
+        super().__init__(self._record, buffers=self._record)
+        if safe:
+            allowed = SAFE_GLOBALS | frozenset(allow)
+            find = self.find_class  # a subclass's override runs after the check
+
+            def checked_find_class(module: str, name: str) -> Any:
+                if f"{module}.{name}" not in allowed:
+                    raise ForbiddenGlobalError(
+                        f"global {module}.{name} is forbidden in safe mode "
+                        f"(record {self._count}); pass allow=[...] to permit it"
+                    )
+                return find(module, name)
+
+            self.find_class = checked_find_class  # type: ignore[method-assign]
+
+    def load(self) -> Any:
+        """The next record; EOFError at the clean end of the stream."""
+        if self._state == "ended":
+            raise EOFError("end of streampickle stream")
+        if self._state == "broken":
+            raise StreamError("stream unreadable after an earlier error")
+        try:
+            if self._state == "new":
+                self._frames.stream_header()
+                self._state = "open"
+            h = self._frames.next_header()
+            if h is None:
+                raise TruncatedStreamError(
+                    f"input ended at offset {self._source.position} after "
+                    f"{self._count} records, without the stream's END frame"
+                )
+            if h.kind in (Kind.INDEX, Kind.END):
+                self._read_end(h)
+                raise EOFError("end of streampickle stream")
+            self._record.begin(h, self._count)
+            obj = self._unpickle()
+            self._record.finish()
+        except EOFError:
+            raise
+        except BaseException:
+            # Mid-record, the stream position is lost: refuse further loads.
+            self._state = "broken"
+            raise
+        finally:
+            self.memo.clear()
+        self._count += 1
+        return obj
+
+    def _unpickle(self) -> Any:
+        try:
+            return super().load()
+        except StreamError:
+            raise
+        except MemoryError:
+            raise
+        except Exception as exc:
+            if not _raised_by_unpickler(exc):
+                raise  # the user's hook or class failed: their error, as is
+            raise CorruptStreamError(
+                f"record {self._count} is not a valid pickle: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _read_end(self, h: FrameHeader) -> None:
+        """Consume the stream's tail: an optional INDEX, then END."""
+        if h.kind is Kind.INDEX:
+            # Sequential readers skip the index: a damaged one must not stop them.
+            self._frames.exact(h.stored_size, h.where())
+            nxt = self._frames.next_header()
+            if nxt is None:
+                raise TruncatedStreamError(
+                    f"input ended at offset {self._source.position} before the END frame"
+                )
+            h = nxt
+        if h.kind is not Kind.END:
+            raise CorruptStreamError(f"{h.where()} where END was expected")
+        self._state = "ended"
+
+    def _expect_end(self) -> None:
+        """Consume the END of a one-record stream (what ``load()`` reads)."""
+        h = self._frames.next_header()
+        if h is None:
+            raise TruncatedStreamError(
+                f"input ended at offset {self._source.position} before the END frame"
+            )
+        if h.kind not in (Kind.INDEX, Kind.END):
+            raise StreamError(
+                f"stream holds more than one record ({h.where()}); "
+                "read it with streampickle.Unpickler"
+            )
+        self._read_end(h)
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            try:
+                yield self.load()
+            except EOFError:
+                return
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self) -> Unpickler:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def load(
+    file: Any,
+    *,
+    mmap_mode: str | None = None,
+    safe: bool = False,
+    allow: Iterable[str] = (),
+    threads: int | None = None,
+) -> Any:
+    """Read a one-record stream (as ``dump`` writes) through its END frame."""
+    with Unpickler(
+        file, mmap_mode=mmap_mode, safe=safe, allow=allow, threads=threads
+    ) as unpickler:
+        obj = unpickler.load()
+        unpickler._expect_end()
+    return obj
+
+
+def loads(data: Any, *, safe: bool = False, allow: Iterable[str] = ()) -> Any:
+    """Read a one-record stream from a bytes-like object."""
+    return load(io.BytesIO(data), safe=safe, allow=allow)
+
+
+def read_index(file: Any) -> fmt.Index | None:
+    """The index of a seekable stream, found from its END frame; None if the
+    stream has none (it was written to a socket or a pipe).
+
+    ``file`` is a path or a seekable binary file positioned at the stream's
+    start. Raises CorruptStreamError if the END frame or the index is damaged.
+    """
+    source = open_source(file, None)
+    try:
+        if not isinstance(source, FileSource) or source.remaining() is None:
+            raise ValueError("read_index needs a path or a seekable file")
+        f, base = source.file, source.file.tell()
+        size = source.remaining() or 0
+        if size < fmt.STREAM_HEADER.size + fmt.FRAME_HEADER.size:
+            raise TruncatedStreamError(f"stream of {size} bytes has no END frame")
+        end_at = size - fmt.FRAME_HEADER.size
+        f.seek(base + end_at)
+        end = fmt.decode_frame_header(f.read(fmt.FRAME_HEADER.size), end_at, 0)
+        if end.kind is not Kind.END:
+            raise CorruptStreamError(f"{end.where()}: the stream does not end with END")
+        if end.raw_size == 0:
+            return None
+        at = end.raw_size
+        if not fmt.STREAM_HEADER.size <= at <= end_at - fmt.FRAME_HEADER.size:
+            raise CorruptStreamError(f"{end.where()} points to an index at {at}, out of range")
+        f.seek(base + at)
+        h = fmt.decode_frame_header(
+            f.read(fmt.FRAME_HEADER.size), at, end_at - at - fmt.FRAME_HEADER.size
+        )
+        if h.kind is not Kind.INDEX or at + fmt.FRAME_HEADER.size + h.stored_size != end_at:
+            raise CorruptStreamError(f"{h.where()} is not the index END points to")
+        body = f.read(h.stored_size)
+        if fmt.checksum(body) != h.payload_check:
+            raise CorruptStreamError(f"payload check mismatch in {h.where()}")
+        index = fmt.Index.decode(body, h.where())
+        if any(r.offset >= at for r in index.records) or any(b >= at for b in index.buffers):
+            raise CorruptStreamError(f"offsets beyond the stream in {h.where()}")
+        return index
+    finally:
+        source.close()
