@@ -121,15 +121,26 @@ class _RecordReader:
         self.pickle_bytes = 0
         self.buffer_count = 0
         self.number = 0
+        self.failure: StreamError | None = None
 
     def begin(self, first: FrameHeader, number: int) -> None:
         self.first, self.end, self.number = first, None, number
         self.chunk, self.pos = b"", 0
         self.pickle_bytes = self.buffer_count = 0
         self.buffers.clear()
+        self.failure = None
 
     def _advance(self) -> bool:
         """Load the next non-empty PICKLE payload; False at RECORD_END."""
+        try:
+            return self._next_pickle_frame()
+        except StreamError as exc:
+            # The C unpickler may replace this error with EOFError("Ran out of
+            # input") without chaining it; keep it so load() can raise it.
+            self.failure = exc
+            raise
+
+    def _next_pickle_frame(self) -> bool:
         while self.end is None:
             h, self.first = self.first or self.frames.next_header(), None
             if h is None:
@@ -312,6 +323,8 @@ class Unpickler(pickle.Unpickler):
         except MemoryError:
             raise
         except Exception as exc:
+            if self._record.failure is not None:
+                raise self._record.failure from None
             if not _raised_by_unpickler(exc):
                 raise  # the user's hook or class failed: their error, as is
             raise CorruptStreamError(

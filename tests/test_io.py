@@ -1,0 +1,267 @@
+"""Where streams go and come from: paths, file objects, pipes, sockets, maps."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import streampickle as sp
+
+OBJ = {"w": np.arange(200_000, dtype=np.float32), "meta": {"step": 7, "name": "run"}}
+
+
+def same(a: Any, b: Any) -> None:
+    assert a["meta"] == b["meta"]
+    np.testing.assert_array_equal(a["w"], b["w"])
+
+
+class TestPaths:
+    def test_dump_to_path_and_load_round_trip(self, tmp_path: Path) -> None:
+        path = tmp_path / "ckpt.sp"
+        sp.dump(OBJ, path)
+        same(sp.load(path), OBJ)
+        same(sp.load(str(path)), OBJ)
+
+    def test_dump_to_path_leaves_no_temp_file(self, tmp_path: Path) -> None:
+        sp.dump(OBJ, tmp_path / "ckpt.sp")
+        assert os.listdir(tmp_path) == ["ckpt.sp"]
+
+    def test_failed_dump_keeps_the_old_file_and_leaves_no_temp(self, tmp_path: Path) -> None:
+        path = tmp_path / "ckpt.sp"
+        sp.dump("old", path)
+        with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+            sp.dump({"a": np.zeros(100_000), "bad": lambda: 0}, path)
+        assert sp.load(path) == "old"
+        assert os.listdir(tmp_path) == ["ckpt.sp"]
+
+    def test_exception_inside_pickler_block_keeps_the_old_file(self, tmp_path: Path) -> None:
+        path = tmp_path / "ckpt.sp"
+        sp.dump("old", path)
+        with pytest.raises(RuntimeError):
+            with sp.Pickler(path) as p:
+                p.dump("new")
+                raise RuntimeError("crash")
+        assert sp.load(path) == "old"
+
+    def test_path_is_not_replaced_before_close(self, tmp_path: Path) -> None:
+        path = tmp_path / "ckpt.sp"
+        sp.dump("old", path)
+        p = sp.Pickler(path)
+        p.dump("new")
+        assert sp.load(path) == "old"
+        p.close()
+        assert sp.load(path) == "new"
+
+    def test_pickler_cannot_dump_after_close(self, tmp_path: Path) -> None:
+        p = sp.Pickler(tmp_path / "x.sp")
+        p.close()
+        with pytest.raises(ValueError, match="closed"):
+            p.dump(1)
+
+    def test_load_of_missing_file_raises_file_not_found(self, tmp_path: Path) -> None:
+        with pytest.raises(FileNotFoundError):
+            sp.load(tmp_path / "missing.sp")
+
+    def test_empty_file_raises_eof_error(self, tmp_path: Path) -> None:
+        (tmp_path / "empty").write_bytes(b"")
+        with pytest.raises(EOFError):
+            sp.load(tmp_path / "empty")
+
+
+class TestFileObjects:
+    def test_bytesio_round_trip(self) -> None:
+        bio = io.BytesIO()
+        sp.dump(OBJ, bio)
+        bio.seek(0)
+        same(sp.load(bio), OBJ)
+
+    def test_streams_back_to_back_in_one_file_load_in_turn(self, tmp_path: Path) -> None:
+        path = tmp_path / "many"
+        with open(path, "wb") as f:
+            for i in range(3):
+                sp.dump({"i": i, "a": np.full(5000, i)}, f)
+        with open(path, "rb") as f:
+            for i in range(3):
+                assert sp.load(f)["i"] == i
+            assert f.read() == b""
+
+    def test_stream_after_other_data_keeps_its_alignment(self, tmp_path: Path) -> None:
+        path = tmp_path / "offset"
+        with open(path, "wb") as f:
+            f.write(b"preamble!")
+            sp.dump(np.arange(10_000.0), f)
+        with open(path, "rb") as f:
+            assert f.read(9) == b"preamble!"
+            a = sp.load(f, mmap_mode="r")
+        assert a.ctypes.data % 64 == 0
+        np.testing.assert_array_equal(a, np.arange(10_000.0))
+
+    def test_unbuffered_file_objects_work(self, tmp_path: Path) -> None:
+        path = tmp_path / "raw"
+        with open(path, "wb", buffering=0) as f:
+            sp.dump(OBJ, f)
+        with open(path, "rb", buffering=0) as f:
+            same(sp.load(f), OBJ)
+
+    def test_wrong_file_types_raise_type_error(self) -> None:
+        with pytest.raises(TypeError, match="cannot write"):
+            sp.dump(1, 42)
+        with pytest.raises(TypeError, match="cannot read"):
+            sp.load(42)
+
+
+class TestMemoryMap:
+    @pytest.mark.parametrize("mode", ["r", "c"])
+    def test_mmap_load_gives_aligned_views(self, tmp_path: Path, mode: str) -> None:
+        path = tmp_path / "m.sp"
+        sp.dump({"a": np.arange(100_000.0), "b": np.ones((300, 7), order="F")}, path)
+        out = sp.load(path, mmap_mode=mode)
+        np.testing.assert_array_equal(out["a"], np.arange(100_000.0))
+        assert out["b"].flags.f_contiguous and out["b"].sum() == 2100
+        assert not out["a"].flags.owndata and out["a"].ctypes.data % 64 == 0
+        assert out["a"].flags.writeable == (mode == "c")
+
+    def test_copy_on_write_map_does_not_change_the_file(self, tmp_path: Path) -> None:
+        path = tmp_path / "m.sp"
+        sp.dump(np.zeros(10_000), path)
+        a = sp.load(path, mmap_mode="c")
+        a[:] = 5
+        assert sp.load(path).sum() == 0
+
+    def test_read_only_map_refuses_writes(self, tmp_path: Path) -> None:
+        path = tmp_path / "m.sp"
+        sp.dump(np.zeros(10_000), path)
+        a = sp.load(path, mmap_mode="r")
+        with pytest.raises(ValueError):
+            a[0] = 1
+
+    @pytest.mark.parametrize("mode", ["r+", "w", 1])
+    def test_bad_mmap_mode_is_a_value_error(self, tmp_path: Path, mode: Any) -> None:
+        path = tmp_path / "m.sp"
+        sp.dump(1, path)
+        with pytest.raises(ValueError, match="mmap_mode"):
+            sp.load(path, mmap_mode=mode)
+
+    def test_mmap_of_bytesio_is_a_value_error(self) -> None:
+        with pytest.raises(ValueError, match="mmap_mode"):
+            sp.load(io.BytesIO(sp.dumps(1)), mmap_mode="r")
+
+
+class TestSocketsAndPipes:
+    def test_socketpair_records_back_to_back_are_read_by_separate_readers(self) -> None:
+        a, b = socket.socketpair()
+        msgs = [{"i": i, "arr": np.full(50_000, i, dtype=np.int64)} for i in range(4)]
+
+        def send() -> None:
+            for m in msgs:
+                sp.dump(m, a)
+            a.close()
+
+        t = threading.Thread(target=send)
+        t.start()
+        for m in msgs:
+            got = sp.load(b)  # a new reader each time: none may over-read
+            assert got["i"] == m["i"] and (got["arr"] == m["i"]).all()
+        t.join()
+        assert b.recv(1) == b""  # nothing left over, nothing lost
+        b.close()
+
+    def test_pickler_on_a_socket_streams_records_as_dumped(self) -> None:
+        a, b = socket.socketpair()
+        p = sp.Pickler(a)
+        u = sp.Unpickler(b)
+        for i in range(3):  # the reader gets each record before the writer closes
+            p.dump([i, np.arange(10_000) * i])
+            got = u.load()
+            assert got[0] == i and got[1][-1] == 9999 * i
+        p.close()
+        with pytest.raises(EOFError):
+            u.load()
+        a.close()
+        b.close()
+
+    def test_peer_closing_mid_record_raises_truncated(self) -> None:
+        data = sp.dumps({"a": np.arange(100_000)})
+        a, b = socket.socketpair()
+        t = threading.Thread(target=lambda: (a.sendall(data[: len(data) // 2]), a.close()))
+        t.start()
+        with pytest.raises(sp.TruncatedStreamError, match="offset"):
+            sp.load(b)
+        t.join()
+        b.close()
+
+    def test_pipe_to_a_subprocess_child(self, tmp_path: Path) -> None:
+        child = (
+            "import sys, numpy as np, streampickle as sp\n"
+            "u = sp.Unpickler(sys.stdin.buffer)\n"
+            "print(sum(int(r['a'].sum()) for r in u))\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert proc.stdin is not None
+        with sp.Pickler(proc.stdin) as p:
+            for i in range(5):
+                p.dump({"a": np.full(100_000, i)})
+        out, _ = proc.communicate(timeout=60)  # closes the child's stdin
+        assert int(out) == 100_000 * sum(range(5))
+
+    def test_os_pipe_round_trip(self) -> None:
+        r, w = os.pipe()
+        with open(r, "rb") as fr, open(w, "wb") as fw:
+            t = threading.Thread(target=lambda: (sp.dump(OBJ, fw), fw.close()))
+            t.start()
+            same(sp.load(fr), OBJ)
+            t.join()
+
+
+class TestSafeMode:
+    def test_plain_data_and_arrays_load_in_safe_mode(self) -> None:
+        obj = {
+            "a": np.arange(5000.0), "s": {1, 2}, "f": frozenset([3]), "c": 1 + 2j,
+            "r": range(3), "sl": slice(1, 2), "ba": bytearray(b"x"), "o": np.array([1, "x"], dtype=object),
+            "st": np.zeros(3, dtype=[("a", "i4")]), "sc": np.float64(2.5), "dt": np.dtype("f4"),
+        }
+        out = sp.loads(sp.dumps(obj), safe=True)
+        assert out["s"] == {1, 2} and out["c"] == 1 + 2j and out["sc"] == 2.5
+        np.testing.assert_array_equal(out["a"], obj["a"])
+
+    def test_other_globals_are_forbidden_before_they_are_called(self) -> None:
+        data = sp.dumps(os.system)  # would run a shell command if called
+        with pytest.raises(sp.ForbiddenGlobalError, match="posix.system"):
+            sp.loads(data, safe=True)
+
+    def test_forbidden_global_error_is_a_stream_error(self) -> None:
+        assert issubclass(sp.ForbiddenGlobalError, sp.StreamError)
+        assert issubclass(sp.StreamError, pickle.UnpicklingError)
+
+    def test_allow_lets_named_globals_through(self) -> None:
+        from collections import OrderedDict
+
+        data = sp.dumps(OrderedDict(a=1))
+        with pytest.raises(sp.ForbiddenGlobalError):
+            sp.loads(data, safe=True)
+        assert sp.loads(data, safe=True, allow=["collections.OrderedDict"]) == {"a": 1}
+
+    def test_safe_check_runs_before_a_subclass_find_class(self) -> None:
+        calls = []
+
+        class U(sp.Unpickler):
+            def find_class(self, module: str, name: str) -> Any:
+                calls.append(name)
+                return super().find_class(module, name)
+
+        with U(io.BytesIO(sp.dumps(os.system)), safe=True) as u:
+            with pytest.raises(sp.ForbiddenGlobalError):
+                u.load()
+        assert calls == []
