@@ -1,0 +1,160 @@
+"""The format is a contract: pinned constants, exact bytes, committed vectors."""
+
+from __future__ import annotations
+
+import io
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import streampickle as sp
+from streampickle import format as fmt
+from streampickle.format import Flag, FrameHeader, Kind
+
+sys.path.insert(0, str(Path(__file__).parent / "vectors"))
+import make_vectors  # noqa: E402
+
+VECTORS = Path(__file__).parent / "vectors"
+
+
+class TestConstants:
+    def test_magic_and_version_are_pinned(self) -> None:
+        assert fmt.MAGIC == b"\x89SPK\r\n\x1a\n"
+        assert fmt.VERSION == 1
+
+    def test_header_sizes_are_pinned(self) -> None:
+        assert fmt.STREAM_HEADER.size == 16
+        assert fmt.FRAME_HEADER.size == 32
+        assert fmt.ALIGNMENT == 64
+
+    def test_kind_codec_and_flag_values_are_pinned(self) -> None:
+        assert {k.name: int(k) for k in Kind} == {
+            "PICKLE": 1, "BUFFER": 2, "RECORD_END": 3, "PAD": 5, "INDEX": 6, "END": 7,
+        }
+        assert {c.name: int(c) for c in fmt.Codec} == {"NONE": 0}
+        assert (int(Flag.CHECKED), int(Flag.READONLY)) == (1, 2)
+
+    def test_field_table_matches_the_header_struct(self) -> None:
+        offsets, pos = {}, 0
+        for field in fmt.FRAME_FIELDS:
+            offsets[field.name] = pos
+            pos += struct.calcsize("<" + field.fmt)
+        assert pos == fmt.FRAME_HEADER.size
+        assert offsets["stored_size"] == 8 and offsets["header_check"] == fmt.HEADER_CHECKED
+
+    def test_checksum_is_low_half_of_xxh3_64(self) -> None:
+        import xxhash
+
+        data = b"streampickle"
+        assert fmt.checksum(data) == xxhash.xxh3_64_intdigest(data) & 0xFFFFFFFF
+
+
+# One table drives both directions: each header encodes to exactly these bytes
+# and these bytes decode to the header.
+FRAME_CASES = [
+    (
+        FrameHeader(Kind.PICKLE, fmt.Codec.NONE, Flag.CHECKED, 0, 5, 5, fmt.checksum(b"hello")),
+        "010001000000000005000000000000000500000000000000fddc625ce5b98b17",
+    ),
+    (
+        FrameHeader(Kind.BUFFER, fmt.Codec.NONE, Flag.CHECKED | Flag.READONLY, 4096, 4096, 4096, 0),
+        "0200030000100000001000000000000000100000000000000000000002b131df",
+    ),
+    (
+        FrameHeader(Kind.RECORD_END, fmt.Codec.NONE, Flag(0), 1, 0, 20, 0),
+        "030000000100000000000000000000001400000000000000000000000662a558",
+    ),
+    (
+        FrameHeader(Kind.PAD, fmt.Codec.NONE, Flag(0), 0, 16, 16, 0),
+        "05000000000000001000000000000000100000000000000000000000319cc0de",
+    ),
+    (
+        FrameHeader(Kind.END, fmt.Codec.NONE, Flag(0), 0, 0, 0, 0),
+        "07000000000000000000000000000000000000000000000000000000f9c4e0a0",
+    ),
+]
+
+
+class TestFrameCodec:
+    @pytest.mark.parametrize("header,hexbytes", FRAME_CASES, ids=lambda c: getattr(c, "kind", ""))
+    def test_header_encodes_to_exact_bytes(self, header: FrameHeader, hexbytes: str) -> None:
+        assert header.encode().hex() == hexbytes
+
+    @pytest.mark.parametrize("header,hexbytes", FRAME_CASES, ids=lambda c: getattr(c, "kind", ""))
+    def test_exact_bytes_decode_to_header(self, header: FrameHeader, hexbytes: str) -> None:
+        assert fmt.decode_frame_header(bytes.fromhex(hexbytes), 0, None) == header
+
+    def test_stream_header_is_exact(self) -> None:
+        assert fmt.encode_stream_header().hex() == "8953504b0d0a1a0a010000000a76e700"
+        assert fmt.decode_stream_header(fmt.encode_stream_header()) == 1
+
+    def test_smallest_stream_is_exact(self) -> None:
+        # sp.dumps(None): header, PICKLE, RECORD_END, INDEX, END (see FORMAT.md)
+        assert sp.dumps(None).hex() == "".join([
+            "8953504b0d0a1a0a010000000a76e700",  # stream header
+            "010001000000000004000000000000000400000000000000b0e36afaf26c8838",  # PICKLE
+            "80054e2e",  # PROTO 5, NONE, STOP
+            "03000000000000000000000000000000040000000000000000000000dd45be93",  # RECORD_END
+            "060001000000000028000000000000002800000000000000907bb8ef4d40cd10",  # INDEX
+            "01000000000000000000000000000000"  # 1 record, 0 buffers
+            "100000000000000000000000000000000000000000000000",  # offset 16, 0, 0
+            "070000000000000000000000000000005400000000000000000000003f12b041",  # END
+        ])
+
+    @pytest.mark.parametrize("position", range(0, 256, 7))
+    def test_buffer_payload_after_pad_is_aligned(self, position: int) -> None:
+        pad = fmt.pad_before_buffer(position)
+        after = position if pad < 0 else position + fmt.FRAME_HEADER.size + pad
+        assert (after + fmt.FRAME_HEADER.size) % fmt.ALIGNMENT == 0
+        assert pad < fmt.ALIGNMENT
+
+
+class TestVectors:
+    @pytest.mark.parametrize("name", make_vectors.NAMES)
+    def test_committed_vectors_still_load(self, name: str) -> None:
+        with sp.Unpickler(VECTORS / f"{name}.sp") as u:
+            got = list(u)
+        assert_equal(got, make_vectors.expected(name))
+
+    @pytest.mark.parametrize("name", make_vectors.NAMES)
+    def test_committed_vectors_load_memory_mapped(self, name: str) -> None:
+        with sp.Unpickler(VECTORS / f"{name}.sp", mmap_mode="r") as u:
+            got = list(u)
+        assert_equal(got, make_vectors.expected(name))
+
+    def test_plain_vector_is_what_the_writer_still_writes(self) -> None:
+        # Plain Python data pickles identically across numpy versions.
+        assert make_vectors.write("v1_plain") == (VECTORS / "v1_plain.sp").read_bytes()
+
+    def test_vector_written_to_a_socket_has_no_index(self) -> None:
+        assert sp.read_index(VECTORS / "v1_no_index.sp") is None
+        index = sp.read_index(VECTORS / "v1_records.sp")
+        assert index is not None and len(index.records) == 4
+
+
+def assert_equal(got: Any, want: Any) -> None:
+    if isinstance(want, np.ndarray):
+        assert isinstance(got, np.ndarray) and got.dtype == want.dtype
+        assert got.flags.f_contiguous == want.flags.f_contiguous
+        np.testing.assert_array_equal(got, want)
+    elif isinstance(want, dict):
+        assert got.keys() == want.keys()
+        for k in want:
+            assert_equal(got[k], want[k])
+    elif isinstance(want, list | tuple):
+        assert type(got) is type(want) and len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            assert_equal(g, w)
+    else:
+        assert got == want and type(got) is type(want)
+
+
+def test_read_index_of_bytesio_matches_records() -> None:
+    data = (VECTORS / "v1_records.sp").read_bytes()
+    index = sp.read_index(io.BytesIO(data))
+    assert index is not None
+    assert [r.buffer_count for r in index.records] == [1, 1, 1, 1]
