@@ -98,6 +98,7 @@ class Flag(enum.IntFlag):
 
 
 KNOWN_FLAGS = Flag.CHECKED | Flag.READONLY
+NO_FLAGS = Flag(0)
 
 # ---------------------------------------------------------------------------
 # Layout rules and limits. A reader refuses anything beyond them before it
@@ -124,7 +125,7 @@ def checksum(data: bytes | bytearray | memoryview) -> int:
     """The 32-bit check of ``data``: the low half of its XXH3-64 (seed 0).
 
     >>> hex(checksum(b""))
-    '0x3c0d80e5'
+    '0x38d394c2'
     """
     return xxhash.xxh3_64_intdigest(data) & 0xFFFFFFFF
 
@@ -177,8 +178,15 @@ class FrameHeader:
 
     def encode(self) -> bytes:
         head = FRAME_HEADER.pack(
-            self.kind, self.codec, self.flags, 0, self.param,
-            self.stored_size, self.raw_size, self.payload_check, 0,
+            self.kind,
+            self.codec,
+            self.flags,
+            0,
+            self.param,
+            self.stored_size,
+            self.raw_size,
+            self.payload_check,
+            0,
         )[:HEADER_CHECKED]
         return head + CHECK.pack(checksum(head))
 
@@ -202,7 +210,7 @@ def frame(
     stored_size: int = 0,
     raw_size: int = 0,
     param: int = 0,
-    flags: Flag = Flag(0),
+    flags: Flag = NO_FLAGS,
     payload_check: int = 0,
     codec: Codec = Codec.NONE,
 ) -> bytes:
@@ -226,9 +234,7 @@ def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHea
     try:
         kind = Kind(kind_)
     except ValueError:
-        raise CorruptStreamError(
-            f"unknown frame kind {kind_} at offset {offset}"
-        ) from None
+        raise CorruptStreamError(f"unknown frame kind {kind_} at offset {offset}") from None
     where = f"{kind.name} frame at offset {offset}"
     try:
         codec = Codec(codec_)
@@ -242,9 +248,7 @@ def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHea
     if limit is not None:
         need = stored + header.check_table_size()
         if need > limit:
-            raise CorruptStreamError(
-                f"{where} claims {need} bytes but only {limit} remain"
-            )
+            raise CorruptStreamError(f"{where} claims {need} bytes but only {limit} remain")
     return header
 
 

@@ -227,8 +227,8 @@ class MmapSource:
         access = mmap.ACCESS_READ if mode == "r" else mmap.ACCESS_COPY
         self.file = file
         self.owned = owned
-        self.base = file.tell()
-        size = os.fstat(file.fileno()).st_size
+        self.base: int = file.tell()
+        size: int = os.fstat(file.fileno()).st_size
         self.map = mmap.mmap(file.fileno(), size, access=access) if size else None
         self.view_all = memoryview(self.map) if self.map is not None else memoryview(b"")
         self.end = size

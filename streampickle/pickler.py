@@ -191,8 +191,11 @@ class Pickler(pickle.Pickler):
                 ).encode()
                 self._sink.write(
                     fmt.frame(
-                        Kind.INDEX, stored_size=len(body), raw_size=len(body),
-                        flags=Flag.CHECKED, payload_check=fmt.checksum(body),
+                        Kind.INDEX,
+                        stored_size=len(body),
+                        raw_size=len(body),
+                        flags=Flag.CHECKED,
+                        payload_check=fmt.checksum(body),
                     )
                     + body
                 )
@@ -237,8 +240,12 @@ def dump(
 ) -> None:
     """Write ``obj`` to ``file`` as a one-record stream."""
     with Pickler(
-        file, compress=compress, level=level, threads=threads,
-        frame_size=frame_size, checksum=checksum,
+        file,
+        compress=compress,
+        level=level,
+        threads=threads,
+        frame_size=frame_size,
+        checksum=checksum,
     ) as pickler:
         pickler.dump(obj)
 
@@ -255,7 +262,12 @@ def dumps(
     """``obj`` as a one-record stream, in memory."""
     out = io.BytesIO()
     dump(
-        obj, out, compress=compress, level=level, threads=threads,
-        frame_size=frame_size, checksum=checksum,
+        obj,
+        out,
+        compress=compress,
+        level=level,
+        threads=threads,
+        frame_size=frame_size,
+        checksum=checksum,
     )
     return out.getvalue()

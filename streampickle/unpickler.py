@@ -14,8 +14,9 @@ import collections
 import io
 import pickle
 import struct
+from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,9 @@ class FrameReader:
         if got < len(buf):
             if not fmt.MAGIC.startswith(bytes(buf[: min(got, len(fmt.MAGIC))])):
                 raise CorruptStreamError("not a streampickle stream: bad magic at offset 0")
-            raise TruncatedStreamError(f"input ended at offset {got} inside the stream header")
+            raise TruncatedStreamError(
+                f"input ended at offset {got} inside the stream header"
+            )
         return fmt.decode_stream_header(bytes(buf))
 
     def next_header(self) -> FrameHeader | None:
@@ -87,7 +90,7 @@ class FrameReader:
             self.exact(h.check_table_size(), f"check table of {h.where()}")
             return view
         out = np.empty(n, dtype=np.uint8)
-        view = memoryview(out)
+        view = memoryview(out.data)
         sums = []
         for start in range(0, n, chunk):
             piece = view[start : start + chunk]
@@ -100,7 +103,7 @@ class FrameReader:
         if h.checked:
             table = self.exact(h.check_table_size(), f"check table of {h.where()}")
             want = struct.unpack(f"<{len(sums)}I", table)
-            for i, (got, expected) in enumerate(zip(sums, want)):
+            for i, (got, expected) in enumerate(zip(sums, want, strict=True)):
                 if got != expected:
                     raise CorruptStreamError(
                         f"check mismatch in chunk {i} (bytes {i * chunk}..) of {h.where()}"
@@ -231,13 +234,34 @@ class _RecordReader:
 #: Globals ``safe=True`` allows: builtins' plain data types and what numpy
 #: needs to rebuild arrays, dtypes and scalars (under numpy 1 and 2 names).
 SAFE_GLOBALS = frozenset(
-    [f"builtins.{n}" for n in (
-        "bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset",
-        "int", "list", "range", "set", "slice", "str", "tuple",
-    )]
-    + [f"numpy.{core}.{n}" for core in ("core", "_core") for n in (
-        "multiarray._reconstruct", "multiarray.scalar", "numeric._frombuffer",
-    )]
+    [
+        f"builtins.{n}"
+        for n in (
+            "bool",
+            "bytearray",
+            "bytes",
+            "complex",
+            "dict",
+            "float",
+            "frozenset",
+            "int",
+            "list",
+            "range",
+            "set",
+            "slice",
+            "str",
+            "tuple",
+        )
+    ]
+    + [
+        f"numpy.{core}.{n}"
+        for core in ("core", "_core")
+        for n in (
+            "multiarray._reconstruct",
+            "multiarray.scalar",
+            "numeric._frombuffer",
+        )
+    ]
     + ["numpy.dtype", "numpy.ndarray"]
 )
 
@@ -328,8 +352,7 @@ class Unpickler(pickle.Unpickler):
             if not _raised_by_unpickler(exc):
                 raise  # the user's hook or class failed: their error, as is
             raise CorruptStreamError(
-                f"record {self._count} is not a valid pickle: "
-                f"{type(exc).__name__}: {exc}"
+                f"record {self._count} is not a valid pickle: {type(exc).__name__}: {exc}"
             ) from exc
 
     def _read_end(self, h: FrameHeader) -> None:
@@ -429,7 +452,9 @@ def read_index(file: Any) -> fmt.Index | None:
             return None
         at = end.raw_size
         if not fmt.STREAM_HEADER.size <= at <= end_at - fmt.FRAME_HEADER.size:
-            raise CorruptStreamError(f"{end.where()} points to an index at {at}, out of range")
+            raise CorruptStreamError(
+                f"{end.where()} points to an index at {at}, out of range"
+            )
         f.seek(base + at)
         h = fmt.decode_frame_header(
             f.read(fmt.FRAME_HEADER.size), at, end_at - at - fmt.FRAME_HEADER.size
@@ -440,7 +465,9 @@ def read_index(file: Any) -> fmt.Index | None:
         if fmt.checksum(body) != h.payload_check:
             raise CorruptStreamError(f"payload check mismatch in {h.where()}")
         index = fmt.Index.decode(body, h.where())
-        if any(r.offset >= at for r in index.records) or any(b >= at for b in index.buffers):
+        if any(r.offset >= at for r in index.records) or any(
+            b >= at for b in index.buffers
+        ):
             raise CorruptStreamError(f"offsets beyond the stream in {h.where()}")
         return index
     finally:

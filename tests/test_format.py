@@ -33,7 +33,12 @@ class TestConstants:
 
     def test_kind_codec_and_flag_values_are_pinned(self) -> None:
         assert {k.name: int(k) for k in Kind} == {
-            "PICKLE": 1, "BUFFER": 2, "RECORD_END": 3, "PAD": 5, "INDEX": 6, "END": 7,
+            "PICKLE": 1,
+            "BUFFER": 2,
+            "RECORD_END": 3,
+            "PAD": 5,
+            "INDEX": 6,
+            "END": 7,
         }
         assert {c.name: int(c) for c in fmt.Codec} == {"NONE": 0}
         assert (int(Flag.CHECKED), int(Flag.READONLY)) == (1, 2)
@@ -57,11 +62,15 @@ class TestConstants:
 # and these bytes decode to the header.
 FRAME_CASES = [
     (
-        FrameHeader(Kind.PICKLE, fmt.Codec.NONE, Flag.CHECKED, 0, 5, 5, fmt.checksum(b"hello")),
+        FrameHeader(
+            Kind.PICKLE, fmt.Codec.NONE, Flag.CHECKED, 0, 5, 5, fmt.checksum(b"hello")
+        ),
         "010001000000000005000000000000000500000000000000fddc625ce5b98b17",
     ),
     (
-        FrameHeader(Kind.BUFFER, fmt.Codec.NONE, Flag.CHECKED | Flag.READONLY, 4096, 4096, 4096, 0),
+        FrameHeader(
+            Kind.BUFFER, fmt.Codec.NONE, Flag.CHECKED | Flag.READONLY, 4096, 4096, 4096, 0
+        ),
         "0200030000100000001000000000000000100000000000000000000002b131df",
     ),
     (
@@ -80,11 +89,17 @@ FRAME_CASES = [
 
 
 class TestFrameCodec:
-    @pytest.mark.parametrize("header,hexbytes", FRAME_CASES, ids=lambda c: getattr(c, "kind", ""))
-    def test_header_encodes_to_exact_bytes(self, header: FrameHeader, hexbytes: str) -> None:
+    @pytest.mark.parametrize(
+        "header,hexbytes", FRAME_CASES, ids=lambda c: getattr(c, "kind", "")
+    )
+    def test_header_encodes_to_exact_bytes(
+        self, header: FrameHeader, hexbytes: str
+    ) -> None:
         assert header.encode().hex() == hexbytes
 
-    @pytest.mark.parametrize("header,hexbytes", FRAME_CASES, ids=lambda c: getattr(c, "kind", ""))
+    @pytest.mark.parametrize(
+        "header,hexbytes", FRAME_CASES, ids=lambda c: getattr(c, "kind", "")
+    )
     def test_exact_bytes_decode_to_header(self, header: FrameHeader, hexbytes: str) -> None:
         assert fmt.decode_frame_header(bytes.fromhex(hexbytes), 0, None) == header
 
@@ -93,17 +108,22 @@ class TestFrameCodec:
         assert fmt.decode_stream_header(fmt.encode_stream_header()) == 1
 
     def test_smallest_stream_is_exact(self) -> None:
-        # sp.dumps(None): header, PICKLE, RECORD_END, INDEX, END (see FORMAT.md)
-        assert sp.dumps(None).hex() == "".join([
+        # sp.dumps(None), frame by frame (see the worked example in FORMAT.md)
+        expected = [
             "8953504b0d0a1a0a010000000a76e700",  # stream header
-            "010001000000000004000000000000000400000000000000b0e36afaf26c8838",  # PICKLE
-            "80054e2e",  # PROTO 5, NONE, STOP
-            "03000000000000000000000000000000040000000000000000000000dd45be93",  # RECORD_END
-            "060001000000000028000000000000002800000000000000907bb8ef4d40cd10",  # INDEX
-            "01000000000000000000000000000000"  # 1 record, 0 buffers
-            "100000000000000000000000000000000000000000000000",  # offset 16, 0, 0
-            "070000000000000000000000000000005400000000000000000000003f12b041",  # END
-        ])
+            # PICKLE frame header, then PROTO 5, NONE, STOP
+            "010001000000000004000000000000000400000000000000b0e36afaf26c8838",
+            "80054e2e",
+            # RECORD_END: 4 pickle bytes, 0 buffers
+            "03000000000000000000000000000000040000000000000000000000dd45be93",
+            # INDEX frame header, then 1 record, 0 buffers; record at 16, 0, 0
+            "060001000000000028000000000000002800000000000000907bb8ef4d40cd10",
+            "0100000000000000000000000000000010000000000000000000000000000000"
+            "0000000000000000",
+            # END: the index is at 0x54
+            "070000000000000000000000000000005400000000000000000000003f12b041",
+        ]
+        assert sp.dumps(None).hex() == "".join(expected)
 
     @pytest.mark.parametrize("position", range(0, 256, 7))
     def test_buffer_payload_after_pad_is_aligned(self, position: int) -> None:

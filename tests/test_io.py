@@ -36,7 +36,9 @@ class TestPaths:
         sp.dump(OBJ, tmp_path / "ckpt.sp")
         assert os.listdir(tmp_path) == ["ckpt.sp"]
 
-    def test_failed_dump_keeps_the_old_file_and_leaves_no_temp(self, tmp_path: Path) -> None:
+    def test_failed_dump_keeps_the_old_file_and_leaves_no_temp(
+        self, tmp_path: Path
+    ) -> None:
         path = tmp_path / "ckpt.sp"
         sp.dump("old", path)
         with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
@@ -44,7 +46,9 @@ class TestPaths:
         assert sp.load(path) == "old"
         assert os.listdir(tmp_path) == ["ckpt.sp"]
 
-    def test_exception_inside_pickler_block_keeps_the_old_file(self, tmp_path: Path) -> None:
+    def test_exception_inside_pickler_block_keeps_the_old_file(
+        self, tmp_path: Path
+    ) -> None:
         path = tmp_path / "ckpt.sp"
         sp.dump("old", path)
         with pytest.raises(RuntimeError):
@@ -228,9 +232,17 @@ class TestSocketsAndPipes:
 class TestSafeMode:
     def test_plain_data_and_arrays_load_in_safe_mode(self) -> None:
         obj = {
-            "a": np.arange(5000.0), "s": {1, 2}, "f": frozenset([3]), "c": 1 + 2j,
-            "r": range(3), "sl": slice(1, 2), "ba": bytearray(b"x"), "o": np.array([1, "x"], dtype=object),
-            "st": np.zeros(3, dtype=[("a", "i4")]), "sc": np.float64(2.5), "dt": np.dtype("f4"),
+            "a": np.arange(5000.0),
+            "s": {1, 2},
+            "f": frozenset([3]),
+            "c": 1 + 2j,
+            "r": range(3),
+            "sl": slice(1, 2),
+            "ba": bytearray(b"x"),
+            "o": np.array([1, "x"], dtype=object),
+            "st": np.zeros(3, dtype=[("a", "i4")]),
+            "sc": np.float64(2.5),
+            "dt": np.dtype("f4"),
         }
         out = sp.loads(sp.dumps(obj), safe=True)
         assert out["s"] == {1, 2} and out["c"] == 1 + 2j and out["sc"] == 2.5

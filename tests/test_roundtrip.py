@@ -30,11 +30,19 @@ def assert_same_array(a: np.ndarray, b: np.ndarray) -> None:
 # Python data
 
 plain = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-    | st.text() | st.binary() | st.complex_numbers(allow_nan=False),
-    lambda inner: st.lists(inner) | st.tuples(inner, inner)
-    | st.dictionaries(st.text() | st.integers(), inner)
-    | st.frozensets(st.integers() | st.text()),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary()
+    | st.complex_numbers(allow_nan=False),
+    lambda inner: (
+        st.lists(inner)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text() | st.integers(), inner)
+        | st.frozensets(st.integers() | st.text())
+    ),
     max_leaves=30,
 )
 
@@ -77,9 +85,28 @@ class TestPythonData:
 # numpy arrays of every dtype and layout
 
 DTYPES = [
-    "bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
-    "uint64", "float16", "float32", "float64", "longdouble", "complex64",
-    "complex128", "clongdouble", "<M8[ns]", "<m8[s]", ">i4", ">f8", "U7", "S5",
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "longdouble",
+    "complex64",
+    "complex128",
+    "clongdouble",
+    "<M8[ns]",
+    "<m8[s]",
+    ">i4",
+    ">f8",
+    "U7",
+    "S5",
     "V3",
 ]
 
@@ -104,7 +131,16 @@ class TestArrays:
             lambda: np.zeros(500, dtype=[("a", "<i4"), ("b", "<f8", (3,))]),
             lambda: np.array([1, "two", None, [3]], dtype=object),
         ],
-        ids=["0d", "empty", "F-view", "F-order", "strided", "3d-view", "structured", "object"],
+        ids=[
+            "0d",
+            "empty",
+            "F-view",
+            "F-order",
+            "strided",
+            "3d-view",
+            "structured",
+            "object",
+        ],
     )
     def test_every_layout_round_trips(self, make: Any) -> None:
         a = make()
@@ -327,7 +363,9 @@ class TestRecords:
         index = sp.read_index(io.BytesIO(bio.getvalue()))
         assert index is not None
         assert [(r.first_buffer, r.buffer_count) for r in index.records] == [
-            (0, 2), (2, 0), (2, 1)
+            (0, 2),
+            (2, 0),
+            (2, 1),
         ]
         data = bio.getvalue()
         for off in index.buffers:  # every BUFFER payload starts 64-byte aligned

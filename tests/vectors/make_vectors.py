@@ -24,21 +24,41 @@ HERE = Path(__file__).parent
 def expected(name: str) -> list[Any]:
     """The records each vector holds."""
     if name == "v1_plain":
-        return [{"int": 1, "neg": -(2**70), "float": 2.5, "str": "héllo", "bytes": b"\x00\xff",
-                 "list": [1, [2, 3]], "tuple": (None, True), "set": {1, 2},
-                 "frozenset": frozenset({"a"}), "complex": 1 - 2j, "big": bytes(range(256)) * 40}]
+        return [
+            {
+                "int": 1,
+                "neg": -(2**70),
+                "float": 2.5,
+                "str": "héllo",
+                "bytes": b"\x00\xff",
+                "list": [1, [2, 3]],
+                "tuple": (None, True),
+                "set": {1, 2},
+                "frozenset": frozenset({"a"}),
+                "complex": 1 - 2j,
+                "big": bytes(range(256)) * 40,
+            }
+        ]
     if name in ("v1_arrays", "v1_unchecked"):
-        return [{
-            "f32": np.arange(1000, dtype="<f4") / 7,
-            "i64_fortran": np.asfortranarray(np.arange(600, dtype="<i8").reshape(20, 30)),
-            "u8": np.arange(5000, dtype=np.uint8),
-            "be_f8": np.linspace(0, 1, 300).astype(">f8"),
-            "structured": np.array([(i, i / 2) for i in range(200)], dtype=[("a", "<i4"), ("b", "<f8")]),
-            "small": np.arange(3, dtype="<i2"),
-            "scalar": np.float64(3.25),
-        }]
+        return [
+            {
+                "f32": np.arange(1000, dtype="<f4") / 7,
+                "i64_fortran": np.asfortranarray(
+                    np.arange(600, dtype="<i8").reshape(20, 30)
+                ),
+                "u8": np.arange(5000, dtype=np.uint8),
+                "be_f8": np.linspace(0, 1, 300).astype(">f8"),
+                "structured": np.array(
+                    [(i, i / 2) for i in range(200)], dtype=[("a", "<i4"), ("b", "<f8")]
+                ),
+                "small": np.arange(3, dtype="<i2"),
+                "scalar": np.float64(3.25),
+            }
+        ]
     if name in ("v1_records", "v1_no_index"):
-        return [{"step": i, "w": np.full(512, i, dtype="<i4"), "tag": "x" * i} for i in range(4)]
+        return [
+            {"step": i, "w": np.full(512, i, dtype="<i4"), "tag": "x" * i} for i in range(4)
+        ]
     raise KeyError(name)
 
 
