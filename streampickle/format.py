@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import xxhash
 
-from .errors import CorruptStreamError
+from .errors import CorruptStreamError, TruncatedStreamError
 
 # ---------------------------------------------------------------------------
 # Stream header: 16 bytes at offset 0.
@@ -97,8 +97,13 @@ class Flag(enum.IntFlag):
     READONLY = 0x02
 
 
-KNOWN_FLAGS = Flag.CHECKED | Flag.READONLY
 NO_FLAGS = Flag(0)
+#: The flags each kind may carry; the others carry none and a zero payload_check.
+ALLOWED_FLAGS = {
+    Kind.PICKLE: Flag.CHECKED,
+    Kind.BUFFER: Flag.CHECKED | Flag.READONLY,
+    Kind.INDEX: Flag.CHECKED,  # always set: the index is always checked
+}
 
 # ---------------------------------------------------------------------------
 # Layout rules and limits. A reader refuses anything beyond them before it
@@ -119,6 +124,8 @@ MIN_OUT_OF_BAND = 1024
 MAX_INDEX_SIZE = 1 << 32
 #: Size of one entry of a BUFFER frame's check table.
 CHECK = struct.Struct("<I")
+#: A BUFFER's ordinal in its record, as its ``payload_check`` covers it.
+ORDINAL = struct.Struct("<Q")
 
 
 def checksum(data: bytes | bytearray | memoryview) -> int:
@@ -240,15 +247,18 @@ def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHea
         codec = Codec(codec_)
     except ValueError:
         raise CorruptStreamError(f"unknown codec {codec_} in {where}") from None
-    if flags_ & ~KNOWN_FLAGS or reserved:
-        raise CorruptStreamError(f"unknown flag bits {flags_:#x} in {where}")
+    allowed = int(ALLOWED_FLAGS.get(kind, NO_FLAGS))
+    if flags_ & ~allowed or (kind is Kind.INDEX and not flags_):
+        raise CorruptStreamError(f"flag bits {flags_:#x} not allowed in {where}")
+    if reserved:
+        raise CorruptStreamError(f"nonzero reserved byte {reserved:#x} in {where}")
     flags = Flag(flags_)
     header = FrameHeader(kind, codec, flags, param, stored, raw, pcheck, offset)
     _check_sizes(header, where)
     if limit is not None:
         need = stored + header.check_table_size()
-        if need > limit:
-            raise CorruptStreamError(f"{where} claims {need} bytes but only {limit} remain")
+        if need > limit:  # the header checked out, so the input was cut
+            raise TruncatedStreamError(f"{where} claims {need} bytes but only {limit} remain")
     return header
 
 
@@ -270,11 +280,23 @@ def _check_sizes(h: FrameHeader, where: str) -> None:
         ok = h.stored_size == 0 and h.raw_size <= MAX_BUFFER_SIZE
     else:  # END
         ok = h.stored_size == 0 and h.param == 0 and h.raw_size <= MAX_BUFFER_SIZE
+    if h.payload_check and h.kind in (Kind.PAD, Kind.RECORD_END, Kind.END):
+        raise CorruptStreamError(f"nonzero payload check in {where}")
     if not ok:
         raise CorruptStreamError(
             f"invalid sizes in {where}: stored {h.stored_size}, "
             f"raw {h.raw_size}, param {h.param}"
         )
+
+
+def buffer_ordinal_check(ordinal: int) -> int:
+    """The ``payload_check`` of a BUFFER frame: the check of its ordinal in
+    its record (u64), so a reader notices buffers swapped or spliced in.
+
+    >>> hex(buffer_ordinal_check(0))
+    '0x6f87acd9'
+    """
+    return checksum(ORDINAL.pack(ordinal))
 
 
 def pad_before_buffer(position: int) -> int:

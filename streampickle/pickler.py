@@ -68,6 +68,7 @@ class _FrameWriter:
         self.flags = Flag.CHECKED if checked else Flag(0)
         self.pending = bytearray()
         self.pickle_bytes = 0  # in the current record
+        self.record_first_buffer = 0  # index in buffer_offsets of its first buffer
         self.buffer_offsets: list[int] = []  # every BUFFER header, stream-relative
 
     def write(self, data: Any) -> int:
@@ -112,10 +113,18 @@ class _FrameWriter:
                     fmt.frame(Kind.PAD, stored_size=pad, raw_size=pad) + bytes(pad)
                 )
             flags = self.flags | (Flag.READONLY if view.readonly else Flag(0))
+            ordinal = len(self.buffer_offsets) - self.record_first_buffer
             self.buffer_offsets.append(self.sink.position)
             chunk = self.frame_size
             self.sink.write(
-                fmt.frame(Kind.BUFFER, stored_size=n, raw_size=n, param=chunk, flags=flags)
+                fmt.frame(
+                    Kind.BUFFER,
+                    stored_size=n,
+                    raw_size=n,
+                    param=chunk,
+                    flags=flags,
+                    payload_check=fmt.buffer_ordinal_check(ordinal),
+                )
             )
             checks = bytearray()
             for start in range(0, n, chunk):
@@ -165,6 +174,7 @@ class Pickler(pickle.Pickler):
         writer = self._writer
         start, first_buffer = self._sink.position, len(writer.buffer_offsets)
         writer.pickle_bytes = 0
+        writer.record_first_buffer = first_buffer
         self.clear_memo()
         try:
             super().dump(obj)

@@ -37,17 +37,38 @@ AnySource = FileSource | SocketSource | MmapSource
 class FrameReader:
     """Validated frames from a source; never reads past the frame asked for."""
 
+    #: Allocation step for payloads from inputs of unknown size.
+    GROWTH_STEP = 1 << 20
+
     def __init__(self, source: AnySource) -> None:
         self.source = source
 
     def exact(self, n: int, what: str) -> bytes:
-        buf = bytearray(n)
-        got = self.source.readinto(memoryview(buf))
-        if got < n:
-            raise TruncatedStreamError(
-                f"input ended at offset {self.source.position} inside {what}"
-            )
-        return bytes(buf)
+        """The next ``n`` bytes. Where the input's size is unknown (a socket),
+        memory grows with the bytes that arrive, not with what a header claims."""
+        known = self.source.remaining() is not None
+        buf = bytearray(n if known else min(n, self.GROWTH_STEP))
+        filled = 0
+        while True:
+            filled += self.source.readinto(memoryview(buf)[filled:])
+            if filled < len(buf):
+                raise TruncatedStreamError(
+                    f"input ended at offset {self.source.position} inside {what}"
+                )
+            if filled == n:
+                return bytes(buf)
+            buf += bytes(min(len(buf), n - filled))
+
+    def skip(self, n: int, what: str) -> None:
+        """Consume ``n`` bytes without keeping them."""
+        scratch = memoryview(bytearray(min(n, self.GROWTH_STEP)))
+        while n:
+            piece = scratch[: min(n, scratch.nbytes)]
+            if self.source.readinto(piece) < piece.nbytes:
+                raise TruncatedStreamError(
+                    f"input ended at offset {self.source.position} inside {what}"
+                )
+            n -= piece.nbytes
 
     def stream_header(self) -> int:
         buf = bytearray(fmt.STREAM_HEADER.size)
@@ -81,15 +102,23 @@ class FrameReader:
             raise CorruptStreamError(f"payload check mismatch in {h.where()}")
         return data
 
-    def buffer(self, h: FrameHeader) -> Any:
-        """The buffer of a BUFFER frame: a verified uint8 array, or a view of
-        the memory map (not verified, so its pages are not touched)."""
+    def buffer(self, h: FrameHeader, ordinal: int) -> Any:
+        """The buffer of a BUFFER frame, the record's ``ordinal``-th: a verified
+        uint8 array, or a view of the memory map (not verified, so its pages
+        are not touched)."""
         n, chunk = h.raw_size, h.param
+        if h.payload_check != fmt.buffer_ordinal_check(ordinal):
+            raise CorruptStreamError(f"{h.where()} is not buffer {ordinal} of its record")
         if isinstance(self.source, MmapSource):
             view = self.source.view(n)
-            self.exact(h.check_table_size(), f"check table of {h.where()}")
+            self.skip(h.check_table_size(), f"check table of {h.where()}")
             return view
-        out = np.empty(n, dtype=np.uint8)
+        try:
+            out = np.empty(n, dtype=np.uint8)
+        except MemoryError:
+            raise CorruptStreamError(
+                f"{h.where()} claims {n} bytes, more than can be allocated"
+            ) from None
         view = memoryview(out.data)
         sums = []
         for start in range(0, n, chunk):
@@ -157,7 +186,7 @@ class _RecordReader:
                 if self.chunk:
                     return True
             elif h.kind is Kind.BUFFER:
-                self.buffers.append(self.frames.buffer(h))
+                self.buffers.append(self.frames.buffer(h, self.buffer_count))
                 self.buffer_count += 1
             elif h.kind is Kind.PAD:
                 if any(self.frames.payload(h)):
@@ -176,8 +205,14 @@ class _RecordReader:
         if self.pos + n <= len(self.chunk):
             self.pos += n
             return self.chunk[self.pos - n : self.pos]
-        out = bytearray(n)
-        return bytes(out[: self.readinto(out)])
+        # Gather what the record holds; a pickle FRAME opcode's length alone
+        # must not size an allocation.
+        out = bytearray()
+        while len(out) < n and (self.pos < len(self.chunk) or self._advance()):
+            take = min(n - len(out), len(self.chunk) - self.pos)
+            out += self.chunk[self.pos : self.pos + take]
+            self.pos += take
+        return bytes(out)
 
     def readinto(self, buf: Any) -> int:
         view = memoryview(buf).cast("B")
@@ -273,8 +308,26 @@ def _raised_by_unpickler(exc: BaseException) -> bool:
     return tb is not None and tb.tb_next is None
 
 
-class Unpickler(pickle.Unpickler):
-    """Reads the records of a streampickle stream, one per ``load``."""
+class _RecordUnpickler(pickle.Unpickler):
+    """The C unpickler for one record. Each record gets a fresh one: the C
+    memo's next index survives ``memo.clear()``, so a reused unpickler would
+    number the next record's memo entries wrongly."""
+
+    def __init__(self, reader: _RecordReader, owner: Unpickler) -> None:
+        super().__init__(reader, buffers=reader)
+        # Instance attributes win over the class's methods when C looks them up.
+        self.find_class = owner._find_class  # type: ignore[method-assign]
+        persistent_load = getattr(owner, "persistent_load", None)
+        if persistent_load is not None:
+            self.persistent_load = persistent_load
+
+
+class Unpickler:
+    """Reads the records of a streampickle stream, one per ``load``.
+
+    Subclasses may define ``persistent_load(pid)`` and override
+    ``find_class(module, name)`` as with ``pickle.Unpickler``.
+    """
 
     def __init__(
         self,
@@ -289,12 +342,13 @@ class Unpickler(pickle.Unpickler):
         self._source = open_source(file, mmap_mode)
         self._frames = FrameReader(self._source)
         self._record = _RecordReader(self._frames)
+        self._inner: _RecordUnpickler | None = None
         self._state = "new"
         self._count = 0
-        super().__init__(self._record, buffers=self._record)
+        self._find_class = self.find_class  # a subclass's override, if any
         if safe:
             allowed = SAFE_GLOBALS | frozenset(allow)
-            find = self.find_class  # a subclass's override runs after the check
+            find = self.find_class  # the override runs only after the check
 
             def checked_find_class(module: str, name: str) -> Any:
                 if f"{module}.{name}" not in allowed:
@@ -304,7 +358,12 @@ class Unpickler(pickle.Unpickler):
                     )
                 return find(module, name)
 
-            self.find_class = checked_find_class  # type: ignore[method-assign]
+            self._find_class = checked_find_class
+
+    def find_class(self, module: str, name: str) -> Any:
+        """The global ``module.name``, as ``pickle.Unpickler.find_class``."""
+        assert self._inner is not None, "find_class is called while loading"
+        return pickle.Unpickler.find_class(self._inner, module, name)
 
     def load(self) -> Any:
         """The next record; EOFError at the clean end of the stream."""
@@ -335,13 +394,14 @@ class Unpickler(pickle.Unpickler):
             self._state = "broken"
             raise
         finally:
-            self.memo.clear()
+            self._inner = None  # drop the memo and its references
         self._count += 1
         return obj
 
     def _unpickle(self) -> Any:
+        self._inner = _RecordUnpickler(self._record, self)
         try:
-            return super().load()
+            return self._inner.load()
         except StreamError:
             raise
         except MemoryError:
@@ -357,9 +417,10 @@ class Unpickler(pickle.Unpickler):
 
     def _read_end(self, h: FrameHeader) -> None:
         """Consume the stream's tail: an optional INDEX, then END."""
+        index_at = h.offset if h.kind is Kind.INDEX else 0
         if h.kind is Kind.INDEX:
             # Sequential readers skip the index: a damaged one must not stop them.
-            self._frames.exact(h.stored_size, h.where())
+            self._frames.skip(h.stored_size, h.where())
             nxt = self._frames.next_header()
             if nxt is None:
                 raise TruncatedStreamError(
@@ -368,6 +429,10 @@ class Unpickler(pickle.Unpickler):
             h = nxt
         if h.kind is not Kind.END:
             raise CorruptStreamError(f"{h.where()} where END was expected")
+        if h.raw_size != index_at:
+            raise CorruptStreamError(
+                f"{h.where()} points to an index at {h.raw_size}, not {index_at}"
+            )
         self._state = "ended"
 
     def _expect_end(self) -> None:
@@ -456,9 +521,7 @@ def read_index(file: Any) -> fmt.Index | None:
                 f"{end.where()} points to an index at {at}, out of range"
             )
         f.seek(base + at)
-        h = fmt.decode_frame_header(
-            f.read(fmt.FRAME_HEADER.size), at, end_at - at - fmt.FRAME_HEADER.size
-        )
+        h = fmt.decode_frame_header(f.read(fmt.FRAME_HEADER.size), at, None)
         if h.kind is not Kind.INDEX or at + fmt.FRAME_HEADER.size + h.stored_size != end_at:
             raise CorruptStreamError(f"{h.where()} is not the index END points to")
         body = f.read(h.stored_size)

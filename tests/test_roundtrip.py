@@ -340,6 +340,17 @@ class TestRecords:
         first, second = list(sp.Unpickler(bio))
         assert first == second == shared and first is not second
 
+    def test_memo_references_are_numbered_afresh_in_every_record(self) -> None:
+        bio = io.BytesIO()
+        with sp.Pickler(bio) as p:
+            p.dump(["first", "record", ("with", "memo", "entries")])
+            x = "shared"
+            p.dump([x, x, {"k": x}])
+        bio.seek(0)
+        first, second = sp.Unpickler(bio)
+        assert second == ["shared", "shared", {"k": "shared"}]
+        assert second[0] is second[1] is second[2]["k"]
+
     def test_iteration_yields_every_record(self) -> None:
         bio = io.BytesIO()
         with sp.Pickler(bio) as p:

@@ -3,7 +3,7 @@
     python tests/vectors/make_vectors.py
 
 The committed files must stay readable by every later version of the library;
-tests/test_vectors.py loads them and compares with ``expected(name)``.
+tests/test_format.py loads them and compares with ``expected(name)``.
 """
 
 from __future__ import annotations
