@@ -258,7 +258,9 @@ def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHea
     if limit is not None:
         need = stored + header.check_table_size()
         if need > limit:  # the header checked out, so the input was cut
-            raise TruncatedStreamError(f"{where} claims {need} bytes but only {limit} remain")
+            raise TruncatedStreamError(
+                f"{where} claims {need} bytes but only {limit} remain"
+            )
     return header
 
 
