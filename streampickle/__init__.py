@@ -11,8 +11,9 @@ from .errors import (
     TruncatedStreamError,
 )
 from .format import Index
+from .index import read_index, repair
 from .pickler import Pickler, dump, dumps
-from .unpickler import Unpickler, load, loads, read_index
+from .unpickler import Unpickler, load, loads
 
 __all__ = [
     "CorruptStreamError",
@@ -27,5 +28,6 @@ __all__ = [
     "load",
     "loads",
     "read_index",
+    "repair",
 ]
 __version__ = "0.1.0"

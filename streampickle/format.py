@@ -365,3 +365,22 @@ class Index:
         if any(r.first_buffer + r.buffer_count > n_buf for r in records):
             raise CorruptStreamError(f"index buffer range out of bounds in {where}")
         return cls(records, buffers)
+
+
+def encode_tail(index: Index | None, at: int) -> bytes:
+    """The frames that end a stream whose tail starts at offset ``at``: the
+    INDEX (when given) and END, which points to it."""
+    if index is None:
+        return frame(Kind.END)
+    body = index.encode()
+    return (
+        frame(
+            Kind.INDEX,
+            stored_size=len(body),
+            raw_size=len(body),
+            flags=Flag.CHECKED,
+            payload_check=checksum(body),
+        )
+        + body
+        + frame(Kind.END, raw_size=at)
+    )

@@ -115,6 +115,26 @@ class AtomicPathSink(FileSink):
             pass
 
 
+class AppendSink(FileSink):
+    """Adds records to an existing stream file in place, from ``position``
+    (where its INDEX, or END, or a crashed writer's partial record began)."""
+
+    def __init__(self, path: PathLike, position: int) -> None:
+        file = open(path, "r+b", buffering=1 << 20)
+        file.truncate(position)
+        file.seek(position)
+        super().__init__(file)
+        self.base, self.position = 0, position
+
+    def finish(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+    def abort(self) -> None:
+        self.file.close()
+
+
 def _fsync_folder(folder: str) -> None:
     """Make the rename itself durable."""
     fd = os.open(folder, os.O_RDONLY)
@@ -162,15 +182,22 @@ class FileSource:
         self.file = file
         self.owned = owned
         self.position = 0
+        self.base = 0  # where the stream starts in the file, if seekable
         self._end: int | None = None
         self._fill: Any = getattr(file, "readinto", None)
         try:
             if file.seekable():
-                here = file.tell()
-                self._end = file.seek(0, io.SEEK_END) - here
-                file.seek(here)
+                self.base = file.tell()
+                self._end = file.seek(0, io.SEEK_END) - self.base
+                file.seek(self.base)
         except (AttributeError, OSError):
             self._end = None
+        self.seekable = self._end is not None
+
+    def seek(self, position: int) -> None:
+        """Move to ``position`` in the stream (seekable files only)."""
+        self.file.seek(self.base + position)
+        self.position = position
 
     def readinto(self, view: memoryview) -> int:
         got, want = 0, view.nbytes
@@ -197,6 +224,8 @@ class FileSource:
 
 class SocketSource:
     """A connected socket, read with ``recv_into``: never past what we ask."""
+
+    seekable = False
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -240,6 +269,11 @@ class MmapSource:
         view[:n] = self.view_all[start : start + n]
         self.position += n
         return n
+
+    seekable = True
+
+    def seek(self, position: int) -> None:
+        self.position = position
 
     def view(self, n: int) -> memoryview:
         """The next ``n`` bytes as a view of the map (caller checked ``n``)."""

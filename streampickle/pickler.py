@@ -10,13 +10,16 @@ the object's memory as a BUFFER frame, in chunks, without copying it.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 from types import TracebackType
 from typing import Any
 
 from . import format as fmt
+from .errors import TruncatedStreamError
 from .format import Flag, Kind
-from .io import Sink, open_sink
+from .index import Scan, scan_index
+from .io import AppendSink, FileSource, Sink, open_sink
 
 CompressOption = str | None
 
@@ -154,15 +157,21 @@ class Pickler(pickle.Pickler):
         threads: int | None = None,
         frame_size: int | None = None,
         checksum: bool = True,
+        append: bool = False,
     ) -> None:
         size = check_options(protocol, compress, level, threads, frame_size)
-        self._sink = open_sink(file)
+        existing = _existing_records(file) if append else None
+        self._sink = open_sink(file) if existing is None else AppendSink(file, existing.end)
         self._writer = _FrameWriter(self._sink, size, bool(checksum))
         self._records: list[fmt.RecordEntry] = []
         self._state = "open"
         try:
             super().__init__(self._writer, 5, buffer_callback=self._writer.write_buffer)
-            self._sink.write(fmt.encode_stream_header())
+            if existing is None:
+                self._sink.write(fmt.encode_stream_header())
+            else:
+                self._records = list(existing.index.records)
+                self._writer.buffer_offsets = list(existing.index.buffers)
         except BaseException:
             self._fail()
             raise
@@ -193,23 +202,10 @@ class Pickler(pickle.Pickler):
         if self._state != "open":
             return
         try:
-            index_at = 0
+            index = None
             if self._sink.seekable:
-                index_at = self._sink.position
-                body = fmt.Index(
-                    tuple(self._records), tuple(self._writer.buffer_offsets)
-                ).encode()
-                self._sink.write(
-                    fmt.frame(
-                        Kind.INDEX,
-                        stored_size=len(body),
-                        raw_size=len(body),
-                        flags=Flag.CHECKED,
-                        payload_check=fmt.checksum(body),
-                    )
-                    + body
-                )
-            self._sink.write(fmt.frame(Kind.END, raw_size=index_at))
+                index = fmt.Index(tuple(self._records), tuple(self._writer.buffer_offsets))
+            self._sink.write(fmt.encode_tail(index, self._sink.position))
             self._sink.finish()
         except BaseException:
             self._fail()
@@ -236,6 +232,25 @@ class Pickler(pickle.Pickler):
             self.close()
         else:
             self._fail()
+
+
+def _existing_records(path: Any) -> Scan | None:
+    """The complete records of the stream file ``path`` that ``append`` adds
+    to, and where they end; None if there is no stream yet."""
+    if not isinstance(path, str | os.PathLike):
+        raise ValueError("append=True needs a path")
+    try:
+        if os.path.getsize(path) == 0:
+            return None
+    except FileNotFoundError:
+        return None
+    with open(path, "rb") as f:
+        scan = scan_index(FileSource(f))
+    # A writer that crashed leaves a cut record: it is dropped. Damage before
+    # the end is not ours to cut away.
+    if scan.problem is not None and not isinstance(scan.problem, TruncatedStreamError):
+        raise scan.problem
+    return scan
 
 
 def dump(

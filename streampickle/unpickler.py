@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import collections
 import io
+import operator
 import pickle
-import struct
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any
-
-import numpy as np
 
 from . import format as fmt
 from .errors import (
@@ -28,116 +26,10 @@ from .errors import (
     TruncatedStreamError,
 )
 from .format import FrameHeader, Kind
-from .io import FileSource, MmapSource, SocketSource, open_source
+from .frames import FrameReader
+from .index import index_from_end, scan_index
+from .io import FileSource, MmapSource, open_source
 from .pickler import check_threads
-
-AnySource = FileSource | SocketSource | MmapSource
-
-
-class FrameReader:
-    """Validated frames from a source; never reads past the frame asked for."""
-
-    #: Allocation step for payloads from inputs of unknown size.
-    GROWTH_STEP = 1 << 20
-
-    def __init__(self, source: AnySource) -> None:
-        self.source = source
-
-    def exact(self, n: int, what: str) -> bytes:
-        """The next ``n`` bytes. Where the input's size is unknown (a socket),
-        memory grows with the bytes that arrive, not with what a header claims."""
-        known = self.source.remaining() is not None
-        buf = bytearray(n if known else min(n, self.GROWTH_STEP))
-        filled = 0
-        while True:
-            filled += self.source.readinto(memoryview(buf)[filled:])
-            if filled < len(buf):
-                raise TruncatedStreamError(
-                    f"input ended at offset {self.source.position} inside {what}"
-                )
-            if filled == n:
-                return bytes(buf)
-            buf += bytes(min(len(buf), n - filled))
-
-    def skip(self, n: int, what: str) -> None:
-        """Consume ``n`` bytes without keeping them."""
-        scratch = memoryview(bytearray(min(n, self.GROWTH_STEP)))
-        while n:
-            piece = scratch[: min(n, scratch.nbytes)]
-            if self.source.readinto(piece) < piece.nbytes:
-                raise TruncatedStreamError(
-                    f"input ended at offset {self.source.position} inside {what}"
-                )
-            n -= piece.nbytes
-
-    def stream_header(self) -> int:
-        buf = bytearray(fmt.STREAM_HEADER.size)
-        got = self.source.readinto(memoryview(buf))
-        if got == 0:
-            raise EOFError("empty input: no streampickle stream to read")
-        if got < len(buf):
-            if not fmt.MAGIC.startswith(bytes(buf[: min(got, len(fmt.MAGIC))])):
-                raise CorruptStreamError("not a streampickle stream: bad magic at offset 0")
-            raise TruncatedStreamError(
-                f"input ended at offset {got} inside the stream header"
-            )
-        return fmt.decode_stream_header(bytes(buf))
-
-    def next_header(self) -> FrameHeader | None:
-        """The next frame header, or None if the input ends cleanly before it."""
-        offset = self.source.position
-        buf = bytearray(fmt.FRAME_HEADER.size)
-        got = self.source.readinto(memoryview(buf))
-        if got == 0:
-            return None
-        if got < len(buf):
-            raise TruncatedStreamError(
-                f"input ended at offset {offset + got} inside a frame header"
-            )
-        return fmt.decode_frame_header(bytes(buf), offset, self.source.remaining())
-
-    def payload(self, h: FrameHeader) -> bytes:
-        data = self.exact(h.stored_size, h.where())
-        if h.checked and fmt.checksum(data) != h.payload_check:
-            raise CorruptStreamError(f"payload check mismatch in {h.where()}")
-        return data
-
-    def buffer(self, h: FrameHeader, ordinal: int) -> Any:
-        """The buffer of a BUFFER frame, the record's ``ordinal``-th: a verified
-        uint8 array, or a view of the memory map (not verified, so its pages
-        are not touched)."""
-        n, chunk = h.raw_size, h.param
-        if h.payload_check != fmt.buffer_ordinal_check(ordinal):
-            raise CorruptStreamError(f"{h.where()} is not buffer {ordinal} of its record")
-        if isinstance(self.source, MmapSource):
-            view = self.source.view(n)
-            self.skip(h.check_table_size(), f"check table of {h.where()}")
-            return view
-        try:
-            out = np.empty(n, dtype=np.uint8)
-        except MemoryError:
-            raise CorruptStreamError(
-                f"{h.where()} claims {n} bytes, more than can be allocated"
-            ) from None
-        view = memoryview(out.data)
-        sums = []
-        for start in range(0, n, chunk):
-            piece = view[start : start + chunk]
-            if self.source.readinto(piece) < piece.nbytes:
-                raise TruncatedStreamError(
-                    f"input ended at offset {self.source.position} inside {h.where()}"
-                )
-            if h.checked:
-                sums.append(fmt.checksum(piece))
-        if h.checked:
-            table = self.exact(h.check_table_size(), f"check table of {h.where()}")
-            want = struct.unpack(f"<{len(sums)}I", table)
-            for i, (got, expected) in enumerate(zip(sums, want, strict=True)):
-                if got != expected:
-                    raise CorruptStreamError(
-                        f"check mismatch in chunk {i} (bytes {i * chunk}..) of {h.where()}"
-                    )
-        return out
 
 
 class _RecordReader:
@@ -319,7 +211,7 @@ class _RecordUnpickler(pickle.Unpickler):
         self.find_class = owner._find_class  # type: ignore[method-assign]
         persistent_load = getattr(owner, "persistent_load", None)
         if persistent_load is not None:
-            self.persistent_load = persistent_load
+            self.persistent_load = persistent_load  # type: ignore[method-assign]
 
 
 class Unpickler:
@@ -343,6 +235,7 @@ class Unpickler:
         self._frames = FrameReader(self._source)
         self._record = _RecordReader(self._frames)
         self._inner: _RecordUnpickler | None = None
+        self._random_index: fmt.Index | None = None
         self._state = "new"
         self._count = 0
         self._find_class = self.find_class  # a subclass's override, if any
@@ -384,24 +277,24 @@ class Unpickler:
             if h.kind in (Kind.INDEX, Kind.END):
                 self._read_end(h)
                 raise EOFError("end of streampickle stream")
-            self._record.begin(h, self._count)
-            obj = self._unpickle()
-            self._record.finish()
+            obj = self._read_record(h, self._count)
         except EOFError:
             raise
         except BaseException:
             # Mid-record, the stream position is lost: refuse further loads.
             self._state = "broken"
             raise
-        finally:
-            self._inner = None  # drop the memo and its references
         self._count += 1
         return obj
 
-    def _unpickle(self) -> Any:
+    def _read_record(self, first: FrameHeader, number: int) -> Any:
+        """Unpickle the record whose first frame header is ``first``."""
+        self._record.begin(first, number)
         self._inner = _RecordUnpickler(self._record, self)
         try:
-            return self._inner.load()
+            obj = self._inner.load()
+            self._record.finish()
+            return obj
         except StreamError:
             raise
         except MemoryError:
@@ -412,8 +305,59 @@ class Unpickler:
             if not _raised_by_unpickler(exc):
                 raise  # the user's hook or class failed: their error, as is
             raise CorruptStreamError(
-                f"record {self._count} is not a valid pickle: {type(exc).__name__}: {exc}"
+                f"record {number} is not a valid pickle: {type(exc).__name__}: {exc}"
             ) from exc
+        finally:
+            self._inner = None  # drop the memo and its references
+
+    # -- random access ------------------------------------------------------
+
+    def _index(self) -> fmt.Index:
+        """The stream's index: read from its tail, or rebuilt by one scan of
+        frame headers if the tail is missing or damaged (a crashed writer)."""
+        if self._random_index is None:
+            source = self._source
+            if not isinstance(source, FileSource | MmapSource) or not source.seekable:
+                raise TypeError("random access needs a path or a seekable file")
+            here = source.position
+            try:
+                source.seek(0)
+                self._frames.stream_header()
+                try:
+                    index = index_from_end(source)
+                except StreamError:
+                    index = None
+                if index is None:
+                    index = scan_index(source).index
+            finally:
+                source.seek(here)
+            self._random_index = index
+        return self._random_index
+
+    def __len__(self) -> int:
+        """The number of complete records (seekable inputs only)."""
+        return len(self._index().records)
+
+    def __getitem__(self, i: int) -> Any:
+        """Record ``i`` (negative counts from the end), read through the index
+        without reading the records before it."""
+        records = self._index().records
+        n = operator.index(i)
+        if n < 0:
+            n += len(records)
+        if not 0 <= n < len(records):
+            raise IndexError(f"record {i} out of range: the stream has {len(records)}")
+        source = self._source
+        assert isinstance(source, FileSource | MmapSource)
+        here = source.position
+        try:
+            source.seek(records[n].offset)
+            first = self._frames.next_header()
+            if first is None:
+                raise TruncatedStreamError(f"no frame at the offset of record {n}")
+            return self._read_record(first, n)
+        finally:
+            source.seek(here)
 
     def _read_end(self, h: FrameHeader) -> None:
         """Consume the stream's tail: an optional INDEX, then END."""
@@ -491,47 +435,3 @@ def load(
 def loads(data: Any, *, safe: bool = False, allow: Iterable[str] = ()) -> Any:
     """Read a one-record stream from a bytes-like object."""
     return load(io.BytesIO(data), safe=safe, allow=allow)
-
-
-def read_index(file: Any) -> fmt.Index | None:
-    """The index of a seekable stream, found from its END frame; None if the
-    stream has none (it was written to a socket or a pipe).
-
-    ``file`` is a path or a seekable binary file positioned at the stream's
-    start. Raises CorruptStreamError if the END frame or the index is damaged.
-    """
-    source = open_source(file, None)
-    try:
-        if not isinstance(source, FileSource) or source.remaining() is None:
-            raise ValueError("read_index needs a path or a seekable file")
-        f, base = source.file, source.file.tell()
-        size = source.remaining() or 0
-        if size < fmt.STREAM_HEADER.size + fmt.FRAME_HEADER.size:
-            raise TruncatedStreamError(f"stream of {size} bytes has no END frame")
-        end_at = size - fmt.FRAME_HEADER.size
-        f.seek(base + end_at)
-        end = fmt.decode_frame_header(f.read(fmt.FRAME_HEADER.size), end_at, 0)
-        if end.kind is not Kind.END:
-            raise CorruptStreamError(f"{end.where()}: the stream does not end with END")
-        if end.raw_size == 0:
-            return None
-        at = end.raw_size
-        if not fmt.STREAM_HEADER.size <= at <= end_at - fmt.FRAME_HEADER.size:
-            raise CorruptStreamError(
-                f"{end.where()} points to an index at {at}, out of range"
-            )
-        f.seek(base + at)
-        h = fmt.decode_frame_header(f.read(fmt.FRAME_HEADER.size), at, None)
-        if h.kind is not Kind.INDEX or at + fmt.FRAME_HEADER.size + h.stored_size != end_at:
-            raise CorruptStreamError(f"{h.where()} is not the index END points to")
-        body = f.read(h.stored_size)
-        if fmt.checksum(body) != h.payload_check:
-            raise CorruptStreamError(f"payload check mismatch in {h.where()}")
-        index = fmt.Index.decode(body, h.where())
-        if any(r.offset >= at for r in index.records) or any(
-            b >= at for b in index.buffers
-        ):
-            raise CorruptStreamError(f"offsets beyond the stream in {h.where()}")
-        return index
-    finally:
-        source.close()

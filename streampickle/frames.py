@@ -1,0 +1,134 @@
+"""Validated frames from a source: the reading half of the frame codec.
+
+``FrameReader`` reads exactly one frame at a time and never past it, checks
+every header before acting on its lengths, and verifies payloads. It knows
+the source only through ``readinto``, ``remaining``, ``seek`` and, for a
+memory map, ``view``.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from . import format as fmt
+from .errors import CorruptStreamError, TruncatedStreamError
+from .format import FrameHeader
+from .io import FileSource, MmapSource, SocketSource
+
+AnySource = FileSource | SocketSource | MmapSource
+
+
+class FrameReader:
+    """Validated frames from a source; never reads past the frame asked for."""
+
+    #: Allocation step for payloads from inputs of unknown size.
+    GROWTH_STEP = 1 << 20
+
+    def __init__(self, source: AnySource) -> None:
+        self.source = source
+
+    def exact(self, n: int, what: str) -> bytes:
+        """The next ``n`` bytes. Where the input's size is unknown (a socket),
+        memory grows with the bytes that arrive, not with what a header claims."""
+        known = self.source.remaining() is not None
+        buf = bytearray(n if known else min(n, self.GROWTH_STEP))
+        filled = 0
+        while True:
+            filled += self.source.readinto(memoryview(buf)[filled:])
+            if filled < len(buf):
+                raise TruncatedStreamError(
+                    f"input ended at offset {self.source.position} inside {what}"
+                )
+            if filled == n:
+                return bytes(buf)
+            buf += bytes(min(len(buf), n - filled))
+
+    def skip(self, n: int, what: str) -> None:
+        """Consume ``n`` bytes without keeping them (seeking past them if we can)."""
+        remaining = self.source.remaining()
+        if isinstance(self.source, FileSource | MmapSource) and remaining is not None:
+            if n > remaining:
+                end = self.source.position + remaining
+                raise TruncatedStreamError(f"input ended at offset {end} inside {what}")
+            self.source.seek(self.source.position + n)
+            return
+        scratch = memoryview(bytearray(min(n, self.GROWTH_STEP)))
+        while n:
+            piece = scratch[: min(n, scratch.nbytes)]
+            if self.source.readinto(piece) < piece.nbytes:
+                raise TruncatedStreamError(
+                    f"input ended at offset {self.source.position} inside {what}"
+                )
+            n -= piece.nbytes
+
+    def stream_header(self) -> int:
+        buf = bytearray(fmt.STREAM_HEADER.size)
+        got = self.source.readinto(memoryview(buf))
+        if got == 0:
+            raise EOFError("empty input: no streampickle stream to read")
+        if got < len(buf):
+            if not fmt.MAGIC.startswith(bytes(buf[: min(got, len(fmt.MAGIC))])):
+                raise CorruptStreamError("not a streampickle stream: bad magic at offset 0")
+            raise TruncatedStreamError(
+                f"input ended at offset {got} inside the stream header"
+            )
+        return fmt.decode_stream_header(bytes(buf))
+
+    def next_header(self) -> FrameHeader | None:
+        """The next frame header, or None if the input ends cleanly before it."""
+        offset = self.source.position
+        buf = bytearray(fmt.FRAME_HEADER.size)
+        got = self.source.readinto(memoryview(buf))
+        if got == 0:
+            return None
+        if got < len(buf):
+            raise TruncatedStreamError(
+                f"input ended at offset {offset + got} inside a frame header"
+            )
+        return fmt.decode_frame_header(bytes(buf), offset, self.source.remaining())
+
+    def payload(self, h: FrameHeader) -> bytes:
+        data = self.exact(h.stored_size, h.where())
+        if h.checked and fmt.checksum(data) != h.payload_check:
+            raise CorruptStreamError(f"payload check mismatch in {h.where()}")
+        return data
+
+    def buffer(self, h: FrameHeader, ordinal: int) -> Any:
+        """The buffer of a BUFFER frame, the record's ``ordinal``-th: a verified
+        uint8 array, or a view of the memory map (not verified, so its pages
+        are not touched)."""
+        n, chunk = h.raw_size, h.param
+        if h.payload_check != fmt.buffer_ordinal_check(ordinal):
+            raise CorruptStreamError(f"{h.where()} is not buffer {ordinal} of its record")
+        if isinstance(self.source, MmapSource):
+            view = self.source.view(n)
+            self.skip(h.check_table_size(), f"check table of {h.where()}")
+            return view
+        try:
+            out = np.empty(n, dtype=np.uint8)
+        except MemoryError:
+            raise CorruptStreamError(
+                f"{h.where()} claims {n} bytes, more than can be allocated"
+            ) from None
+        view = memoryview(out.data)
+        sums = []
+        for start in range(0, n, chunk):
+            piece = view[start : start + chunk]
+            if self.source.readinto(piece) < piece.nbytes:
+                raise TruncatedStreamError(
+                    f"input ended at offset {self.source.position} inside {h.where()}"
+                )
+            if h.checked:
+                sums.append(fmt.checksum(piece))
+        if h.checked:
+            table = self.exact(h.check_table_size(), f"check table of {h.where()}")
+            want = struct.unpack(f"<{len(sums)}I", table)
+            for i, (got, expected) in enumerate(zip(sums, want, strict=True)):
+                if got != expected:
+                    raise CorruptStreamError(
+                        f"check mismatch in chunk {i} (bytes {i * chunk}..) of {h.where()}"
+                    )
+        return out
