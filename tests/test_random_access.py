@@ -90,7 +90,9 @@ class TestRandomAccess:
         b.close()
 
     @pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs /proc/self/io")
-    def test_reading_the_last_record_of_a_large_file_reads_little(self, tmp_path: Path) -> None:
+    def test_reading_the_last_record_of_a_large_file_reads_little(
+        self, tmp_path: Path
+    ) -> None:
         path = tmp_path / "big.sp"
         block = np.ones(1 << 20, dtype=np.uint8)
         with sp.Pickler(path) as p:
@@ -134,7 +136,9 @@ class TestIndexRebuild:
                 check_record(rec, i)
 
     @pytest.mark.parametrize("cut", [1, 100, 5000])
-    def test_crashed_writer_keeps_its_complete_records(self, tmp_path: Path, cut: int) -> None:
+    def test_crashed_writer_keeps_its_complete_records(
+        self, tmp_path: Path, cut: int
+    ) -> None:
         path = tmp_path / "c.sp"
         write_records(path, 5)
         tail = sp.read_index(path)
