@@ -29,6 +29,10 @@ class Sink(Protocol):
     seekable: bool  # an index at the end can be found by seeking
 
     def write(self, data: bytes | bytearray | memoryview) -> None: ...
+    def flush(self) -> None:
+        """Hand what was written to the reader: called at every record's end."""
+        ...
+
     def finish(self) -> None: ...
     def abort(self) -> None: ...
 
@@ -56,34 +60,54 @@ class FileSink:
                 written += more or 0
         self.position += n
 
-    def finish(self) -> None:
+    def flush(self) -> None:
         flush = getattr(self.file, "flush", None)
         if flush is not None:
             flush()
 
+    def finish(self) -> None:
+        self.flush()
+
     def abort(self) -> None:
-        self.finish()
+        self.flush()
 
 
 class SocketSink:
-    """A connected socket: frames go on the wire as they are produced."""
+    """A connected socket. Small writes (headers, small frames) are gathered
+    and sent together, so a record costs few packets; large ones are sent
+    straight from the caller's memory."""
 
     seekable = False
     base = 0
+    #: Writes below this size are gathered; larger ones go out as they are.
+    GATHER = 1 << 16
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.position = 0
+        self.pending = bytearray()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.sock.sendall(data)
-        self.position += data.nbytes if isinstance(data, memoryview) else len(data)
+        n = data.nbytes if isinstance(data, memoryview) else len(data)
+        if n < self.GATHER:
+            self.pending += data
+            if len(self.pending) >= self.GATHER:
+                self.flush()
+        else:
+            self.flush()
+            self.sock.sendall(data)
+        self.position += n
+
+    def flush(self) -> None:
+        if self.pending:
+            self.sock.sendall(self.pending)
+            self.pending.clear()
 
     def finish(self) -> None:
-        pass
+        self.flush()
 
     def abort(self) -> None:
-        pass
+        self.pending.clear()
 
 
 class AtomicPathSink(FileSink):
@@ -233,12 +257,18 @@ class SocketSource:
 
     def readinto(self, view: memoryview) -> int:
         got, want = 0, view.nbytes
-        while got < want:
-            n = self.sock.recv_into(view[got:], want - got)
-            if not n:
-                break
-            got += n
-        self.position += got
+        try:
+            while got < want:
+                n = self.sock.recv_into(view[got:], want - got)
+                if not n:
+                    break
+                got += n
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"timed out at offset {self.position + got} of the stream"
+            ) from exc
+        finally:
+            self.position += got
         return got
 
     def remaining(self) -> int | None:

@@ -192,6 +192,7 @@ class Pickler(pickle.Pickler):
             self._sink.write(
                 fmt.frame(Kind.RECORD_END, raw_size=writer.pickle_bytes, param=count)
             )
+            self._sink.flush()  # a reader on a pipe or socket gets the record now
         except BaseException:
             self._fail()
             raise

@@ -35,8 +35,10 @@ from .pickler import check_threads
 class _RecordReader:
     """The file the C unpickler reads for one record, and its buffer iterator."""
 
-    def __init__(self, frames: FrameReader) -> None:
+    def __init__(self, frames: FrameReader, max_size: int | None) -> None:
         self.frames = frames
+        self.max_size = max_size
+        self.size = 0  # pickle and buffer bytes of the record so far
         self.buffers: collections.deque[Any] = collections.deque()
         self.chunk = b""
         self.pos = 0
@@ -50,7 +52,7 @@ class _RecordReader:
     def begin(self, first: FrameHeader, number: int) -> None:
         self.first, self.end, self.number = first, None, number
         self.chunk, self.pos = b"", 0
-        self.pickle_bytes = self.buffer_count = 0
+        self.pickle_bytes = self.buffer_count = self.size = 0
         self.buffers.clear()
         self.failure = None
 
@@ -71,6 +73,12 @@ class _RecordReader:
                 raise TruncatedStreamError(
                     f"input ended at offset {self.frames.source.position} "
                     f"inside record {self.number}"
+                )
+            self.size += h.raw_size if h.kind in (Kind.PICKLE, Kind.BUFFER) else 0
+            if self.max_size is not None and self.size > self.max_size:
+                raise StreamError(
+                    f"record {self.number} exceeds max_size={self.max_size} bytes "
+                    f"at {h.where()}"
                 )
             if h.kind is Kind.PICKLE:
                 self.chunk, self.pos = self.frames.payload(h), 0
@@ -229,11 +237,14 @@ class Unpickler:
         safe: bool = False,
         allow: Iterable[str] = (),
         threads: int | None = None,
+        max_size: int | None = None,
     ) -> None:
         check_threads(threads)
+        if max_size is not None and (not isinstance(max_size, int) or max_size < 0):
+            raise ValueError(f"max_size must be None or an int >= 0, not {max_size!r}")
         self._source = open_source(file, mmap_mode)
         self._frames = FrameReader(self._source)
-        self._record = _RecordReader(self._frames)
+        self._record = _RecordReader(self._frames, max_size)
         self._inner: _RecordUnpickler | None = None
         self._random_index: fmt.Index | None = None
         self._state = "new"
@@ -422,16 +433,27 @@ def load(
     safe: bool = False,
     allow: Iterable[str] = (),
     threads: int | None = None,
+    max_size: int | None = None,
 ) -> Any:
-    """Read a one-record stream (as ``dump`` writes) through its END frame."""
+    """Read a one-record stream (as ``dump`` writes) through its END frame.
+
+    ``max_size`` refuses a record of more pickle and buffer bytes before they
+    are allocated: with ``safe=True``, the guard for untrusted peers."""
     with Unpickler(
-        file, mmap_mode=mmap_mode, safe=safe, allow=allow, threads=threads
+        file,
+        mmap_mode=mmap_mode,
+        safe=safe,
+        allow=allow,
+        threads=threads,
+        max_size=max_size,
     ) as unpickler:
         obj = unpickler.load()
         unpickler._expect_end()
     return obj
 
 
-def loads(data: Any, *, safe: bool = False, allow: Iterable[str] = ()) -> Any:
+def loads(
+    data: Any, *, safe: bool = False, allow: Iterable[str] = (), max_size: int | None = None
+) -> Any:
     """Read a one-record stream from a bytes-like object."""
-    return load(io.BytesIO(data), safe=safe, allow=allow)
+    return load(io.BytesIO(data), safe=safe, allow=allow, max_size=max_size)

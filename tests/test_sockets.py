@@ -1,0 +1,134 @@
+"""Streams between processes: delivery per record, peers that die or stall,
+and the size guard for untrusted peers."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+
+import streampickle as sp
+from streampickle import format as fmt
+from streampickle.format import Kind
+
+
+def send_then_close(sock: socket.socket, data: bytes) -> threading.Thread:
+    def run() -> None:
+        sock.sendall(data)
+        sock.close()
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+class TestDelivery:
+    def test_each_record_reaches_a_pipe_reader_before_the_next_is_written(self) -> None:
+        r, w = os.pipe()
+        got: list[Any] = []
+        received = threading.Event()
+
+        def read() -> None:
+            with open(r, "rb") as f, sp.Unpickler(f) as u:
+                for rec in u:
+                    got.append(rec)
+                    received.set()
+
+        t = threading.Thread(target=read)
+        t.start()
+        with open(w, "wb") as f, sp.Pickler(f) as p:
+            for i in range(3):
+                received.clear()
+                p.dump({"i": i, "a": np.arange(5000)})
+                # without a flush per record the reader would wait for close()
+                assert received.wait(10), f"record {i} was not delivered"
+        t.join(10)
+        assert [g["i"] for g in got] == [0, 1, 2]
+
+    def test_many_small_records_arrive_in_order(self) -> None:
+        a, b = socket.socketpair()
+        msgs = [{"id": i, "payload": "x" * 1000} for i in range(500)]
+
+        def send() -> None:
+            with sp.Pickler(a) as p:
+                for m in msgs:
+                    p.dump(m)
+            a.close()
+
+        t = threading.Thread(target=send)
+        t.start()
+        with sp.Unpickler(b) as u:
+            assert list(u) == msgs
+        t.join()
+        b.close()
+
+
+class TestPeerDeath:
+    @pytest.mark.parametrize("phase", ["before", "stream header", "pickle bytes", "buffer"])
+    def test_peer_closing_at_any_phase_fails_cleanly(self, phase: str) -> None:
+        data = sp.dumps({"meta": "m" * 100, "a": np.arange(200_000)})
+        index = sp.read_index(io.BytesIO(data))
+        assert index is not None
+        buffer_at = index.buffers[0] + 32
+        cut = {
+            "before": 0,
+            "stream header": 7,
+            "pickle bytes": 60,
+            "buffer": buffer_at + 1000,
+        }
+        a, b = socket.socketpair()
+        t = send_then_close(a, data[: cut[phase]])
+        error = EOFError if phase == "before" else sp.TruncatedStreamError
+        with pytest.raises(error):
+            sp.load(b)
+        t.join()
+        b.close()
+
+    def test_stalled_peer_raises_timeout_naming_the_offset(self) -> None:
+        data = sp.dumps(np.arange(100_000))
+        a, b = socket.socketpair()
+        a.sendall(data[:500])
+        b.settimeout(0.2)
+        with pytest.raises(TimeoutError, match="offset 500"):
+            sp.load(b)
+        a.close()
+        b.close()
+
+
+class TestMaxSize:
+    def test_records_within_max_size_load(self) -> None:
+        data = sp.dumps(np.arange(10_000))
+        assert sp.loads(data, max_size=100_000).sum() == np.arange(10_000).sum()
+
+    def test_larger_record_is_refused(self) -> None:
+        data = sp.dumps({"a": np.arange(10_000), "b": np.arange(10_000)})
+        with pytest.raises(sp.StreamError, match="max_size=100000"):
+            sp.loads(data, max_size=100_000)
+
+    def test_claimed_buffer_is_refused_before_allocation_and_waiting(self) -> None:
+        # A peer announces a 1 GiB buffer and sends nothing more: with max_size
+        # the reader refuses at once instead of allocating and waiting.
+        claim = fmt.encode_stream_header() + fmt.frame(
+            Kind.BUFFER,
+            stored_size=1 << 30,
+            raw_size=1 << 30,
+            param=fmt.DEFAULT_FRAME_SIZE,
+            payload_check=fmt.buffer_ordinal_check(0),
+        )
+        a, b = socket.socketpair()
+        a.sendall(claim)
+        b.settimeout(5)
+        with pytest.raises(sp.StreamError, match="max_size"):
+            sp.load(b, max_size=1 << 20, safe=True)
+        a.close()
+        b.close()
+
+    @pytest.mark.parametrize("bad", [-1, 1.5, "10"])
+    def test_bad_max_size_is_a_value_error(self, bad: Any) -> None:
+        with pytest.raises(ValueError, match="max_size"):
+            sp.loads(sp.dumps(1), max_size=bad)
