@@ -16,9 +16,9 @@ import numpy as np
 from . import format as fmt
 from .errors import CorruptStreamError, TruncatedStreamError
 from .format import FrameHeader
-from .io import FileSource, MmapSource, SocketSource
+from .io import FileSource, MmapSource, SegmentSource, SocketSource
 
-AnySource = FileSource | SocketSource | MmapSource
+AnySource = FileSource | SocketSource | MmapSource | SegmentSource
 
 
 class FrameReader:
@@ -103,7 +103,8 @@ class FrameReader:
         n, chunk = h.raw_size, h.param
         if h.payload_check != fmt.buffer_ordinal_check(ordinal):
             raise CorruptStreamError(f"{h.where()} is not buffer {ordinal} of its record")
-        if isinstance(self.source, MmapSource):
+        if isinstance(self.source, MmapSource | SegmentSource):
+            # Mapped data stays unread; received data was checked on arrival.
             view = self.source.view(n)
             self.skip(h.check_table_size(), f"check table of {h.where()}")
             return view
@@ -124,11 +125,17 @@ class FrameReader:
             if h.checked:
                 sums.append(fmt.checksum(piece))
         if h.checked:
-            table = self.exact(h.check_table_size(), f"check table of {h.where()}")
-            want = struct.unpack(f"<{len(sums)}I", table)
-            for i, (got, expected) in enumerate(zip(sums, want, strict=True)):
-                if got != expected:
-                    raise CorruptStreamError(
-                        f"check mismatch in chunk {i} (bytes {i * chunk}..) of {h.where()}"
-                    )
+            verify_chunks(
+                h, sums, self.exact(h.check_table_size(), f"check table of {h.where()}")
+            )
         return out
+
+
+def verify_chunks(h: FrameHeader, sums: list[int], table: bytes) -> None:
+    """Compare a BUFFER's chunk checks, computed as it arrived, with its table."""
+    want = struct.unpack(f"<{len(sums)}I", table)
+    for i, (got, expected) in enumerate(zip(sums, want, strict=True)):
+        if got != expected:
+            raise CorruptStreamError(
+                f"check mismatch in chunk {i} (bytes {i * h.param}..) of {h.where()}"
+            )

@@ -9,12 +9,15 @@ pickler and unpickler.
 
 from __future__ import annotations
 
+import collections
 import io
 import mmap
 import os
 import socket
 import tempfile
 from typing import Any, BinaryIO, Protocol
+
+from .errors import TruncatedStreamError
 
 PathLike = str | os.PathLike[str]
 
@@ -322,7 +325,55 @@ class MmapSource:
             self.file.seek(self.base + self.position)
 
 
-def open_source(file: Any, mmap_mode: str | None) -> FileSource | SocketSource | MmapSource:
+class SegmentSource:
+    """Bytes received ahead by an asynchronous reader (``streampickle.aio``),
+    served to the blocking frame reader. Buffer payloads arrive already in
+    their final arrays and are handed over by ``view``, not copied again."""
+
+    seekable = False
+
+    def __init__(self) -> None:
+        self.segments: collections.deque[memoryview] = collections.deque()
+        self.position = 0
+
+    def push(self, data: Any) -> None:
+        self.segments.append(memoryview(data).cast("B"))
+
+    def readinto(self, view: memoryview) -> int:
+        got = 0
+        while got < view.nbytes and self.segments:
+            head = self.segments[0]
+            take = min(head.nbytes, view.nbytes - got)
+            view[got : got + take] = head[:take]
+            got += take
+            if take == head.nbytes:
+                self.segments.popleft()
+            else:
+                self.segments[0] = head[take:]
+        self.position += got
+        return got
+
+    def view(self, n: int) -> Any:
+        """The next segment: the receiver pushes each buffer as one, or as a
+        shorter one when the input ended inside it."""
+        got = self.segments[0].nbytes if self.segments else 0
+        if got < n:
+            raise TruncatedStreamError(
+                f"input ended at offset {self.position + got} inside a buffer"
+            )
+        self.position += n
+        return self.segments.popleft().obj
+
+    def remaining(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        self.segments.clear()
+
+
+def open_source(
+    file: Any, mmap_mode: str | None
+) -> FileSource | SocketSource | MmapSource | SegmentSource:
     if mmap_mode not in (None, "r", "c"):
         raise ValueError(f"mmap_mode must be None, 'r' or 'c', not {mmap_mode!r}")
     if isinstance(file, (str, os.PathLike)):
@@ -334,6 +385,8 @@ def open_source(file: Any, mmap_mode: str | None) -> FileSource | SocketSource |
         if mmap_mode is not None:
             raise ValueError("mmap_mode needs a file, not a socket")
         return SocketSource(file)
+    if isinstance(file, SegmentSource):
+        return file
     if not callable(getattr(file, "read", None)):
         raise TypeError(
             f"cannot read from {type(file).__name__}: expected a path, a binary "

@@ -106,37 +106,36 @@ class _FrameWriter:
 
     def write_buffer(self, buffer: pickle.PickleBuffer) -> bool:
         """``buffer_callback``: write ``buffer`` out of band; False means done."""
-        with buffer.raw() as view:
-            n = view.nbytes
-            if n < fmt.MIN_OUT_OF_BAND:
-                return True  # in-band: cheaper than a frame
-            pad = fmt.pad_before_buffer(self.sink.base + self.sink.position)
-            if pad >= 0:
-                self.sink.write(
-                    fmt.frame(Kind.PAD, stored_size=pad, raw_size=pad) + bytes(pad)
-                )
-            flags = self.flags | (Flag.READONLY if view.readonly else Flag(0))
-            ordinal = len(self.buffer_offsets) - self.record_first_buffer
-            self.buffer_offsets.append(self.sink.position)
-            chunk = self.frame_size
-            self.sink.write(
-                fmt.frame(
-                    Kind.BUFFER,
-                    stored_size=n,
-                    raw_size=n,
-                    param=chunk,
-                    flags=flags,
-                    payload_check=fmt.buffer_ordinal_check(ordinal),
-                )
+        # Not a context manager: a sink may keep slices of the view (aio does).
+        view = buffer.raw()
+        n = view.nbytes
+        if n < fmt.MIN_OUT_OF_BAND:
+            return True  # in-band: cheaper than a frame
+        pad = fmt.pad_before_buffer(self.sink.base + self.sink.position)
+        if pad >= 0:
+            self.sink.write(fmt.frame(Kind.PAD, stored_size=pad, raw_size=pad) + bytes(pad))
+        flags = self.flags | (Flag.READONLY if view.readonly else Flag(0))
+        ordinal = len(self.buffer_offsets) - self.record_first_buffer
+        self.buffer_offsets.append(self.sink.position)
+        chunk = self.frame_size
+        self.sink.write(
+            fmt.frame(
+                Kind.BUFFER,
+                stored_size=n,
+                raw_size=n,
+                param=chunk,
+                flags=flags,
+                payload_check=fmt.buffer_ordinal_check(ordinal),
             )
-            checks = bytearray()
-            for start in range(0, n, chunk):
-                piece = view[start : start + chunk]
-                if self.flags:
-                    checks += fmt.CHECK.pack(fmt.checksum(piece))
-                self.sink.write(piece)
-            if checks:
-                self.sink.write(checks)
+        )
+        checks = bytearray()
+        for start in range(0, n, chunk):
+            piece = view[start : start + chunk]
+            if self.flags:
+                checks += fmt.CHECK.pack(fmt.checksum(piece))
+            self.sink.write(piece)
+        if checks:
+            self.sink.write(checks)
         return False
 
 

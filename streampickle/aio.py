@@ -1,0 +1,209 @@
+"""asyncio adapters: streams over ``asyncio.StreamWriter``/``StreamReader``.
+
+Both sides reuse the blocking machinery rather than a second implementation
+of the format. ``Pickler.dump`` pickles into a sink that collects the frames
+(pickle bytes, and views of each buffer's own memory, not copies), then writes
+them to the transport, draining as it goes. ``Unpickler.load`` receives one
+record's frames, reading each buffer straight into its final array and
+checking it on arrival, then decodes them with the blocking ``Unpickler``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from . import format as fmt
+from .errors import CorruptStreamError, StreamError
+from .format import Kind
+from .frames import verify_chunks
+from .io import SegmentSource
+from .pickler import Pickler as _BlockingPickler
+from .unpickler import Unpickler as _BlockingUnpickler
+
+
+class _FrameList:
+    """A sink for the blocking Pickler: keeps what it writes, in order."""
+
+    def __init__(self) -> None:
+        self.chunks: list[Any] = []
+
+    def write(self, data: Any) -> int:
+        self.chunks.append(data)
+        return len(data) if not isinstance(data, memoryview) else data.nbytes
+
+    def take(self) -> list[Any]:
+        chunks, self.chunks = self.chunks, []
+        return chunks
+
+
+class Pickler:
+    """Writes records to an ``asyncio.StreamWriter``; options as
+    ``streampickle.Pickler``. ``await close()`` ends the stream."""
+
+    #: Wait for the transport to drain after writing this many bytes.
+    DRAIN_EVERY = 4 << 20
+
+    def __init__(self, writer: asyncio.StreamWriter, **options: Any) -> None:
+        self._writer = writer
+        self._frames = _FrameList()
+        self._pickler = _BlockingPickler(self._frames, **options)
+
+    async def dump(self, obj: Any) -> None:
+        self._pickler.dump(obj)  # the frames refer to obj's buffers: send them now
+        await self._send()
+
+    async def close(self) -> None:
+        self._pickler.close()
+        await self._send()
+
+    async def _send(self) -> None:
+        unsent = 0
+        for chunk in self._frames.take():
+            self._writer.write(chunk)
+            unsent += chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
+            if unsent >= self.DRAIN_EVERY:
+                await self._writer.drain()
+                unsent = 0
+        await self._writer.drain()
+
+    async def __aenter__(self) -> Pickler:
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            await self.close()
+
+
+class Unpickler:
+    """Reads records from an ``asyncio.StreamReader``; options as
+    ``streampickle.Unpickler`` (no ``mmap_mode``)."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        *,
+        safe: bool = False,
+        allow: Iterable[str] = (),
+        max_size: int | None = None,
+    ) -> None:
+        self._reader = reader
+        self._max_size = max_size
+        self._received = SegmentSource()
+        self._offset = 0
+        self._started = False
+        self._decoder = _BlockingUnpickler(
+            self._received, safe=safe, allow=allow, max_size=max_size
+        )
+
+    async def load(self) -> Any:
+        """The next record; EOFError at the clean end of the stream."""
+        await self._receive_record()
+        return self._decoder.load()
+
+    def __aiter__(self) -> Unpickler:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.load()
+        except EOFError:
+            raise StopAsyncIteration from None
+
+    async def _read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; fewer only if the peer closed the stream."""
+        try:
+            data = await self._reader.readexactly(n)
+        except asyncio.IncompleteReadError as exc:
+            data = exc.partial
+        self._offset += len(data)
+        return data
+
+    async def _receive_record(self) -> bool:
+        """Receive the frames of the next record, or of the stream's tail, so
+        that the blocking decoder finds them. Returns False if the input ended
+        early: the decoder then reports the truncation, at its offset."""
+        push = self._received.push
+        if not self._started:
+            self._started = True
+            head = await self._read(fmt.STREAM_HEADER.size)
+            push(head)
+            if len(head) < fmt.STREAM_HEADER.size:
+                return False
+        size = 0
+        while True:
+            offset = self._offset
+            raw = await self._read(fmt.FRAME_HEADER.size)
+            push(raw)
+            if len(raw) < fmt.FRAME_HEADER.size:
+                return False
+            h = fmt.decode_frame_header(raw, offset, None)
+            if h.kind in (Kind.PICKLE, Kind.BUFFER):
+                size += h.raw_size
+                if self._max_size is not None and size > self._max_size:
+                    raise StreamError(
+                        f"record exceeds max_size={self._max_size} bytes at {h.where()}"
+                    )
+            if h.kind is Kind.BUFFER:
+                if not await self._receive_buffer(h):
+                    return False
+                continue
+            payload = await self._read(h.stored_size)
+            push(payload)
+            if len(payload) < h.stored_size:
+                return False
+            if h.kind in (Kind.RECORD_END, Kind.END):
+                return True
+
+    async def _receive_buffer(self, h: fmt.FrameHeader) -> bool:
+        """Read a BUFFER's payload into its final array, checking each chunk."""
+        try:
+            out = np.empty(h.raw_size, dtype=np.uint8)
+        except MemoryError:
+            raise CorruptStreamError(
+                f"{h.where()} claims {h.raw_size} bytes, more than can be allocated"
+            ) from None
+        sums = []
+        for start in range(0, h.raw_size, h.param):
+            piece = await self._read(min(h.param, h.raw_size - start))
+            out[start : start + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+            if len(piece) < min(h.param, h.raw_size - start):
+                self._received.push(out[: start + len(piece)])
+                return False
+            if h.checked:
+                sums.append(fmt.checksum(piece))
+        table = await self._read(h.check_table_size())
+        if len(table) < h.check_table_size():
+            self._received.push(out)
+            self._received.push(table)
+            return False
+        if h.checked:
+            verify_chunks(h, sums, table)
+        self._received.push(out)
+        self._received.push(table)
+        return True
+
+
+async def dump(obj: Any, writer: asyncio.StreamWriter, **options: Any) -> None:
+    """Write ``obj`` to ``writer`` as a one-record stream."""
+    pickler = Pickler(writer, **options)
+    await pickler.dump(obj)
+    await pickler.close()
+
+
+async def load(
+    reader: asyncio.StreamReader,
+    *,
+    safe: bool = False,
+    allow: Iterable[str] = (),
+    max_size: int | None = None,
+) -> Any:
+    """Read a one-record stream from ``reader``, and nothing after it."""
+    unpickler = Unpickler(reader, safe=safe, allow=allow, max_size=max_size)
+    obj = await unpickler.load()
+    await unpickler._receive_record()  # the stream's tail: INDEX or END
+    unpickler._decoder._expect_end()
+    return obj

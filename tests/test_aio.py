@@ -1,0 +1,139 @@
+"""The asyncio adapters, against each other and against the blocking API."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import streampickle as sp
+from streampickle import aio
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+def run_pair(
+    body: Callable[[Streams, Streams], Awaitable[Any]],
+) -> Any:
+    """Run ``body`` with the two ends of a socketpair as asyncio streams."""
+
+    async def main() -> Any:
+        a, b = socket.socketpair()
+        left = await asyncio.open_connection(sock=a)
+        right = await asyncio.open_connection(sock=b)
+        try:
+            return await asyncio.wait_for(body(left, right), 30)
+        finally:
+            for _, w in (left, right):
+                w.close()
+
+    return asyncio.run(main())
+
+
+def sample(i: int) -> dict[str, Any]:
+    return {"i": i, "w": np.arange(300_000, dtype=np.float32) * i, "meta": ["m"] * 3}
+
+
+def check(rec: Any, i: int) -> None:
+    assert rec["i"] == i and rec["meta"] == ["m"] * 3
+    np.testing.assert_array_equal(rec["w"], np.arange(300_000, dtype=np.float32) * i)
+
+
+class TestRoundTrip:
+    def test_records_arrive_in_order(self) -> None:
+        async def body(left: Streams, right: Streams) -> None:
+            async def send() -> None:
+                async with aio.Pickler(left[1]) as p:
+                    for i in range(4):
+                        await p.dump(sample(i))
+
+            sender = asyncio.create_task(send())
+            got = [rec async for rec in aio.Unpickler(right[0])]
+            await sender
+            assert len(got) == 4
+            for i, rec in enumerate(got):
+                check(rec, i)
+
+        run_pair(body)
+
+    def test_streams_back_to_back_are_read_by_separate_loads(self) -> None:
+        async def body(left: Streams, right: Streams) -> None:
+            async def send() -> None:
+                for i in range(3):
+                    await aio.dump(sample(i), left[1])
+
+            sender = asyncio.create_task(send())
+            for i in range(3):
+                check(await aio.load(right[0]), i)
+            await sender
+
+        run_pair(body)
+
+    def test_blocking_writer_and_async_reader_interoperate(self) -> None:
+        a, b = socket.socketpair()
+        t = threading.Thread(target=lambda: (sp.dump(sample(5), a), a.close()))
+        t.start()
+
+        async def receive() -> Any:
+            reader, writer = await asyncio.open_connection(sock=b)
+            try:
+                return await aio.load(reader)
+            finally:
+                writer.close()
+
+        check(asyncio.run(receive()), 5)
+        t.join()
+
+    def test_async_writer_and_blocking_reader_interoperate(self) -> None:
+        a, b = socket.socketpair()
+
+        async def send() -> None:
+            _, writer = await asyncio.open_connection(sock=a)
+            await aio.dump(sample(7), writer)
+            writer.close()
+
+        t = threading.Thread(target=lambda: asyncio.run(send()))
+        t.start()
+        check(sp.load(b), 7)
+        t.join()
+        b.close()
+
+
+class TestBadPeers:
+    def feed(self, data: bytes, **kw: Any) -> Any:
+        async def main() -> Any:
+            reader = asyncio.StreamReader()
+            reader.feed_data(data)
+            reader.feed_eof()
+            return await aio.load(reader, **kw)
+
+        return asyncio.run(main())
+
+    @pytest.mark.parametrize("fraction", [0.0001, 0.01, 0.3, 0.9, 0.9999])
+    def test_peer_closing_mid_record_raises_truncated(self, fraction: float) -> None:
+        data = sp.dumps(sample(1))
+        with pytest.raises(sp.TruncatedStreamError, match="offset"):
+            self.feed(data[: max(1, int(len(data) * fraction))])
+
+    def test_empty_input_raises_eof(self) -> None:
+        with pytest.raises(EOFError):
+            self.feed(b"")
+
+    def test_damaged_buffer_raises_corrupt(self) -> None:
+        data = bytearray(sp.dumps(sample(1)))
+        data[len(data) // 2] ^= 0x10
+        with pytest.raises(sp.CorruptStreamError, match="check mismatch"):
+            self.feed(bytes(data))
+
+    def test_max_size_refuses_large_records(self) -> None:
+        with pytest.raises(sp.StreamError, match="max_size"):
+            self.feed(sp.dumps(sample(1)), max_size=10_000)
+
+    def test_safe_mode_refuses_globals(self) -> None:
+        with pytest.raises(sp.ForbiddenGlobalError):
+            self.feed(sp.dumps(threading.Thread), safe=True)
