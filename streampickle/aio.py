@@ -18,7 +18,7 @@ import numpy as np
 
 from . import format as fmt
 from .errors import CorruptStreamError, StreamError
-from .format import Kind
+from .format import Codec, Kind
 from .frames import verify_chunks
 from .io import SegmentSource
 from .pickler import Pickler as _BlockingPickler
@@ -147,7 +147,7 @@ class Unpickler:
                     raise StreamError(
                         f"record exceeds max_size={self._max_size} bytes at {h.where()}"
                     )
-            if h.kind is Kind.BUFFER:
+            if h.kind is Kind.BUFFER and h.codec is Codec.NONE:
                 if not await self._receive_buffer(h):
                     return False
                 continue

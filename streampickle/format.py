@@ -71,6 +71,9 @@ class Kind(enum.IntEnum):
     #: chunk size. Uncompressed, the payload is the buffer itself, starting at
     #: a 64-byte aligned offset and followed by the chunk check table.
     BUFFER = 2
+    #: One chunk of a compressed BUFFER: ``raw_size`` bytes of the buffer,
+    #: stored as the codec says; ``param`` is the shuffle item size or 0.
+    CHUNK = 4
     #: Ends a record; ``raw_size`` is its pickle byte count, ``param`` its
     #: number of buffers. No payload.
     RECORD_END = 3
@@ -83,9 +86,11 @@ class Kind(enum.IntEnum):
 
 
 class Codec(enum.IntEnum):
-    """How a frame's payload is stored. Version 1 defines only NONE."""
+    """How a frame's payload is stored."""
 
     NONE = 0
+    #: One zstd frame, which decompresses to exactly ``raw_size`` bytes.
+    ZSTD = 1
 
 
 class Flag(enum.IntFlag):
@@ -95,6 +100,8 @@ class Flag(enum.IntFlag):
     CHECKED = 0x01
     #: BUFFER only: the pickler marked the buffer read-only.
     READONLY = 0x02
+    #: CHUNK only: the raw bytes were byte-shuffled by item size ``param``.
+    SHUFFLE = 0x04
 
 
 NO_FLAGS = Flag(0)
@@ -102,6 +109,7 @@ NO_FLAGS = Flag(0)
 ALLOWED_FLAGS = {
     Kind.PICKLE: Flag.CHECKED,
     Kind.BUFFER: Flag.CHECKED | Flag.READONLY,
+    Kind.CHUNK: Flag.CHECKED | Flag.SHUFFLE,
     Kind.INDEX: Flag.CHECKED,  # always set: the index is always checked
 }
 
@@ -120,6 +128,8 @@ MAX_FRAME_SIZE = 256 << 20
 MAX_BUFFER_SIZE = 1 << 48
 #: Buffers smaller than this are written in-band: a frame costs ~100 bytes.
 MIN_OUT_OF_BAND = 1024
+#: Largest item size of the shuffle filter.
+MAX_SHUFFLE_ITEMSIZE = 256
 #: Largest INDEX payload.
 MAX_INDEX_SIZE = 1 << 32
 #: Size of one entry of a BUFFER frame's check table.
@@ -206,7 +216,7 @@ class FrameHeader:
 
     def check_table_size(self) -> int:
         """Bytes of the check table that follow an uncompressed BUFFER payload."""
-        if self.kind is not Kind.BUFFER or not self.checked:
+        if self.kind is not Kind.BUFFER or self.codec is not Codec.NONE or not self.checked:
             return 0
         return -(-self.raw_size // self.param) * CHECK.size
 
@@ -264,15 +274,41 @@ def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHea
     return header
 
 
+#: The kinds whose payload may be compressed.
+COMPRESSIBLE = frozenset({Kind.PICKLE, Kind.BUFFER, Kind.CHUNK})
+
+
+def _stored_fits(h: FrameHeader) -> bool:
+    """Uncompressed payloads are their raw bytes; compressed ones are smaller."""
+    if h.codec is Codec.NONE:
+        return h.stored_size == h.raw_size
+    return h.stored_size <= h.raw_size
+
+
 def _check_sizes(h: FrameHeader, where: str) -> None:
     """Refuse sizes the format does not allow for the frame's kind."""
+    if h.codec is not Codec.NONE and h.kind not in COMPRESSIBLE:
+        raise CorruptStreamError(f"codec {h.codec.name} not allowed in {where}")
     if h.kind is Kind.PICKLE:
-        ok = h.stored_size == h.raw_size <= MAX_FRAME_SIZE and h.param == 0
+        ok = _stored_fits(h) and h.raw_size <= MAX_FRAME_SIZE and h.param == 0
     elif h.kind is Kind.BUFFER:
+        # Compressed, the buffer follows as CHUNK frames; the BUFFER has no payload.
+        stored = h.raw_size if h.codec is Codec.NONE else 0
         ok = (
             h.raw_size <= MAX_BUFFER_SIZE
-            and h.stored_size == h.raw_size
+            and h.stored_size == stored
             and MIN_FRAME_SIZE <= h.param <= MAX_FRAME_SIZE
+        )
+    elif h.kind is Kind.CHUNK:
+        shuffled = Flag.SHUFFLE in h.flags
+        ok = (
+            _stored_fits(h)
+            and 0 < h.raw_size <= MAX_FRAME_SIZE
+            and (
+                1 < h.param <= MAX_SHUFFLE_ITEMSIZE and h.raw_size % h.param == 0
+                if shuffled
+                else h.param == 0
+            )
         )
     elif h.kind is Kind.PAD:
         ok = h.stored_size == h.raw_size < ALIGNMENT and h.param == 0

@@ -8,15 +8,21 @@ memory map, ``view``.
 
 from __future__ import annotations
 
+import collections
+import os
 import struct
+import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from . import codecs
 from . import format as fmt
 from .errors import CorruptStreamError, TruncatedStreamError
-from .format import FrameHeader
+from .format import Codec, Flag, FrameHeader, Kind
 from .io import FileSource, MmapSource, SegmentSource, SocketSource
+from .writer import IN_FLIGHT_PER_THREAD
 
 AnySource = FileSource | SocketSource | MmapSource | SegmentSource
 
@@ -27,8 +33,15 @@ class FrameReader:
     #: Allocation step for payloads from inputs of unknown size.
     GROWTH_STEP = 1 << 20
 
-    def __init__(self, source: AnySource) -> None:
+    def __init__(self, source: AnySource, threads: int | None = None) -> None:
         self.source = source
+        self.threads = os.cpu_count() or 1 if threads is None else threads
+        self.pool: ThreadPoolExecutor | None = None  # made at the first compressed buffer
+        self.warned_mmap = False
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
     def exact(self, n: int, what: str) -> bytes:
         """The next ``n`` bytes. Where the input's size is unknown (a socket),
@@ -91,10 +104,20 @@ class FrameReader:
         return fmt.decode_frame_header(bytes(buf), offset, self.source.remaining())
 
     def payload(self, h: FrameHeader) -> bytes:
+        """The stored payload, checked."""
         data = self.exact(h.stored_size, h.where())
         if h.checked and fmt.checksum(data) != h.payload_check:
             raise CorruptStreamError(f"payload check mismatch in {h.where()}")
         return data
+
+    def decoded_payload(self, h: FrameHeader) -> bytes:
+        """The payload of a PICKLE frame, checked and decompressed."""
+        data = self.payload(h)
+        if h.codec is Codec.NONE:
+            return data
+        out = bytearray(h.raw_size)
+        codecs.decompress_into(data, memoryview(out), h.where())
+        return bytes(out)
 
     def buffer(self, h: FrameHeader, ordinal: int) -> Any:
         """The buffer of a BUFFER frame, the record's ``ordinal``-th: a verified
@@ -103,7 +126,7 @@ class FrameReader:
         n, chunk = h.raw_size, h.param
         if h.payload_check != fmt.buffer_ordinal_check(ordinal):
             raise CorruptStreamError(f"{h.where()} is not buffer {ordinal} of its record")
-        if isinstance(self.source, MmapSource | SegmentSource):
+        if h.codec is Codec.NONE and isinstance(self.source, MmapSource | SegmentSource):
             # Mapped data stays unread; received data was checked on arrival.
             view = self.source.view(n)
             self.skip(h.check_table_size(), f"check table of {h.where()}")
@@ -115,6 +138,9 @@ class FrameReader:
                 f"{h.where()} claims {n} bytes, more than can be allocated"
             ) from None
         view = memoryview(out.data)
+        if h.codec is not Codec.NONE:
+            self._chunks(h, view)
+            return out
         sums = []
         for start in range(0, n, chunk):
             piece = view[start : start + chunk]
@@ -130,6 +156,53 @@ class FrameReader:
             )
         return out
 
+    def _chunks(self, h: FrameHeader, out: memoryview) -> None:
+        """Read a compressed BUFFER's CHUNK frames into ``out``, decompressing
+        them in parallel, each straight into its slice of the final array."""
+        if isinstance(self.source, MmapSource) and not self.warned_mmap:
+            self.warned_mmap = True
+            warnings.warn(
+                "compressed buffers are decompressed into memory, not memory-mapped",
+                stacklevel=6,
+            )
+        if self.pool is None and self.threads > 0:
+            self.pool = ThreadPoolExecutor(self.threads, "streampickle-unzstd")
+        in_flight: collections.deque[Future[None]] = collections.deque()
+        try:
+            for i, start in enumerate(range(0, h.raw_size, h.param)):
+                dest = out[start : start + h.param]
+                c = self.next_header()
+                if c is None or c.kind is not Kind.CHUNK or c.raw_size != dest.nbytes:
+                    found = "the end of the input" if c is None else c.where()
+                    raise (TruncatedStreamError if c is None else CorruptStreamError)(
+                        f"{found} where chunk {i} ({dest.nbytes} bytes) of "
+                        f"{h.where()} was expected"
+                    )
+                if c.codec is Codec.NONE and Flag.SHUFFLE not in c.flags:
+                    self._read_into(c, dest)
+                elif self.pool is None:
+                    _decode_chunk(c, self.payload(c), dest)
+                else:
+                    in_flight.append(
+                        self.pool.submit(_decode_chunk, c, self.payload(c), dest)
+                    )
+                    if len(in_flight) > IN_FLIGHT_PER_THREAD * self.threads:
+                        in_flight.popleft().result()
+        finally:
+            for done in in_flight:  # let no task outlive the call, even on error
+                done.exception()
+        for done in in_flight:
+            done.result()
+
+    def _read_into(self, c: FrameHeader, dest: memoryview) -> None:
+        """A raw chunk, read straight into its place and checked there."""
+        if self.source.readinto(dest) < dest.nbytes:
+            raise TruncatedStreamError(
+                f"input ended at offset {self.source.position} inside {c.where()}"
+            )
+        if c.checked and fmt.checksum(dest) != c.payload_check:
+            raise CorruptStreamError(f"payload check mismatch in {c.where()}")
+
 
 def verify_chunks(h: FrameHeader, sums: list[int], table: bytes) -> None:
     """Compare a BUFFER's chunk checks, computed as it arrived, with its table."""
@@ -139,3 +212,20 @@ def verify_chunks(h: FrameHeader, sums: list[int], table: bytes) -> None:
             raise CorruptStreamError(
                 f"check mismatch in chunk {i} (bytes {i * h.param}..) of {h.where()}"
             )
+
+
+def _decode_chunk(c: FrameHeader, payload: bytes, dest: memoryview) -> None:
+    """Decompress and un-shuffle one chunk into ``dest`` (run in the pool)."""
+    shuffled = Flag.SHUFFLE in c.flags
+    if c.codec is Codec.NONE:
+        raw: Any = payload
+    elif shuffled:
+        raw = bytearray(c.raw_size)
+        codecs.decompress_into(payload, memoryview(raw), c.where())
+    else:
+        codecs.decompress_into(payload, dest, c.where())
+        return
+    if shuffled:
+        codecs.unshuffle_into(raw, c.param, dest)
+    else:
+        dest[:] = raw

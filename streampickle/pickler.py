@@ -17,9 +17,10 @@ from typing import Any
 
 from . import format as fmt
 from .errors import TruncatedStreamError
-from .format import Flag, Kind
+from .format import Kind
 from .index import Scan, scan_index
-from .io import AppendSink, FileSource, Sink, open_sink
+from .io import AppendSink, FileSource, open_sink
+from .writer import Compression, FrameWriter
 
 CompressOption = str | None
 
@@ -34,11 +35,12 @@ def check_options(
     """Validate the writer's options; return the frame size to use."""
     if protocol not in (None, 5):
         raise ValueError(f"streampickle writes pickle protocol 5, not {protocol!r}")
-    if compress is not None:
-        # The format reserves the codec field; zstd frames land with issue 5.
-        raise ValueError(f"compress={compress!r} is not supported yet; use None")
-    if not isinstance(level, int):
+    if compress not in (None, "zstd"):
+        raise ValueError(f"compress must be None or 'zstd', not {compress!r}")
+    if not isinstance(level, int) or isinstance(level, bool):
         raise TypeError(f"level must be an int, not {type(level).__name__}")
+    if not -(1 << 17) <= level <= 22:
+        raise ValueError(f"level must be in [-131072, 22] (zstd's range), not {level}")
     check_threads(threads)
     if frame_size is None:
         return fmt.DEFAULT_FRAME_SIZE
@@ -55,88 +57,6 @@ def check_options(
 def check_threads(threads: int | None) -> None:
     if threads is not None and (not isinstance(threads, int) or threads < 0):
         raise ValueError(f"threads must be None or an int >= 0, not {threads!r}")
-
-
-class _FrameWriter:
-    """The file object the C pickler writes to.
-
-    Pickle bytes are gathered up to ``frame_size`` and written as one PICKLE
-    frame; a large payload the pickler hands over whole (a big ``bytes``) is
-    framed in slices of itself, not copied.
-    """
-
-    def __init__(self, sink: Sink, frame_size: int, checked: bool) -> None:
-        self.sink = sink
-        self.frame_size = frame_size
-        self.flags = Flag.CHECKED if checked else Flag(0)
-        self.pending = bytearray()
-        self.pickle_bytes = 0  # in the current record
-        self.record_first_buffer = 0  # index in buffer_offsets of its first buffer
-        self.buffer_offsets: list[int] = []  # every BUFFER header, stream-relative
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        n = view.nbytes
-        if len(self.pending) + n > self.frame_size:
-            self.flush()
-        if n >= self.frame_size:
-            for start in range(0, n, self.frame_size):
-                self._pickle_frame(view[start : start + self.frame_size])
-        else:
-            self.pending += view
-        return n
-
-    def flush(self) -> None:
-        if self.pending:
-            self._pickle_frame(self.pending)
-            self.pending = bytearray()
-
-    def _pickle_frame(self, payload: bytearray | memoryview) -> None:
-        n = len(payload)
-        check = fmt.checksum(payload) if self.flags else 0
-        header = fmt.frame(
-            Kind.PICKLE, stored_size=n, raw_size=n, flags=self.flags, payload_check=check
-        )
-        self.pickle_bytes += n
-        if n <= 1 << 16:  # one write (one packet) for small frames
-            self.sink.write(header + payload)
-        else:
-            self.sink.write(header)
-            self.sink.write(payload)
-
-    def write_buffer(self, buffer: pickle.PickleBuffer) -> bool:
-        """``buffer_callback``: write ``buffer`` out of band; False means done."""
-        # Not a context manager: a sink may keep slices of the view (aio does).
-        view = buffer.raw()
-        n = view.nbytes
-        if n < fmt.MIN_OUT_OF_BAND:
-            return True  # in-band: cheaper than a frame
-        pad = fmt.pad_before_buffer(self.sink.base + self.sink.position)
-        if pad >= 0:
-            self.sink.write(fmt.frame(Kind.PAD, stored_size=pad, raw_size=pad) + bytes(pad))
-        flags = self.flags | (Flag.READONLY if view.readonly else Flag(0))
-        ordinal = len(self.buffer_offsets) - self.record_first_buffer
-        self.buffer_offsets.append(self.sink.position)
-        chunk = self.frame_size
-        self.sink.write(
-            fmt.frame(
-                Kind.BUFFER,
-                stored_size=n,
-                raw_size=n,
-                param=chunk,
-                flags=flags,
-                payload_check=fmt.buffer_ordinal_check(ordinal),
-            )
-        )
-        checks = bytearray()
-        for start in range(0, n, chunk):
-            piece = view[start : start + chunk]
-            if self.flags:
-                checks += fmt.CHECK.pack(fmt.checksum(piece))
-            self.sink.write(piece)
-        if checks:
-            self.sink.write(checks)
-        return False
 
 
 class Pickler(pickle.Pickler):
@@ -156,12 +76,16 @@ class Pickler(pickle.Pickler):
         threads: int | None = None,
         frame_size: int | None = None,
         checksum: bool = True,
+        shuffle: bool | None = None,
         append: bool = False,
     ) -> None:
         size = check_options(protocol, compress, level, threads, frame_size)
+        if shuffle not in (None, True, False):
+            raise ValueError(f"shuffle must be None, True or False, not {shuffle!r}")
+        compression = Compression(level, threads, shuffle) if compress else None
         existing = _existing_records(file) if append else None
         self._sink = open_sink(file) if existing is None else AppendSink(file, existing.end)
-        self._writer = _FrameWriter(self._sink, size, bool(checksum))
+        self._writer = FrameWriter(self._sink, size, bool(checksum), compression)
         self._records: list[fmt.RecordEntry] = []
         self._state = "open"
         try:
@@ -187,6 +111,7 @@ class Pickler(pickle.Pickler):
         try:
             super().dump(obj)
             writer.flush()
+            writer.drain()
             count = len(writer.buffer_offsets) - first_buffer
             self._sink.write(
                 fmt.frame(Kind.RECORD_END, raw_size=writer.pickle_bytes, param=count)
@@ -210,6 +135,7 @@ class Pickler(pickle.Pickler):
         except BaseException:
             self._fail()
             raise
+        self._writer.close()
         self._state = "closed"
 
     def _fail(self) -> None:
@@ -217,6 +143,7 @@ class Pickler(pickle.Pickler):
         stream after the complete records; a path keeps its old content."""
         if self._state == "open":
             self._state = "failed"
+            self._writer.close()
             self._sink.abort()
 
     def __enter__(self) -> Pickler:
@@ -262,6 +189,7 @@ def dump(
     threads: int | None = None,
     frame_size: int | None = None,
     checksum: bool = True,
+    shuffle: bool | None = None,
 ) -> None:
     """Write ``obj`` to ``file`` as a one-record stream."""
     with Pickler(
@@ -271,28 +199,13 @@ def dump(
         threads=threads,
         frame_size=frame_size,
         checksum=checksum,
+        shuffle=shuffle,
     ) as pickler:
         pickler.dump(obj)
 
 
-def dumps(
-    obj: Any,
-    *,
-    compress: CompressOption = None,
-    level: int = 3,
-    threads: int | None = None,
-    frame_size: int | None = None,
-    checksum: bool = True,
-) -> bytes:
-    """``obj`` as a one-record stream, in memory."""
+def dumps(obj: Any, **options: Any) -> bytes:
+    """``obj`` as a one-record stream, in memory; options as for ``dump``."""
     out = io.BytesIO()
-    dump(
-        obj,
-        out,
-        compress=compress,
-        level=level,
-        threads=threads,
-        frame_size=frame_size,
-        checksum=checksum,
-    )
+    dump(obj, out, **options)
     return out.getvalue()

@@ -81,7 +81,7 @@ class _RecordReader:
                     f"at {h.where()}"
                 )
             if h.kind is Kind.PICKLE:
-                self.chunk, self.pos = self.frames.payload(h), 0
+                self.chunk, self.pos = self.frames.decoded_payload(h), 0
                 self.pickle_bytes += len(self.chunk)
                 if self.chunk:
                     return True
@@ -243,7 +243,7 @@ class Unpickler:
         if max_size is not None and (not isinstance(max_size, int) or max_size < 0):
             raise ValueError(f"max_size must be None or an int >= 0, not {max_size!r}")
         self._source = open_source(file, mmap_mode)
-        self._frames = FrameReader(self._source)
+        self._frames = FrameReader(self._source, threads)
         self._record = _RecordReader(self._frames, max_size)
         self._inner: _RecordUnpickler | None = None
         self._random_index: fmt.Index | None = None
@@ -412,6 +412,7 @@ class Unpickler:
                 return
 
     def close(self) -> None:
+        self._frames.close()
         self._source.close()
 
     def __enter__(self) -> Unpickler:

@@ -209,7 +209,7 @@ def describe(what: str, m: dict[str, Any], bound: float | None = None) -> str:
 
 WRITE_DICT = """
 obj = make_dict(PARAMS["mib"], PARAMS["n_arrays"])
-sp.dump(obj, PARAMS["path"])
+sp.dump(obj, PARAMS["path"], compress=PARAMS.get("compress"))
 emit({"nbytes": sum(a.nbytes for _, a in array_items(obj))})
 """
 
@@ -219,6 +219,14 @@ def dict_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-record stream of a 512 MiB dict of 32 float32 arrays."""
     path = tmp_path_factory.mktemp("memory") / "dict.sp"
     run_measured(WRITE_DICT, path=str(path), mib=OBJ_MIB, n_arrays=32)
+    return path
+
+
+@pytest.fixture(scope="module")
+def zstd_dict_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same 512 MiB dict, written with compress="zstd"."""
+    path = tmp_path_factory.mktemp("memory") / "dict-zstd.sp"
+    run_measured(WRITE_DICT, path=str(path), mib=OBJ_MIB, n_arrays=32, compress="zstd")
     return path
 
 
@@ -261,9 +269,9 @@ obj = make_dict(PARAMS["mib"], 32)
 nbytes = sum(a.nbytes for _, a in array_items(obj))
 target = PARAMS["target"]
 extra = {}
-if target == "path":
+if target in ("path", "path-zstd"):
     with Meter() as m:
-        sp.dump(obj, PARAMS["path"])
+        sp.dump(obj, PARAMS["path"], compress="zstd" if target == "path-zstd" else None)
     extra["written"] = os.path.getsize(PARAMS["path"])
 elif target == "file":
     with open(PARAMS["path"], "wb") as f:
@@ -294,11 +302,12 @@ emit({**m.report(), "nbytes": nbytes, **extra})
 """
 
 
-@pytest.mark.parametrize("target", ["path", "file", "socket"])
+@pytest.mark.parametrize("target", ["path", "file", "socket", "path-zstd"])
 def test_dump_memory_is_flat(tmp_path: Path, target: str) -> None:
     m = run_measured(DUMP, path=str(tmp_path / "out.sp"), mib=OBJ_MIB, target=target)
     msg = describe(f"dump of a {OBJ_MIB} MiB dict to a {target}", m, SLACK_MIB)
-    assert m["written"] >= m["nbytes"], f"only {m['written']} bytes written"
+    if target != "path-zstd":  # compressed, it is smaller
+        assert m["written"] >= m["nbytes"], f"only {m['written']} bytes written"
     assert m["growth_mib"] <= SLACK_MIB, msg
 
 
@@ -319,6 +328,23 @@ def test_load_memory_is_the_object(dict_file: Path) -> None:
     bound = m["loaded_mib"] + SLACK_MIB
     msg = describe(f"load of a {m['loaded_mib']:.0f} MiB dict from a path", m, bound)
     assert m["loaded_mib"] >= OBJ_MIB * 0.99
+    assert m["growth_mib"] <= bound, msg
+
+
+def test_compressed_load_memory_is_the_object(zstd_dict_file: Path) -> None:
+    m = run_measured(
+        """
+        with Meter() as m:
+            obj = sp.load(PARAMS["path"])
+        check_samples(obj)
+        emit({**m.report(), "loaded_mib": sum(a.nbytes for _, a in array_items(obj)) / MiB,
+              "file_mib": os.path.getsize(PARAMS["path"]) / MiB})
+        """,
+        path=str(zstd_dict_file),
+    )
+    bound = m["loaded_mib"] + SLACK_MIB
+    msg = describe(f"load of a {m['loaded_mib']:.0f} MiB dict, zstd-compressed", m, bound)
+    assert m["file_mib"] < m["loaded_mib"] * 0.9, "the file should be compressed"
     assert m["growth_mib"] <= bound, msg
 
 

@@ -55,6 +55,20 @@ def expected(name: str) -> list[Any]:
                 "scalar": np.float64(3.25),
             }
         ]
+    if name == "v1_zstd":
+        rng = np.random.default_rng(7)
+        return [
+            {
+                "smooth_f8": np.cumsum(rng.standard_normal(3000)),  # shuffled, compressed
+                "low_i8": rng.integers(0, 50, 3000).astype("<i8"),
+                "noise_u1": rng.integers(0, 256, 20000, dtype=np.uint8),  # stored raw
+                "mixed_u1": np.concatenate(  # compressed and raw chunks in one buffer
+                    [np.zeros(8192, np.uint8), rng.integers(0, 256, 8192, dtype=np.uint8)]
+                ),
+                "text": "streampickle " * 400,  # a compressed PICKLE frame
+                "rows": [{"id": i, "name": f"row{i}"} for i in range(300)],
+            }
+        ]
     if name in ("v1_records", "v1_no_index"):
         return [
             {"step": i, "w": np.full(512, i, dtype="<i4"), "tag": "x" * i} for i in range(4)
@@ -62,7 +76,7 @@ def expected(name: str) -> list[Any]:
     raise KeyError(name)
 
 
-NAMES = ["v1_plain", "v1_arrays", "v1_unchecked", "v1_records", "v1_no_index"]
+NAMES = ["v1_plain", "v1_arrays", "v1_unchecked", "v1_records", "v1_no_index", "v1_zstd"]
 
 
 def write(name: str) -> bytes:
@@ -84,8 +98,11 @@ def write(name: str) -> bytes:
         reader.join()
         b.close()
         return bytes(out)
+    options: dict[str, Any] = {"checksum": name != "v1_unchecked"}
+    if name == "v1_zstd":
+        options.update(compress="zstd", threads=0)
     bio = io.BytesIO()
-    with sp.Pickler(bio, frame_size=4096, checksum=name != "v1_unchecked") as p:
+    with sp.Pickler(bio, frame_size=4096, **options) as p:
         for r in records:
             p.dump(r)
     return bio.getvalue()

@@ -1,0 +1,233 @@
+"""The writing half of the frame codec: what the C pickler writes becomes
+frames, in stream order, on a sink.
+
+Pickle bytes are gathered up to ``frame_size`` into PICKLE frames; a large
+payload the pickler hands over whole (a big ``bytes``) is framed in slices of
+itself. Each out-of-band buffer is written from the object's own memory:
+uncompressed as one aligned BUFFER frame, or compressed as a BUFFER header and
+CHUNK frames that a pool of threads compresses while the writer writes, at most
+a few chunks per thread in flight.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from . import codecs
+from . import format as fmt
+from .format import Codec, Flag, Kind
+from .io import Sink
+
+Pieces = Sequence[Any]  # bytes-likes written one after another
+#: Compressed chunks in flight per thread; bounds the writer's memory.
+IN_FLIGHT_PER_THREAD = 2
+#: Pickle frames smaller than this are not worth compressing.
+MIN_COMPRESSED_PICKLE = 256
+
+
+class Compression:
+    """The options of ``compress="zstd"``."""
+
+    def __init__(self, level: int, threads: int | None, shuffle: bool | None) -> None:
+        self.level = level
+        self.threads = os.cpu_count() or 1 if threads is None else threads
+        self.shuffle = shuffle
+
+
+def _encode_pickle(payload: Any, flags: Flag, level: int | None) -> Pieces:
+    """A PICKLE frame: compressed when that makes it smaller."""
+    n = len(payload)
+    codec, stored = Codec.NONE, payload
+    if level is not None and n >= MIN_COMPRESSED_PICKLE:
+        packed = codecs.compress(payload, level)
+        if len(packed) < n:
+            codec, stored = Codec.ZSTD, packed
+    check = fmt.checksum(stored) if flags else 0
+    header = fmt.frame(
+        Kind.PICKLE,
+        codec=codec,
+        stored_size=len(stored),
+        raw_size=n,
+        flags=flags,
+        payload_check=check,
+    )
+    if len(stored) <= 1 << 16:  # one write (one packet) for small frames
+        return (header + stored,)
+    return (header, stored)
+
+
+def _encode_chunk(piece: memoryview, itemsize: int, flags: Flag, level: int) -> Pieces:
+    """A CHUNK frame: shuffled and compressed, or the raw bytes if that is
+    not smaller."""
+    data = codecs.shuffle(piece, itemsize) if itemsize else piece
+    packed = codecs.compress(data, level)
+    stored: bytes | memoryview = packed
+    codec, param = Codec.ZSTD, itemsize
+    if len(packed) >= piece.nbytes:
+        codec, stored, param = Codec.NONE, piece, 0
+    elif itemsize:
+        flags |= Flag.SHUFFLE
+    header = fmt.frame(
+        Kind.CHUNK,
+        codec=codec,
+        stored_size=memoryview(stored).nbytes,
+        raw_size=piece.nbytes,
+        param=param,
+        flags=flags,
+        payload_check=fmt.checksum(stored) if Flag.CHECKED in flags else 0,
+    )
+    return (header, stored)
+
+
+class FrameWriter:
+    """The file object the C pickler writes to, and its buffer callback."""
+
+    def __init__(
+        self, sink: Sink, frame_size: int, checked: bool, compression: Compression | None
+    ) -> None:
+        self.sink = sink
+        self.frame_size = frame_size
+        self.flags = Flag.CHECKED if checked else Flag(0)
+        self.compression = compression
+        self.pending = bytearray()
+        self.pickle_bytes = 0  # in the current record
+        self.record_first_buffer = 0  # index in buffer_offsets of its first buffer
+        self.buffer_offsets: list[int] = []  # every BUFFER header, stream-relative
+        # Frames still being compressed, in stream order, ahead of the sink.
+        self.queue: collections.deque[Future[Pieces] | Pieces] = collections.deque()
+        self.pool: ThreadPoolExecutor | None = None
+        if compression is not None and compression.threads > 0:
+            self.pool = ThreadPoolExecutor(compression.threads, "streampickle-zstd")
+
+    # -- ordered output ----------------------------------------------------
+
+    def _emit(self, encode: Callable[..., Pieces], *args: Any) -> None:
+        """Encode a frame (in the pool if there is one) and write it after
+        every frame emitted before it."""
+        if self.pool is None:
+            if self.queue:
+                self.queue.append(encode(*args))
+            else:
+                for piece in encode(*args):
+                    self.sink.write(piece)
+            return
+        self.queue.append(self.pool.submit(encode, *args))
+        assert self.compression is not None
+        self.drain(IN_FLIGHT_PER_THREAD * self.compression.threads)
+
+    def drain(self, keep: int = 0) -> None:
+        """Write queued frames until at most ``keep`` remain in flight."""
+        while len(self.queue) > keep:
+            head = self.queue.popleft()
+            for piece in head.result() if isinstance(head, Future) else head:
+                self.sink.write(piece)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    # -- pickle bytes ------------------------------------------------------
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        n = view.nbytes
+        if len(self.pending) + n > self.frame_size:
+            self.flush()
+        if n >= self.frame_size:
+            for start in range(0, n, self.frame_size):
+                self._pickle_frame(view[start : start + self.frame_size])
+        else:
+            self.pending += view
+        return n
+
+    def flush(self) -> None:
+        if self.pending:
+            self._pickle_frame(self.pending)
+            self.pending = bytearray()  # the frame keeps the old one
+
+    def _pickle_frame(self, payload: bytearray | memoryview) -> None:
+        self.pickle_bytes += len(payload)
+        level = self.compression.level if self.compression else None
+        self._emit(_encode_pickle, payload, self.flags, level)
+
+    # -- out-of-band buffers -----------------------------------------------
+
+    def write_buffer(self, buffer: pickle.PickleBuffer) -> bool:
+        """``buffer_callback``: write ``buffer`` out of band; False means done."""
+        typed = memoryview(buffer)
+        # Not a context manager: a sink or a chunk in flight may keep slices.
+        view = buffer.raw()
+        n = view.nbytes
+        if n < fmt.MIN_OUT_OF_BAND:
+            return True  # in-band: cheaper than a frame
+        self.drain()  # the BUFFER header's offset goes in the index
+        ordinal = len(self.buffer_offsets) - self.record_first_buffer
+        flags = self.flags | (Flag.READONLY if view.readonly else Flag(0))
+        itemsize = None
+        if self.compression is not None:
+            c = self.compression
+            itemsize = codecs.choose(
+                view, codecs.shuffle_itemsize(typed, c.shuffle), c.level, c.shuffle
+            )
+        if itemsize is None:
+            self._write_raw_buffer(view, flags, ordinal)
+        else:
+            self._write_compressed_buffer(view, flags, ordinal, itemsize)
+        return False
+
+    def _write_raw_buffer(self, view: memoryview, flags: Flag, ordinal: int) -> None:
+        """One BUFFER frame: the bytes as they are, 64-byte aligned in the file
+        (so a memory map gives aligned arrays), then their chunk checks."""
+        n, chunk = view.nbytes, self.frame_size
+        pad = fmt.pad_before_buffer(self.sink.base + self.sink.position)
+        if pad >= 0:
+            self.sink.write(fmt.frame(Kind.PAD, stored_size=pad, raw_size=pad) + bytes(pad))
+        self.buffer_offsets.append(self.sink.position)
+        self.sink.write(
+            fmt.frame(
+                Kind.BUFFER,
+                stored_size=n,
+                raw_size=n,
+                param=chunk,
+                flags=flags,
+                payload_check=fmt.buffer_ordinal_check(ordinal),
+            )
+        )
+        checks = bytearray()
+        for start in range(0, n, chunk):
+            piece = view[start : start + chunk]
+            if self.flags:
+                checks += fmt.CHECK.pack(fmt.checksum(piece))
+            self.sink.write(piece)
+        if checks:
+            self.sink.write(checks)
+
+    def _write_compressed_buffer(
+        self, view: memoryview, flags: Flag, ordinal: int, itemsize: int
+    ) -> None:
+        """A BUFFER header, then one CHUNK frame per ``chunk`` bytes, each
+        compressed on its own (in parallel) so each decodes on its own."""
+        assert self.compression is not None
+        n, chunk = view.nbytes, self.frame_size
+        if itemsize:  # whole items per chunk, for the shuffle
+            chunk = -(-chunk // itemsize) * itemsize
+            chunk -= itemsize if chunk > fmt.MAX_FRAME_SIZE else 0
+        self.buffer_offsets.append(self.sink.position)
+        self.sink.write(
+            fmt.frame(
+                Kind.BUFFER,
+                codec=Codec.ZSTD,
+                raw_size=n,
+                param=chunk,
+                flags=flags,
+                payload_check=fmt.buffer_ordinal_check(ordinal),
+            )
+        )
+        for start in range(0, n, chunk):
+            piece = view[start : start + chunk]
+            self._emit(_encode_chunk, piece, itemsize, self.flags, self.compression.level)
