@@ -80,7 +80,7 @@ class Pickler(pickle.Pickler):
         append: bool = False,
     ) -> None:
         size = check_options(protocol, compress, level, threads, frame_size)
-        if shuffle not in (None, True, False):
+        if shuffle is not None and not isinstance(shuffle, bool):
             raise ValueError(f"shuffle must be None, True or False, not {shuffle!r}")
         compression = Compression(level, threads, shuffle) if compress else None
         existing = _existing_records(file) if append else None

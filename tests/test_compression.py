@@ -1,0 +1,252 @@
+"""compress="zstd": round trips through every option, what gets stored how,
+and damaged or hostile compressed frames."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any
+
+import numpy as np
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import streampickle as sp
+from streampickle import codecs
+from streampickle import format as fmt
+from streampickle.format import Codec, Flag, FrameHeader, Kind
+
+RNG = np.random.default_rng(42)
+SMOOTH = np.cumsum(RNG.standard_normal(40_000))  # compresses far better shuffled
+LOW_INT = RNG.integers(0, 100, 40_000)
+NOISE = RNG.integers(0, 256, 100_000, dtype=np.uint8)  # does not compress
+
+
+def frames(data: bytes) -> list[FrameHeader]:
+    """Every frame header of a stream, in order."""
+    out, pos = [], fmt.STREAM_HEADER.size
+    while pos < len(data):
+        h = fmt.decode_frame_header(data[pos : pos + 32], pos, None)
+        out.append(h)
+        pos += 32 + h.stored_size + h.check_table_size()
+    return out
+
+
+def roundtrip(obj: Any, **kw: Any) -> Any:
+    return sp.loads(sp.dumps(obj, compress="zstd", **kw))
+
+
+class TestRoundTrips:
+    @pytest.mark.parametrize("level", [-5, 1, 3, 19])
+    @pytest.mark.parametrize("threads", [0, 1, 3])
+    @pytest.mark.parametrize("shuffle", [None, True, False])
+    def test_every_option_round_trips(self, level: int, threads: int, shuffle: Any) -> None:
+        obj = {
+            "smooth": SMOOTH,
+            "low": LOW_INT,
+            "noise": NOISE,
+            "rows": [{"i": i} for i in range(500)],
+        }
+        out = roundtrip(obj, level=level, threads=threads, shuffle=shuffle, frame_size=8192)
+        for k in ("smooth", "low", "noise"):
+            np.testing.assert_array_equal(out[k], obj[k])
+        assert out["rows"] == obj["rows"]
+
+    @pytest.mark.parametrize(
+        "dtype",
+        ["bool", "int8", "int16", "uint32", "int64", "float16", "float32", "float64",
+         "longdouble", "complex64", "complex128", ">f8", "<M8[ms]", "U3", "V5"],
+    )  # fmt: skip
+    def test_every_dtype_round_trips(self, dtype: str) -> None:
+        raw = np.arange(30_000, dtype=np.int64).astype(np.uint8).tobytes()
+        a = np.frombuffer(
+            raw[: len(raw) - len(raw) % np.dtype(dtype).itemsize], dtype=dtype
+        )
+        for shuffle in (None, True, False):
+            b = roundtrip(a, shuffle=shuffle, frame_size=4096)
+            assert b.dtype == a.dtype
+            assert b.tobytes() == a.tobytes()
+
+    def test_layouts_round_trip(self) -> None:
+        obj = {
+            "fortran": np.asfortranarray(SMOOTH.reshape(200, 200)),
+            "strided": SMOOTH[::3],
+            "structured": np.zeros(3000, dtype=[("a", "<i4"), ("b", "<f8")]),
+            "zero_d": np.array(2.5),
+            "empty": np.empty((0, 3)),
+        }
+        out = roundtrip(obj)
+        for k, v in obj.items():
+            np.testing.assert_array_equal(out[k], v)
+            assert out[k].dtype == v.dtype
+        assert out["fortran"].flags.f_contiguous
+
+    @given(
+        hnp.arrays(
+            dtype=st.sampled_from(["<i2", "<u4", "<f4", "<f8", "<c16", "u1"]),
+            shape=st.integers(0, 5000),
+            elements={"allow_nan": False},
+        ),
+        st.sampled_from([None, True, False]),
+        st.integers(0, 2),
+    )
+    @settings(max_examples=60, deadline=None)
+    def test_random_arrays_round_trip(
+        self, a: np.ndarray, shuffle: Any, threads: int
+    ) -> None:
+        np.testing.assert_array_equal(
+            roundtrip(a, shuffle=shuffle, threads=threads, frame_size=4096), a
+        )
+
+    def test_many_records_round_trip_with_a_pool(self) -> None:
+        bio = io.BytesIO()
+        with sp.Pickler(bio, compress="zstd", threads=2, frame_size=4096) as p:
+            for i in range(20):
+                p.dump({"i": i, "a": SMOOTH[: 1000 * (i + 1)]})
+        bio.seek(0)
+        for i, rec in enumerate(sp.Unpickler(bio, threads=2)):
+            np.testing.assert_array_equal(rec["a"], SMOOTH[: 1000 * (i + 1)])
+
+    def test_compressed_streams_support_random_access(self, tmp_path: Any) -> None:
+        path = tmp_path / "z.sp"
+        with sp.Pickler(path, compress="zstd") as p:
+            for i in range(5):
+                p.dump(SMOOTH * i)
+        with sp.Unpickler(path) as u:
+            assert len(u) == 5
+            np.testing.assert_array_equal(u[3], SMOOTH * 3)
+
+
+class TestStorageChoices:
+    def test_incompressible_buffer_is_stored_raw_and_aligned(self) -> None:
+        data = sp.dumps(NOISE, compress="zstd")
+        buffers = [h for h in frames(data) if h.kind is Kind.BUFFER]
+        assert [b.codec for b in buffers] == [Codec.NONE]
+        assert (buffers[0].offset + 32) % 64 == 0
+        assert len(data) < NOISE.nbytes + 1024  # costs almost nothing extra
+
+    def test_smooth_floats_are_shuffled_and_compressed(self) -> None:
+        data = sp.dumps(SMOOTH, compress="zstd")
+        chunks = [h for h in frames(data) if h.kind is Kind.CHUNK]
+        assert chunks and all(
+            c.codec is Codec.ZSTD and Flag.SHUFFLE in c.flags for c in chunks
+        )
+        assert all(c.param == 8 for c in chunks)
+        assert len(data) < 0.8 * SMOOTH.nbytes
+
+    def test_shuffle_false_is_obeyed(self) -> None:
+        chunks = [h for h in frames(sp.dumps(SMOOTH, compress="zstd", shuffle=False))]
+        assert not any(Flag.SHUFFLE in c.flags for c in chunks)
+
+    def test_one_buffer_mixes_compressed_and_raw_chunks(self) -> None:
+        mixed = np.concatenate([np.zeros(300_000, np.uint8), NOISE])
+        data = sp.dumps(mixed, compress="zstd", frame_size=65536)
+        codecs_seen = {h.codec for h in frames(data) if h.kind is Kind.CHUNK}
+        assert codecs_seen == {Codec.NONE, Codec.ZSTD}
+        np.testing.assert_array_equal(sp.loads(data), mixed)
+
+    def test_pickle_frames_are_compressed(self) -> None:
+        rows = [{"name": f"row {i}", "value": i} for i in range(20_000)]
+        plain, packed = sp.dumps(rows), sp.dumps(rows, compress="zstd")
+        assert len(packed) < 0.3 * len(plain)
+        assert any(h.codec is Codec.ZSTD for h in frames(packed) if h.kind is Kind.PICKLE)
+        assert sp.loads(packed) == rows
+
+    def test_mmap_of_a_compressed_buffer_loads_into_memory_with_a_warning(
+        self, tmp_path: Any
+    ) -> None:
+        path = tmp_path / "z.sp"
+        sp.dump({"z": SMOOTH, "raw": NOISE}, path, compress="zstd")
+        with pytest.warns(UserWarning, match="decompressed into memory"):
+            out = sp.load(path, mmap_mode="r")
+        np.testing.assert_array_equal(out["z"], SMOOTH)
+        assert not out["raw"].flags.owndata and not out["raw"].flags.writeable  # mapped
+
+    @pytest.mark.parametrize("bad", [{"compress": "gzip"}, {"level": 23}, {"level": "3"},
+                                     {"shuffle": 1}, {"threads": -1}])  # fmt: skip
+    def test_bad_options_are_refused(self, bad: dict[str, Any]) -> None:
+        with pytest.raises((ValueError, TypeError)):
+            sp.dumps(1, **{"compress": "zstd", **bad})
+
+
+def chunk_stream(payload: bytes, raw_size: int, *, codec: Codec = Codec.ZSTD) -> bytes:
+    """A stream whose one record is a compressed BUFFER of one CHUNK."""
+    pickled = pickle.dumps(
+        pickle.PickleBuffer(bytearray(raw_size)),
+        protocol=5,
+        buffer_callback=lambda b: False,
+    )
+    return b"".join([
+        fmt.encode_stream_header(),
+        fmt.frame(Kind.BUFFER, codec=Codec.ZSTD, raw_size=raw_size, param=4096,
+                  flags=Flag.CHECKED, payload_check=fmt.buffer_ordinal_check(0)),
+        fmt.frame(Kind.CHUNK, codec=codec, stored_size=len(payload), raw_size=raw_size,
+                  flags=Flag.CHECKED, payload_check=fmt.checksum(payload)),
+        payload,
+        fmt.frame(Kind.PICKLE, stored_size=len(pickled), raw_size=len(pickled),
+                  flags=Flag.CHECKED, payload_check=fmt.checksum(pickled)),
+        pickled,
+        fmt.frame(Kind.RECORD_END, raw_size=len(pickled), param=1),
+        fmt.frame(Kind.END),
+    ])  # fmt: skip
+
+
+class TestBadCompressedFrames:
+    def test_hand_built_chunk_stream_loads(self) -> None:
+        payload = zstandard.ZstdCompressor().compress(b"\x07" * 4000)
+        assert bytes(sp.loads(chunk_stream(payload, 4000))) == b"\x07" * 4000
+
+    def test_zip_bomb_chunk_is_refused(self) -> None:
+        bomb = zstandard.ZstdCompressor().compress(bytes(50 << 20))  # 50 MiB of zeros
+        with pytest.raises(sp.CorruptStreamError, match="not the 4000"):
+            sp.loads(chunk_stream(bomb, 4000))
+
+    def test_short_chunk_is_refused(self) -> None:
+        short = zstandard.ZstdCompressor().compress(bytes(1000))
+        with pytest.raises(sp.CorruptStreamError, match="1000 bytes"):
+            sp.loads(chunk_stream(short, 4000))
+
+    def test_garbage_in_a_compressed_chunk_is_a_corrupt_stream_error(self) -> None:
+        for garbage in (b"\x28\xb5\x2f\xfd" + bytes(200), b"not zstd at all" * 10):
+            with pytest.raises(sp.CorruptStreamError, match="decompress"):
+                sp.loads(chunk_stream(garbage, 4000))
+
+    @pytest.mark.parametrize("threads", [0, 2])
+    def test_damaged_compressed_data_without_checks_never_leaks_zstd_errors(
+        self, threads: int
+    ) -> None:
+        data = bytearray(sp.dumps({"a": SMOOTH}, compress="zstd", checksum=False))
+        chunk = next(h for h in frames(bytes(data)) if h.kind is Kind.CHUNK)
+        for k in range(0, chunk.stored_size, 97):
+            damaged = bytearray(data)
+            damaged[chunk.offset + 32 + k] ^= 0x5A
+            try:
+                out = sp.Unpickler(io.BytesIO(bytes(damaged)), threads=threads).load()
+            except sp.StreamError:
+                continue
+            assert out["a"].shape == SMOOTH.shape  # never a buffer of the wrong size
+
+    def test_damaged_compressed_data_with_checks_is_caught(self) -> None:
+        data = bytearray(sp.dumps({"a": SMOOTH}, compress="zstd"))
+        chunk = next(h for h in frames(bytes(data)) if h.kind is Kind.CHUNK)
+        data[chunk.offset + 40] ^= 1
+        with pytest.raises(sp.CorruptStreamError, match="payload check mismatch"):
+            sp.loads(bytes(data))
+
+    def test_chunk_outside_a_buffer_is_corrupt(self) -> None:
+        data = bytes(chunk_stream(zstandard.ZstdCompressor().compress(bytes(4000)), 4000))
+        start = fmt.STREAM_HEADER.size
+        without_buffer = data[:start] + data[start + 32 :]
+        with pytest.raises(sp.CorruptStreamError, match="CHUNK frame"):
+            sp.loads(without_buffer)
+
+    def test_shuffle_round_trips_exactly(self) -> None:
+        data = np.arange(4096, dtype=np.uint8).tobytes()
+        for itemsize in (2, 3, 4, 8, 16):
+            n = len(data) - len(data) % itemsize
+            out = bytearray(n)
+            codecs.unshuffle_into(codecs.shuffle(data[:n], itemsize), itemsize, out)
+            assert bytes(out) == data[:n]
