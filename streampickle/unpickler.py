@@ -273,6 +273,8 @@ class Unpickler:
         """The next record; EOFError at the clean end of the stream."""
         if self._state == "ended":
             raise EOFError("end of streampickle stream")
+        if self._state == "closed":
+            raise ValueError("cannot load from a closed Unpickler")
         if self._state == "broken":
             raise StreamError("stream unreadable after an earlier error")
         try:
@@ -412,8 +414,15 @@ class Unpickler:
                 return
 
     def close(self) -> None:
-        self._frames.close()
-        self._source.close()
+        if self._state != "closed":
+            self._state = "closed"
+            self._frames.close()
+            self._source.close()
+
+    def __del__(self) -> None:
+        # ``for r in Unpickler(path)`` opens the file: close it with the reader.
+        if hasattr(self, "_state"):
+            self.close()
 
     def __enter__(self) -> Unpickler:
         return self
