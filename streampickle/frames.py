@@ -220,8 +220,8 @@ def _decode_chunk(c: FrameHeader, payload: bytes, dest: memoryview) -> None:
     if c.codec is Codec.NONE:
         raw: Any = payload
     elif shuffled:
-        raw = bytearray(c.raw_size)
-        codecs.decompress_into(payload, memoryview(raw), c.where())
+        raw = np.empty(c.raw_size, dtype=np.uint8)
+        codecs.decompress_into(payload, memoryview(raw.data), c.where())
     else:
         codecs.decompress_into(payload, dest, c.where())
         return
