@@ -7,7 +7,9 @@ zstd contexts are not thread-safe, so each thread keeps its own.
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,20 @@ SAMPLES, SAMPLE_SIZE = 4, 64 << 10
 WORTH_COMPRESSING = 0.95
 
 _local = threading.local()
+_pools: dict[int, tuple[int, ThreadPoolExecutor]] = {}
+_pools_lock = threading.Lock()
+
+
+def pool(threads: int) -> ThreadPoolExecutor:
+    """The process-wide pool of ``threads`` workers, made at first use and
+    kept: starting threads for every small stream would cost more than the
+    work. A forked child makes its own (the parent's threads are not there)."""
+    with _pools_lock:
+        entry = _pools.get(threads)
+        if entry is None or entry[0] != os.getpid():
+            entry = (os.getpid(), ThreadPoolExecutor(threads, "streampickle-zstd"))
+            _pools[threads] = entry
+        return entry[1]
 
 
 def _compressor(level: int) -> zstandard.ZstdCompressor:

@@ -305,7 +305,9 @@ def _check_sizes(h: FrameHeader, where: str) -> None:
             _stored_fits(h)
             and 0 < h.raw_size <= MAX_FRAME_SIZE
             and (
-                1 < h.param <= MAX_SHUFFLE_ITEMSIZE and h.raw_size % h.param == 0
+                h.codec is Codec.ZSTD
+                and 1 < h.param <= MAX_SHUFFLE_ITEMSIZE
+                and h.raw_size % h.param == 0
                 if shuffled
                 else h.param == 0
             )

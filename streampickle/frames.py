@@ -12,7 +12,7 @@ import collections
 import os
 import struct
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -36,12 +36,7 @@ class FrameReader:
     def __init__(self, source: AnySource, threads: int | None = None) -> None:
         self.source = source
         self.threads = os.cpu_count() or 1 if threads is None else threads
-        self.pool: ThreadPoolExecutor | None = None  # made at the first compressed buffer
         self.warned_mmap = False
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
 
     def exact(self, n: int, what: str) -> bytes:
         """The next ``n`` bytes. Where the input's size is unknown (a socket),
@@ -165,8 +160,8 @@ class FrameReader:
                 "compressed buffers are decompressed into memory, not memory-mapped",
                 stacklevel=6,
             )
-        if self.pool is None and self.threads > 0:
-            self.pool = ThreadPoolExecutor(self.threads, "streampickle-unzstd")
+        several = h.raw_size > h.param
+        workers = codecs.pool(self.threads) if several and self.threads > 0 else None
         in_flight: collections.deque[Future[None]] = collections.deque()
         try:
             for i, start in enumerate(range(0, h.raw_size, h.param)):
@@ -178,13 +173,13 @@ class FrameReader:
                         f"{found} where chunk {i} ({dest.nbytes} bytes) of "
                         f"{h.where()} was expected"
                     )
-                if c.codec is Codec.NONE and Flag.SHUFFLE not in c.flags:
+                if c.codec is Codec.NONE:
                     self._read_into(c, dest)
-                elif self.pool is None:
+                elif workers is None:
                     _decode_chunk(c, self.payload(c), dest)
                 else:
                     in_flight.append(
-                        self.pool.submit(_decode_chunk, c, self.payload(c), dest)
+                        workers.submit(_decode_chunk, c, self.payload(c), dest)
                     )
                     if len(in_flight) > IN_FLIGHT_PER_THREAD * self.threads:
                         in_flight.popleft().result()
@@ -215,17 +210,10 @@ def verify_chunks(h: FrameHeader, sums: list[int], table: bytes) -> None:
 
 
 def _decode_chunk(c: FrameHeader, payload: bytes, dest: memoryview) -> None:
-    """Decompress and un-shuffle one chunk into ``dest`` (run in the pool)."""
-    shuffled = Flag.SHUFFLE in c.flags
-    if c.codec is Codec.NONE:
-        raw: Any = payload
-    elif shuffled:
-        raw = np.empty(c.raw_size, dtype=np.uint8)
-        codecs.decompress_into(payload, memoryview(raw.data), c.where())
-    else:
+    """Decompress (and un-shuffle) one chunk into ``dest`` (run in the pool)."""
+    if Flag.SHUFFLE not in c.flags:
         codecs.decompress_into(payload, dest, c.where())
         return
-    if shuffled:
-        codecs.unshuffle_into(raw, c.param, dest)
-    else:
-        dest[:] = raw
+    raw = np.empty(c.raw_size, dtype=np.uint8)
+    codecs.decompress_into(payload, memoryview(raw.data), c.where())
+    codecs.unshuffle_into(raw, c.param, dest)

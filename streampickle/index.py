@@ -42,8 +42,10 @@ def index_from_end(source: SeekableSource) -> fmt.Index | None:
     if not fmt.STREAM_HEADER.size <= at <= end_at - header:
         raise CorruptStreamError(f"{end.where()} points to an index at {at}, out of range")
     source.seek(at)
-    h = frames.next_header()
-    if h is None or h.kind is not Kind.INDEX or at + header + h.stored_size != end_at:
+    # Decoded without the "claims more than remains" limit: an index that does
+    # not fit before END is a corrupt tail, not a cut input.
+    h = fmt.decode_frame_header(frames.exact(header, "the INDEX frame header"), at, None)
+    if h.kind is not Kind.INDEX or at + header + h.stored_size != end_at:
         raise CorruptStreamError(f"the frame at offset {at} is not the index END points to")
     index = fmt.Index.decode(frames.payload(h), h.where())
     if any(r.offset >= at for r in index.records) or any(b >= at for b in index.buffers):

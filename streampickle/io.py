@@ -378,6 +378,8 @@ def open_source(
         raise ValueError(f"mmap_mode must be None, 'r' or 'c', not {mmap_mode!r}")
     if isinstance(file, (str, os.PathLike)):
         f = open(file, "rb", buffering=0)
+        if hasattr(os, "posix_fadvise"):  # we read front to back: ask for readahead
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         if mmap_mode is not None:
             return MmapSource(f, mmap_mode, owned=True)
         return FileSource(f, owned=True)

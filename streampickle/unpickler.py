@@ -25,7 +25,7 @@ from .errors import (
     StreamError,
     TruncatedStreamError,
 )
-from .format import FrameHeader, Kind
+from .format import Codec, FrameHeader, Kind
 from .frames import FrameReader
 from .index import index_from_end, scan_index
 from .io import FileSource, MmapSource, open_source
@@ -91,6 +91,11 @@ class _RecordReader:
             elif h.kind is Kind.PAD:
                 if any(self.frames.payload(h)):
                     raise CorruptStreamError(f"nonzero padding in {h.where()}")
+                self.first = self.frames.next_header()  # only an aligned BUFFER may follow
+                if self.first is not None and not (
+                    self.first.kind is Kind.BUFFER and self.first.codec is Codec.NONE
+                ):
+                    raise CorruptStreamError(f"{self.first.where()} after {h.where()}")
             elif h.kind is Kind.RECORD_END:
                 self.end = h
             else:
@@ -416,7 +421,6 @@ class Unpickler:
     def close(self) -> None:
         if self._state != "closed":
             self._state = "closed"
-            self._frames.close()
             self._source.close()
 
     def __del__(self) -> None:

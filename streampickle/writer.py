@@ -102,7 +102,7 @@ class FrameWriter:
         self.queue: collections.deque[Future[Pieces] | Pieces] = collections.deque()
         self.pool: ThreadPoolExecutor | None = None
         if compression is not None and compression.threads > 0:
-            self.pool = ThreadPoolExecutor(compression.threads, "streampickle-zstd")
+            self.pool = codecs.pool(compression.threads)
 
     # -- ordered output ----------------------------------------------------
 
@@ -128,8 +128,11 @@ class FrameWriter:
                 self.sink.write(piece)
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
+        """Forget frames still in flight (after a failure): the pool is shared."""
+        for task in self.queue:
+            if isinstance(task, Future):
+                task.cancel()
+        self.queue.clear()
 
     # -- pickle bytes ------------------------------------------------------
 
