@@ -13,7 +13,7 @@ the highest of:
   moved);
 * a thread sampling ``psutil`` RSS every 2 ms.
 
-Objects are 512 MiB (1 GiB for the memory map), so a copy of the data cannot
+Objects are 512 MiB (2 GiB for the memory map), so a copy of the data cannot
 hide in the 64 MiB allowance, and ``test_control_protocol_4_copy_is_detected``
 shows the harness sees a copy when there is one.
 """
@@ -38,9 +38,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 OBJ_MIB = 512  # the object dumped and loaded
-MAP_MIB = 1024  # the file loaded with mmap_mode="r"
+MAP_MIB = 2048  # the file loaded with mmap_mode="r"
 SLACK_MIB = 64  # the promised bound on extra memory
-RECORDS = 2000  # records of RECORD_ELEMS float32 (256 KiB) each: ~500 MiB
+RECORDS = 4000  # records of RECORD_ELEMS float32 (256 KiB) each: ~1 GiB
 RECORD_ELEMS = 64 * 1024
 
 # Run at the top of every measuring subprocess.
@@ -232,7 +232,7 @@ def zstd_dict_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def big_dict_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A one-record stream of a 1 GiB dict of 64 float32 arrays."""
+    """A one-record stream of a 2 GiB dict of 64 float32 arrays."""
     path = tmp_path_factory.mktemp("memory") / "big.sp"
     run_measured(WRITE_DICT, path=str(path), mib=MAP_MIB, n_arrays=64)
     return path
@@ -240,7 +240,7 @@ def big_dict_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def records_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2000 records, each {"i": i, "a": 256 KiB float32 array of k + i}."""
+    """4000 records, each {"i": i, "a": 256 KiB float32 array of k + i}."""
     path = tmp_path_factory.mktemp("memory") / "records.sp"
     run_measured(
         """
