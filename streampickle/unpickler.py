@@ -126,7 +126,7 @@ class _RecordReader:
             if self.pos == len(self.chunk) and not self._advance():
                 break
             take = min(view.nbytes - got, len(self.chunk) - self.pos)
-            view[got : got + take] = self.chunk[self.pos : self.pos + take]
+            view[got : got + take] = memoryview(self.chunk)[self.pos : self.pos + take]
             got += take
             self.pos += take
         return got

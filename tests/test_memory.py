@@ -315,23 +315,11 @@ def test_dump_memory_is_flat(tmp_path: Path, target: str) -> None:
 # 2. load: the object itself, and little more
 
 
-def test_load_memory_is_the_object(dict_file: Path) -> None:
-    m = run_measured(
-        """
-        with Meter() as m:
-            obj = sp.load(PARAMS["path"])
-        check_samples(obj)
-        emit({**m.report(), "loaded_mib": sum(a.nbytes for _, a in array_items(obj)) / MiB})
-        """,
-        path=str(dict_file),
-    )
-    bound = m["loaded_mib"] + SLACK_MIB
-    msg = describe(f"load of a {m['loaded_mib']:.0f} MiB dict from a path", m, bound)
-    assert m["loaded_mib"] >= OBJ_MIB * 0.99
-    assert m["growth_mib"] <= bound, msg
-
-
-def test_compressed_load_memory_is_the_object(zstd_dict_file: Path) -> None:
+@pytest.mark.parametrize("compressed", [False, True], ids=["raw", "zstd"])
+def test_load_memory_is_the_object(
+    compressed: bool, request: pytest.FixtureRequest
+) -> None:
+    path = request.getfixturevalue("zstd_dict_file" if compressed else "dict_file")
     m = run_measured(
         """
         with Meter() as m:
@@ -340,11 +328,14 @@ def test_compressed_load_memory_is_the_object(zstd_dict_file: Path) -> None:
         emit({**m.report(), "loaded_mib": sum(a.nbytes for _, a in array_items(obj)) / MiB,
               "file_mib": os.path.getsize(PARAMS["path"]) / MiB})
         """,
-        path=str(zstd_dict_file),
+        path=str(path),
     )
     bound = m["loaded_mib"] + SLACK_MIB
-    msg = describe(f"load of a {m['loaded_mib']:.0f} MiB dict, zstd-compressed", m, bound)
-    assert m["file_mib"] < m["loaded_mib"] * 0.9, "the file should be compressed"
+    what = "zstd-compressed" if compressed else "from a path"
+    msg = describe(f"load of a {m['loaded_mib']:.0f} MiB dict, {what}", m, bound)
+    assert m["loaded_mib"] >= OBJ_MIB * 0.99
+    if compressed:
+        assert m["file_mib"] < m["loaded_mib"] * 0.9, "the file should be compressed"
     assert m["growth_mib"] <= bound, msg
 
 
@@ -380,7 +371,8 @@ def test_mmap_load_reads_nothing_until_touched(big_dict_file: Path) -> None:
         path=str(big_dict_file),
     )
     msg = describe(
-        f"mmap_mode='r' load of a {m['mapped_mib']:.0f} MiB file, before touching", m,
+        f"mmap_mode='r' load of a {m['mapped_mib']:.0f} MiB file, before touching",
+        m,
         SLACK_MIB,
     )
     print(f"  after touching every page: growth {m['touched_growth_mib']:.1f} MiB")
