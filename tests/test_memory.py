@@ -339,6 +339,32 @@ def test_load_memory_is_the_object(
     assert m["growth_mib"] <= bound, msg
 
 
+def test_receiver_in_another_process_holds_only_the_object() -> None:
+    m = run_measured(
+        """
+        import socket
+
+        ours, theirs = socket.socketpair()
+        if os.fork() == 0:  # the sender: its own process and memory
+            ours.close()
+            sp.dump(make_dict(PARAMS["mib"], 32), theirs)
+            theirs.close()
+            os._exit(0)
+        theirs.close()
+        with Meter() as m:
+            obj = sp.load(ours)
+        os.wait()
+        check_samples(obj)
+        emit({**m.report(), "loaded_mib": sum(a.nbytes for _, a in array_items(obj)) / MiB})
+        """,
+        mib=OBJ_MIB,
+    )
+    bound = m["loaded_mib"] + SLACK_MIB
+    msg = describe(f"receive of a {m['loaded_mib']:.0f} MiB dict over a socket", m, bound)
+    assert m["loaded_mib"] >= OBJ_MIB * 0.99
+    assert m["growth_mib"] <= bound, msg
+
+
 # ---------------------------------------------------------------------------
 # 3. load with mmap_mode="r": nothing read until touched
 

@@ -96,7 +96,7 @@ class TestRandomAccess:
         path = tmp_path / "big.sp"
         block = np.ones(1 << 20, dtype=np.uint8)
         with sp.Pickler(path) as p:
-            for i in range(256):  # 256 MiB of records before the last one
+            for i in range(1024):  # 1 GiB of records before the last one
                 p.dump({"i": i, "block": block})
             p.dump({"last": True})
 
