@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -95,31 +96,44 @@ def compress(data: Any, level: int) -> bytes:
     return _compressor(level).compress(data)
 
 
-def choose(
+@dataclass(frozen=True)
+class Plan:
+    """How to store a buffer's chunks: byte-shuffled by ``itemsize`` (0: not)
+    and, per byte lane (a single entry when not shuffled), whether zstd is
+    worth trying. Random float mantissas fill whole lanes that never shrink:
+    storing those raw saves most of the compression time."""
+
+    itemsize: int
+    compress: tuple[bool, ...]
+
+
+def plan(
     raw: memoryview, itemsize: int, level: int, shuffle_option: bool | None
-) -> int | None:
-    """Decide how to store a buffer from a few samples, as dask does: None to
-    store it raw, else the shuffle item size to compress with (0: none)."""
+) -> Plan | None:
+    """Decide from a few samples spread over the buffer (as dask does); None
+    means store the buffer raw. ``itemsize`` 0 rules out shuffling."""
     n = raw.nbytes
     size = min(SAMPLE_SIZE, n)
-    if itemsize:
-        size -= size % itemsize
-    starts = sorted({(n - size) * k // max(1, SAMPLES - 1) for k in range(SAMPLES)})
-    if itemsize:
-        starts = [s - s % itemsize for s in starts]
-    samples = [raw[s : s + size] for s in starts]
+    size -= size % itemsize if itemsize else 0
+    starts = {(n - size) * k // max(1, SAMPLES - 1) for k in range(SAMPLES)}
+    samples = [raw[s - (s % itemsize if itemsize else 0) :][:size] for s in sorted(starts)]
     total = sum(p.nbytes for p in samples)
     plain = sum(len(compress(p, level)) for p in samples)
-    shuffled = (
-        sum(len(compress(shuffle(p, itemsize), level)) for p in samples)
-        if itemsize
-        else plain + 1
-    )
-    if shuffle_option is None and itemsize and plain <= shuffled:
-        itemsize, best = 0, plain  # shuffling does not help these bytes
-    else:
-        best = shuffled if itemsize else plain
-    return itemsize if best <= WORTH_COMPRESSING * total else None
+    best, best_size = Plan(0, (True,)), plain
+    if itemsize:
+        stored = [0] * itemsize
+        packed = [0] * itemsize
+        for p in samples:
+            for j, lane in enumerate(shuffle(p, itemsize).reshape(itemsize, -1)):
+                stored[j] += lane.nbytes
+                packed[j] += len(compress(lane, level))
+        worth = tuple(packed[j] <= WORTH_COMPRESSING * stored[j] for j in range(itemsize))
+        lanes_size = sum(min(packed[j], stored[j]) for j in range(itemsize))
+        if shuffle_option or (shuffle_option is None and lanes_size < plain):
+            best, best_size = Plan(itemsize, worth), lanes_size
+    if best_size > WORTH_COMPRESSING * total or not any(best.compress):
+        return None
+    return best
 
 
 def decompress_into(payload: bytes, out: memoryview, where: str) -> None:

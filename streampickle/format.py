@@ -71,8 +71,9 @@ class Kind(enum.IntEnum):
     #: chunk size. Uncompressed, the payload is the buffer itself, starting at
     #: a 64-byte aligned offset and followed by the chunk check table.
     BUFFER = 2
-    #: One chunk of a compressed BUFFER: ``raw_size`` bytes of the buffer,
-    #: stored as the codec says; ``param`` is the shuffle item size or 0.
+    #: One chunk of a compressed BUFFER (``raw_size`` bytes of it, stored as
+    #: the codec says), or with SHUFFLE one byte lane of such a chunk, whose
+    #: items are ``param`` bytes wide.
     CHUNK = 4
     #: Ends a record; ``raw_size`` is its pickle byte count, ``param`` its
     #: number of buffers. No payload.
@@ -100,7 +101,7 @@ class Flag(enum.IntFlag):
     CHECKED = 0x01
     #: BUFFER only: the pickler marked the buffer read-only.
     READONLY = 0x02
-    #: CHUNK only: the raw bytes were byte-shuffled by item size ``param``.
+    #: CHUNK only: the frame is one byte lane of a chunk of ``param``-byte items.
     SHUFFLE = 0x04
 
 
@@ -304,13 +305,7 @@ def _check_sizes(h: FrameHeader, where: str) -> None:
         ok = (
             _stored_fits(h)
             and 0 < h.raw_size <= MAX_FRAME_SIZE
-            and (
-                h.codec is Codec.ZSTD
-                and 1 < h.param <= MAX_SHUFFLE_ITEMSIZE
-                and h.raw_size % h.param == 0
-                if shuffled
-                else h.param == 0
-            )
+            and (1 < h.param <= MAX_SHUFFLE_ITEMSIZE if shuffled else h.param == 0)
         )
     elif h.kind is Kind.PAD:
         ok = h.stored_size == h.raw_size < ALIGNMENT and h.param == 0

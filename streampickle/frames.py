@@ -42,6 +42,13 @@ class FrameReader:
         """The next ``n`` bytes. Where the input's size is unknown (a socket),
         memory grows with the bytes that arrive, not with what a header claims."""
         known = self.source.remaining() is not None
+        if known and isinstance(self.source, FileSource):
+            data = self.source.read(n)
+            if len(data) < n:
+                raise TruncatedStreamError(
+                    f"input ended at offset {self.source.position} inside {what}"
+                )
+            return data
         buf = bytearray(n if known else min(n, self.GROWTH_STEP))
         filled = 0
         while True:
@@ -166,21 +173,31 @@ class FrameReader:
         try:
             for i, start in enumerate(range(0, h.raw_size, h.param)):
                 dest = out[start : start + h.param]
+                what = f"chunk {i} ({dest.nbytes} bytes) of {h.where()}"
                 c = self.next_header()
-                if c is None or c.kind is not Kind.CHUNK or c.raw_size != dest.nbytes:
+                if c is not None and c.kind is Kind.CHUNK and Flag.SHUFFLE in c.flags:
+                    k, n = c.param, dest.nbytes  # one frame per byte lane follows
+                    if n % k or c.raw_size != n // k:
+                        raise CorruptStreamError(f"{c.where()}: bad lanes for {what}")
+                    lanes = [(c, self.payload(c))]
+                    for j in range(1, k):
+                        lane = self._next_lane(f"lane {j} of {what}", k, n // k)
+                        lanes.append((lane, self.payload(lane)))
+                    task: tuple[Any, ...] = (_decode_lanes, lanes, dest)
+                elif c is None or c.kind is not Kind.CHUNK or c.raw_size != dest.nbytes:
                     found = "the end of the input" if c is None else c.where()
                     raise (TruncatedStreamError if c is None else CorruptStreamError)(
-                        f"{found} where chunk {i} ({dest.nbytes} bytes) of "
-                        f"{h.where()} was expected"
+                        f"{found} where {what} was expected"
                     )
-                if c.codec is Codec.NONE:
+                elif c.codec is Codec.NONE:
                     self._read_into(c, dest)
-                elif workers is None:
-                    _decode_chunk(c, self.payload(c), dest)
+                    continue
                 else:
-                    in_flight.append(
-                        workers.submit(_decode_chunk, c, self.payload(c), dest)
-                    )
+                    task = (_decode_chunk, c, self.payload(c), dest)
+                if workers is None:
+                    task[0](*task[1:])
+                else:
+                    in_flight.append(workers.submit(*task))
                     if len(in_flight) > IN_FLIGHT_PER_THREAD * self.threads:
                         in_flight.popleft().result()
         finally:
@@ -188,6 +205,21 @@ class FrameReader:
                 done.exception()
         for done in in_flight:
             done.result()
+
+    def _next_lane(self, what: str, k: int, size: int) -> FrameHeader:
+        """The next frame: a lane of ``size`` raw bytes of a ``k``-lane chunk."""
+        c = self.next_header()
+        if c is None:
+            raise TruncatedStreamError(
+                f"input ended at offset {self.source.position} where {what} was expected"
+            )
+        if not (
+            c.kind is Kind.CHUNK
+            and Flag.SHUFFLE in c.flags
+            and (c.param, c.raw_size) == (k, size)
+        ):
+            raise CorruptStreamError(f"{c.where()} where {what} was expected")
+        return c
 
     def _read_into(self, c: FrameHeader, dest: memoryview) -> None:
         """A raw chunk, read straight into its place and checked there."""
@@ -210,10 +242,18 @@ def verify_chunks(h: FrameHeader, sums: list[int], table: bytes) -> None:
 
 
 def _decode_chunk(c: FrameHeader, payload: bytes, dest: memoryview) -> None:
-    """Decompress (and un-shuffle) one chunk into ``dest`` (run in the pool)."""
-    if Flag.SHUFFLE not in c.flags:
-        codecs.decompress_into(payload, dest, c.where())
-        return
-    raw = np.empty(c.raw_size, dtype=np.uint8)
-    codecs.decompress_into(payload, memoryview(raw.data), c.where())
-    codecs.unshuffle_into(raw, c.param, dest)
+    """Decompress one chunk straight into ``dest`` (run in the pool)."""
+    codecs.decompress_into(payload, dest, c.where())
+
+
+def _decode_lanes(lanes: list[tuple[FrameHeader, bytes]], dest: memoryview) -> None:
+    """Decode the byte lanes of a shuffled chunk and put each byte of every
+    item back in its place in ``dest`` (run in the pool)."""
+    items = np.frombuffer(dest, dtype=np.uint8).reshape(-1, len(lanes))
+    scratch = np.empty(len(items), dtype=np.uint8)
+    for j, (c, payload) in enumerate(lanes):
+        if c.codec is Codec.NONE:
+            items[:, j] = np.frombuffer(payload, dtype=np.uint8)
+        else:
+            codecs.decompress_into(payload, memoryview(scratch.data), c.where())
+            items[:, j] = scratch

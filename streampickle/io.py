@@ -241,6 +241,19 @@ class FileSource:
         self.position += got
         return got
 
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes as one bytes object (fewer only at end of input):
+        a single copy out of the file, where readinto needs a second."""
+        parts, got = [], 0
+        while got < n:
+            data = self.file.read(n - got)
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        self.position += got
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
     def remaining(self) -> int | None:
         return None if self._end is None else self._end - self.position
 

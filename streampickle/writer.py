@@ -61,27 +61,37 @@ def _encode_pickle(payload: Any, flags: Flag, level: int | None) -> Pieces:
     return (header, stored)
 
 
-def _encode_chunk(piece: memoryview, itemsize: int, flags: Flag, level: int) -> Pieces:
-    """A CHUNK frame: shuffled and compressed, or the raw bytes if that is
-    not smaller."""
-    data = codecs.shuffle(piece, itemsize) if itemsize else piece
-    packed = codecs.compress(data, level)
-    stored: bytes | memoryview = packed
-    codec, param = Codec.ZSTD, itemsize
-    if len(packed) >= piece.nbytes:
-        codec, stored, param = Codec.NONE, piece, 0
-    elif itemsize:
-        flags |= Flag.SHUFFLE
+def _chunk_frame(data: Any, raw: int, flags: Flag, param: int, level: int | None) -> Pieces:
+    """One CHUNK frame of ``raw`` bytes: zstd if asked and smaller, else raw."""
+    codec, stored = Codec.NONE, data
+    if level is not None:
+        packed = codecs.compress(data, level)
+        if len(packed) < raw:
+            codec, stored = Codec.ZSTD, packed
     header = fmt.frame(
         Kind.CHUNK,
         codec=codec,
         stored_size=memoryview(stored).nbytes,
-        raw_size=piece.nbytes,
+        raw_size=raw,
         param=param,
         flags=flags,
         payload_check=fmt.checksum(stored) if Flag.CHECKED in flags else 0,
     )
     return (header, stored)
+
+
+def _encode_chunk(piece: memoryview, plan: codecs.Plan, flags: Flag, level: int) -> Pieces:
+    """One chunk of a compressed buffer: a CHUNK frame, or, shuffled, one
+    CHUNK frame per byte lane, each compressed only where the plan says so."""
+    if not plan.itemsize:
+        return _chunk_frame(piece, piece.nbytes, flags, 0, level)
+    lanes = codecs.shuffle(piece, plan.itemsize).reshape(plan.itemsize, -1)
+    frames: list[Any] = []
+    for lane, worth in zip(lanes, plan.compress, strict=True):
+        frames += _chunk_frame(
+            lane, lane.nbytes, flags | Flag.SHUFFLE, plan.itemsize, level if worth else None
+        )
+    return frames
 
 
 class FrameWriter:
@@ -171,16 +181,15 @@ class FrameWriter:
         self.drain()  # the BUFFER header's offset goes in the index
         ordinal = len(self.buffer_offsets) - self.record_first_buffer
         flags = self.flags | (Flag.READONLY if view.readonly else Flag(0))
-        itemsize = None
+        plan = None
         if self.compression is not None:
             c = self.compression
-            itemsize = codecs.choose(
-                view, codecs.shuffle_itemsize(typed, c.shuffle), c.level, c.shuffle
-            )
-        if itemsize is None:
+            lanes = codecs.shuffle_itemsize(typed, c.shuffle)
+            plan = codecs.plan(view, lanes, c.level, c.shuffle)
+        if plan is None:
             self._write_raw_buffer(view, flags, ordinal)
         else:
-            self._write_compressed_buffer(view, flags, ordinal, itemsize)
+            self._write_compressed_buffer(view, flags, ordinal, plan)
         return False
 
     def _write_raw_buffer(self, view: memoryview, flags: Flag, ordinal: int) -> None:
@@ -211,15 +220,15 @@ class FrameWriter:
             self.sink.write(checks)
 
     def _write_compressed_buffer(
-        self, view: memoryview, flags: Flag, ordinal: int, itemsize: int
+        self, view: memoryview, flags: Flag, ordinal: int, plan: codecs.Plan
     ) -> None:
         """A BUFFER header, then one CHUNK frame per ``chunk`` bytes, each
         compressed on its own (in parallel) so each decodes on its own."""
         assert self.compression is not None
         n, chunk = view.nbytes, self.frame_size
-        if itemsize:  # whole items per chunk, for the shuffle
-            chunk = -(-chunk // itemsize) * itemsize
-            chunk -= itemsize if chunk > fmt.MAX_FRAME_SIZE else 0
+        if k := plan.itemsize:  # whole items per chunk, for the shuffle
+            chunk = -(-chunk // k) * k
+            chunk -= k if chunk > fmt.MAX_FRAME_SIZE else 0
         self.buffer_offsets.append(self.sink.position)
         self.sink.write(
             fmt.frame(
@@ -233,4 +242,4 @@ class FrameWriter:
         )
         for start in range(0, n, chunk):
             piece = view[start : start + chunk]
-            self._emit(_encode_chunk, piece, itemsize, self.flags, self.compression.level)
+            self._emit(_encode_chunk, piece, plan, self.flags, self.compression.level)

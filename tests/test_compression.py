@@ -128,14 +128,24 @@ class TestStorageChoices:
         assert (buffers[0].offset + 32) % 64 == 0
         assert len(data) < NOISE.nbytes + 1024  # costs almost nothing extra
 
-    def test_smooth_floats_are_shuffled_and_compressed(self) -> None:
+    def test_smooth_floats_are_shuffled_into_lanes(self) -> None:
         data = sp.dumps(SMOOTH, compress="zstd")
-        chunks = [h for h in frames(data) if h.kind is Kind.CHUNK]
-        assert chunks and all(
-            c.codec is Codec.ZSTD and Flag.SHUFFLE in c.flags for c in chunks
-        )
-        assert all(c.param == 8 for c in chunks)
+        lanes = [h for h in frames(data) if h.kind is Kind.CHUNK]
+        assert len(lanes) == 8  # one chunk, eight byte lanes
+        assert all(Flag.SHUFFLE in h.flags and h.param == 8 for h in lanes)
+        assert all(h.raw_size == SMOOTH.nbytes // 8 for h in lanes)
+        # the high bytes compress; the noisy low mantissa bytes are stored raw
+        assert lanes[-1].codec is Codec.ZSTD and lanes[0].codec is Codec.NONE
         assert len(data) < 0.8 * SMOOTH.nbytes
+
+    def test_random_float32_keeps_its_mantissa_lanes_raw(self) -> None:
+        w = RNG.random(300_000, dtype=np.float32)
+        data = sp.dumps(w, compress="zstd")
+        lanes = [h for h in frames(data) if h.kind is Kind.CHUNK]
+        assert [h.codec for h in lanes[:2]] == [Codec.NONE, Codec.NONE]  # low mantissa
+        assert lanes[3].codec is Codec.ZSTD  # sign and exponent
+        assert len(data) < 0.85 * w.nbytes
+        np.testing.assert_array_equal(sp.loads(data), w)
 
     def test_shuffle_false_is_obeyed(self) -> None:
         chunks = [h for h in frames(sp.dumps(SMOOTH, compress="zstd", shuffle=False))]
