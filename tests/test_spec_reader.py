@@ -10,6 +10,7 @@ import pickletools
 import re
 import struct
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,10 +107,9 @@ def read_frame(data: bytes, off: int, records: list[Any]) -> Frame:
         require(pcheck == 0, "payload_check must be 0", off)
     # NONE: stored bytes are the raw bytes; ZSTD: n <= raw_size bytes decompress to them.
     fits = raw == stored if codec == NONE else stored <= raw
-    if kind == CHUNK and flags & SHUFFLE:
-        chunk_param = 2 <= param <= 256 and raw % param == 0
-    else:
-        chunk_param = param == 0
+    # CHUNK: a lane (SHUFFLE) names the item size k; its raw_size is L / k, so
+    # whether k divides the chunk's length L is checked with the chunk, not here.
+    chunk_param = 2 <= param <= 256 if kind == CHUNK and flags & SHUFFLE else param == 0
     sizes_ok = {
         # The table bounds n; for ZSTD we hold raw_size to the same 256 MiB.
         PICKLE: param == 0 and stored <= 256 * MiB and raw <= 256 * MiB and fits,
@@ -152,35 +152,56 @@ def unzstd(payload: bytes, raw: int, off: int) -> bytes:
     return bytes(out)
 
 
-def unshuffle(shuffled: bytes, k: int) -> bytes:
-    """Shuffled byte [j·m + i] is raw byte [i·k + j], m = len / k items."""
-    m = len(shuffled) // k
-    return np.frombuffer(shuffled, np.uint8).reshape(k, m).T.tobytes()
+def unshuffle(lanes: list[bytes], k: int) -> bytes:
+    """A chunk from its k byte lanes of m bytes: lane j's byte [i] is chunk byte
+    [i·k + j], for item i in [0, m)."""
+    m = len(lanes[0])
+    return np.frombuffer(b"".join(lanes), np.uint8).reshape(k, m).T.tobytes()
 
 
 def chunk_bytes(data: bytes, f: Frame) -> bytes:
-    """The raw bytes of a CHUNK frame, its payload check verified."""
+    """The raw_size bytes a CHUNK frame (a whole chunk or one lane) stores, its
+    payload check verified: verbatim for codec NONE, one zstd frame for ZSTD.
+    read_frame has already held a NONE frame's stored_size to its raw_size."""
     payload = f.payload(data)
     ok = not f.flags & CHECKED or check(payload) == f.payload_check
     require(ok, "CHUNK payload check", f.offset)
-    if f.codec == NONE:  # the chunk's bytes verbatim; SHUFFLE is defined with ZSTD only
-        require(not f.flags & SHUFFLE, "SHUFFLE on a CHUNK with codec NONE", f.offset)
-        return payload
-    raw = unzstd(payload, f.raw, f.offset)
-    return unshuffle(raw, f.param) if f.flags & SHUFFLE else raw
+    return payload if f.codec == NONE else unzstd(payload, f.raw, f.offset)
+
+
+def read_chunk(data: bytes, off: int, i: int, length: int,
+               records: list[Any]) -> tuple[bytes, int]:
+    """Chunk i (`length` bytes) from the frames at `off`: one CHUNK frame without
+    SHUFFLE (whole), or k with SHUFFLE, param k and raw_size length / k (byte
+    lanes); the first frame says which. Returns its bytes and the offset past it."""
+    first = read_frame(data, off, records)
+    require(first.kind == CHUNK, f"chunk {i} is missing", off)
+    if not first.flags & SHUFFLE:  # whole: param 0 (read_frame), raw_size L
+        require(first.raw == length, f"chunk {i} holds {first.raw} bytes, not {length}",
+                off)
+        return chunk_bytes(data, first), first.end
+    k = first.param
+    require(length % k == 0, f"item size {k} does not divide chunk {i} of {length}", off)
+    lanes = []
+    for j in range(k):
+        f = first if j == 0 else read_frame(data, off, records)
+        require(f.kind == CHUNK, f"lane {j} of {k} of chunk {i} is missing", off)
+        require(bool(f.flags & SHUFFLE) and f.param == k,
+                f"lane {j} of chunk {i} has param {f.param}, not {k}", off)
+        require(f.raw == length // k,
+                f"lane {j} of chunk {i} holds {f.raw} bytes, not {length // k}", off)
+        lanes.append(chunk_bytes(data, f))
+        off = f.end
+    return unshuffle(lanes, k), off
 
 
 def read_chunks(data: bytes, f: Frame, records: list[Any]) -> tuple[bytes, int]:
-    """A compressed BUFFER's bytes from the ceil(N / C) CHUNK frames right after
-    it (chunk i holds bytes [i·C, min((i+1)·C, N))), and the offset past them."""
+    """A compressed BUFFER's bytes from the frames of its ceil(N / C) chunks right
+    after it (chunk i holds bytes [i·C, min((i+1)·C, N))), and the offset past them."""
     out, off = bytearray(), f.end
     for i, start in enumerate(range(0, f.raw, f.param)):
-        ch = read_frame(data, off, records)
-        require(ch.kind == CHUNK, f"chunk {i} of the BUFFER at {f.offset} is missing", off)
-        want = min(start + f.param, f.raw) - start
-        require(ch.raw == want, f"chunk {i} holds {ch.raw} bytes, not {want}", off)
-        out += chunk_bytes(data, ch)
-        off = ch.end
+        got, off = read_chunk(data, off, i, min(start + f.param, f.raw) - start, records)
+        out += got
     return bytes(out), off
 
 
@@ -356,7 +377,7 @@ def test_vector_writer_aligned_every_buffer(name: str) -> None:
     if name == "v1_zstd":  # what the vector is there for
         kinds = {(f.kind, f.codec, f.flags & SHUFFLE) for f in frames}
         assert {(PICKLE, ZSTD, 0), (BUFFER, ZSTD, 0), (CHUNK, NONE, 0), (CHUNK, ZSTD, 0),
-                (CHUNK, ZSTD, SHUFFLE)} <= kinds
+                (CHUNK, NONE, SHUFFLE), (CHUNK, ZSTD, SHUFFLE)} <= kinds
 
 
 def test_worked_example() -> None:
@@ -558,22 +579,43 @@ def zstd(b: bytes) -> bytes:
     return zstandard.ZstdCompressor().compress(b)
 
 
-def shuffled(b: bytes, k: int) -> bytes:
-    """The doc's layout, built by its formula: out[j·m + i] = b[i·k + j]."""
+def lanes_of(b: bytes, k: int) -> list[bytes]:
+    """The doc's layout, built by its formula: lane j's byte [i] is b[i·k + j]."""
     m = len(b) // k
-    return bytes(b[i * k + j] for j in range(k) for i in range(m))
+    return [bytes(b[i * k + j] for i in range(m)) for j in range(k)]
 
 
 def chunk(payload: bytes, raw: int, *, codec: int = ZSTD, k: int = 0,
-          checked: bool = True) -> bytes:
-    flags = (CHECKED if checked else 0) | (SHUFFLE if k else 0)
+          checked: bool = True, shuffle: bool | None = None) -> bytes:
+    """One CHUNK frame; param k, with SHUFFLE when k (unless `shuffle` says)."""
+    shuffle = bool(k) if shuffle is None else shuffle
+    flags = (CHECKED if checked else 0) | (SHUFFLE if shuffle else 0)
     return header(CHUNK, codec=codec, flags=flags, param=k, stored=len(payload), raw=raw,
                   pcheck=check(payload) if checked else 0) + payload
 
 
-#: A 10000-byte buffer in C = 4096 chunks: 4096 + 4096 + 1808.
+def laned(b: bytes, k: int, *, raw: Iterable[int] = (),
+          unchecked: Iterable[int] = ()) -> list[bytes]:
+    """Chunk `b` as its k lane frames: codec NONE for the lanes in `raw`, ZSTD for
+    the others; without CHECKED for those in `unchecked`."""
+    raw, unchecked = set(raw), set(unchecked)
+    return [chunk(lane if j in raw else zstd(lane), len(lane), k=k,
+                  codec=NONE if j in raw else ZSTD, checked=j not in unchecked)
+            for j, lane in enumerate(lanes_of(b, k))]
+
+
+def test_lanes_put_every_byte_back() -> None:
+    """Items of k = 4 bytes: lane j holds byte j of every item."""
+    b = bytes(range(12))
+    assert lanes_of(b, 4) == [b"\x00\x04\x08", b"\x01\x05\x09", b"\x02\x06\x0a",
+                              b"\x03\x07\x0b"]
+    assert unshuffle(lanes_of(b, 4), 4) == b and unshuffle(lanes_of(b, 2), 2) == b
+
+
+#: A 10000-byte buffer in C = 4096 chunks: 4096 + 4096 + 1808 (= 8 · 226 = 16 · 113).
 ITEMS = np.arange(1250, dtype="<u8") * 1000003
 RAW = ITEMS.tobytes()
+A0, A1, A2 = RAW[:4096], RAW[4096:8192], RAW[8192:]
 TEXT = "compressible " * 50
 ONE_BUF = pickle.dumps([pickle.PickleBuffer(bytearray(RAW)), TEXT], protocol=5,
                        buffer_callback=lambda _: False)
@@ -593,45 +635,115 @@ def compressed(chunks: list[bytes], *, n: int = len(RAW), pad: bool = False,
 
 
 def good_chunks() -> list[bytes]:
-    """One of each: verbatim, zstd, zstd of the shuffled bytes."""
-    a, b, c = RAW[:4096], RAW[4096:8192], RAW[8192:]
-    return [chunk(a, 4096, codec=NONE), chunk(zstd(b), 4096, checked=False),
-            chunk(zstd(shuffled(c, 8)), len(c), k=8)]
+    """One of each: whole verbatim, whole zstd, then 8 lanes, the three low (noisy)
+    ones verbatim and the rest zstd, one of them unchecked."""
+    return [chunk(A0, 4096, codec=NONE), chunk(zstd(A1), 4096, checked=False),
+            *laned(A2, 8, raw=(0, 1, 2), unchecked=(5,))]
 
 
+GOOD_CHUNKS = {
+    "one-of-each": good_chunks(),
+    "lanes-all-raw": [f for c in (A0, A1, A2) for f in laned(c, 8, raw=range(8))],
+    # Bytes 0-2 of the items are noise that zstd cannot shrink (stored ≤ raw_size).
+    "lanes-zstd-but-noise": [f for c in (A0, A1, A2) for f in laned(c, 8, raw=(0, 1, 2))],
+    "lanes-k-2": [f for c in (A0, A1, A2) for f in laned(c, 2, raw=(0,))],
+    "lanes-k-16-between-whole": [chunk(zstd(A0), 4096),
+                                 *laned(A1, 16, raw=(0, 1, 2, 8, 9, 10)),
+                                 chunk(A2, len(A2), codec=NONE)],
+}
+
+
+@pytest.mark.parametrize("case", list(GOOD_CHUNKS))
 @pytest.mark.parametrize("pickle_codec", [NONE, ZSTD])
-def test_compressed_buffer_of_every_chunk_kind_is_read(pickle_codec: int) -> None:
-    s = scan(compressed(good_chunks(), pickle_codec=pickle_codec))
+def test_compressed_buffer_of_every_chunk_kind_is_read(case: str,
+                                                       pickle_codec: int) -> None:
+    s = scan(compressed(GOOD_CHUNKS[case], pickle_codec=pickle_codec))
     assert s.records == [[bytearray(RAW), TEXT]] and s.buffer_offsets == [16]
 
 
-def bad_chunks(case: str) -> list[bytes]:
-    b, c = RAW[4096:8192], RAW[8192:]
+def replace(frames: list[bytes], j: int, frame: bytes) -> list[bytes]:
+    return [*frames[:j], frame, *frames[j + 1 :]]
+
+
+def bad_chunks(case: str) -> tuple[list[bytes], str]:
+    """A compressed buffer's chunk frames, broken, and the reader's complaint."""
+    b, c = A1, A2
     good = good_chunks()
+    whole = good[:2]  # chunks 0 and 1, then the 8 lanes of chunk 2
+    lanes = laned(c, 8, raw=(0, 1, 2))
+    lane = lanes_of(c, 8)
+    every = [laned(x, 8, raw=(0, 1)) for x in (A0, A1, A2)]
     return {
-        "one-chunk-missing": good[:2],
-        "chunk-too-long": [good[0], chunk(zstd(b + c[:8]), 4104), good[2]],
-        "zstd-yields-less": [good[0], chunk(zstd(b[:-1]), 4096), good[2]],
-        "zstd-yields-more": [good[0], chunk(zstd(b + b"x"), 4096), good[2]],
-        "bytes-after-the-zstd-frame": [good[0], chunk(zstd(b) + b"\0", 4096), good[2]],
-        "not-zstd": [good[0], chunk(b"not a zstd frame", 4096), good[2]],
-        "shuffle-item-not-dividing": [good[0], good[1], chunk(zstd(c), len(c), k=7)],
-        "shuffle-item-1": [good[0], good[1], chunk(zstd(c), len(c), k=1)],
-        "shuffle-without-zstd": [good[0], good[1], chunk(c, len(c), codec=NONE, k=8)],
-        "stored-over-raw": [good[0], good[1], chunk(c + b"x", len(c), codec=NONE)],
-        "bad-chunk-check": [good[0][:-1] + bytes([good[0][-1] ^ 1]), good[1], good[2]],
-        "pickle-frame-instead": [good[0], good[1], header(PICKLE, stored=0)],
+        "one-chunk-missing": (whole, "chunk 2 is missing"),
+        "chunk-too-long": ([good[0], chunk(zstd(b + c[:8]), 4104), *lanes],
+                           "chunk 1 holds 4104 bytes, not 4096"),
+        "zstd-yields-less": ([good[0], chunk(zstd(b[:-1]), 4096), *lanes], "zstd frame"),
+        "zstd-yields-more": ([good[0], chunk(zstd(b + b"x"), 4096), *lanes], "zstd frame"),
+        "bytes-after-the-zstd-frame": ([good[0], chunk(zstd(b) + b"\0", 4096), *lanes],
+                                       "bytes after the zstd frame"),
+        "not-zstd": ([good[0], chunk(b"not a zstd frame", 4096), *lanes], "zstd error"),
+        "stored-over-raw": ([*whole, chunk(c + b"x", len(c), codec=NONE)],
+                            "sizes/param break the table for kind 4"),
+        "bad-chunk-check": ([good[0][:-1] + bytes([good[0][-1] ^ 1]), *good[1:]],
+                            "CHUNK payload check"),
+        "pickle-frame-instead": ([*whole, header(PICKLE, stored=0)], "chunk 2 is missing"),
+        # Byte lanes.
+        "last-lane-missing": ([*whole, *lanes[:-1]], "lane 7 of 8 of chunk 2 is missing"),
+        "first-lane-missing": ([*whole, *lanes[1:]], "lane 7 of 8 of chunk 2 is missing"),
+        "lane-missing-mid-buffer": ([*every[0], *every[1][:-1], *every[2]],
+                                    "lane 7 of chunk 1 holds 226 bytes, not 512"),
+        "lane-extra": ([*whole, *lanes, lanes[-1]], "CHUNK outside a compressed BUFFER"),
+        "lane-other-param": (whole + replace(lanes, 3, chunk(zstd(lane[3]), 226, k=4)),
+                             "lane 3 of chunk 2 has param 4, not 8"),
+        "lane-without-shuffle": (whole + replace(lanes, 5, chunk(lane[5], 226, codec=NONE)),
+                                 "lane 5 of chunk 2 has param 0, not 8"),
+        "lane-param-without-shuffle": (
+            whole + replace(lanes, 5, chunk(lane[5], 226, codec=NONE, k=8, shuffle=False)),
+            "sizes/param break the table for kind 4"),
+        "lane-other-size": (whole + replace(lanes, 2, chunk(lane[2] + b"x", 227, codec=NONE,
+                                                            k=8)),
+                            "lane 2 of chunk 2 holds 227 bytes, not 226"),
+        "lane-zstd-other-size": (
+            whole + replace(lanes, 4, chunk(zstd(lane[4][:-1]), 225, k=8)),
+            "lane 4 of chunk 2 holds 225 bytes, not 226"),
+        "lane-zstd-yields-less": (whole + replace(lanes, 4, chunk(zstd(lane[4][:-1]), 226,
+                                                                  k=8)), "zstd frame"),
+        "lane-bad-check": (
+            whole + replace(lanes, 1, lanes[1][:-1] + bytes([lanes[1][-1] ^ 1])),
+            "CHUNK payload check"),
+        "lanes-of-the-chunk-size": ([*whole, *[chunk(c, len(c), codec=NONE, k=8)] * 8],
+                                    "lane 0 of chunk 2 holds 1808 bytes, not 226"),
+        # The previous layout: one frame holding the whole chunk, shuffled.
+        "one-frame-shuffled-zstd": ([*whole, chunk(zstd(b"".join(lane)), len(c), k=8)],
+                                    "lane 0 of chunk 2 holds 1808 bytes, not 226"),
+        "one-frame-shuffled-raw": ([*whole, chunk(b"".join(lane), len(c), codec=NONE, k=8)],
+                                   "lane 0 of chunk 2 holds 1808 bytes, not 226"),
+        "item-size-not-dividing": ([*whole, *laned(c, 7, raw=range(7))],  # 7 · 258 + 2
+                                   "item size 7 does not divide chunk 2 of 1808"),
+        "item-size-1": ([*whole, chunk(zstd(c), len(c), k=1)],
+                        "sizes/param break the table for kind 4"),
+        "item-size-257": ([*whole, chunk(c[:7], 7, codec=NONE, k=257)],
+                          "sizes/param break the table for kind 4"),
     }[case]
 
 
-@pytest.mark.parametrize("case", ["one-chunk-missing", "chunk-too-long", "zstd-yields-less",
-                                  "zstd-yields-more", "bytes-after-the-zstd-frame",
-                                  "not-zstd", "shuffle-item-not-dividing", "shuffle-item-1",
-                                  "shuffle-without-zstd", "stored-over-raw",
-                                  "bad-chunk-check", "pickle-frame-instead"])
+BAD_CHUNKS = [
+    "one-chunk-missing", "chunk-too-long", "zstd-yields-less", "zstd-yields-more",
+    "bytes-after-the-zstd-frame", "not-zstd", "stored-over-raw", "bad-chunk-check",
+    "pickle-frame-instead", "last-lane-missing", "first-lane-missing",
+    "lane-missing-mid-buffer", "lane-extra", "lane-other-param", "lane-without-shuffle",
+    "lane-param-without-shuffle", "lane-other-size", "lane-zstd-other-size",
+    "lane-zstd-yields-less", "lane-bad-check", "lanes-of-the-chunk-size",
+    "one-frame-shuffled-zstd", "one-frame-shuffled-raw", "item-size-not-dividing",
+    "item-size-1", "item-size-257",
+]
+
+
+@pytest.mark.parametrize("case", BAD_CHUNKS)
 def test_bad_chunks_are_refused(case: str) -> None:
-    with pytest.raises(SpecError) as info:
-        scan(compressed(bad_chunks(case)))
+    chunks, complaint = bad_chunks(case)
+    with pytest.raises(SpecError, match=re.escape(complaint)) as info:
+        scan(compressed(chunks))
     assert not isinstance(info.value, Truncated)
 
 
@@ -648,8 +760,9 @@ def test_compressed_buffer_rules() -> None:
     assert scan(unaligned).records == [[bytearray(RAW), TEXT]]
 
 
-def test_truncation_keeps_complete_records() -> None:
-    data = (HERE / "vectors" / "v1_records.sp").read_bytes()
+@pytest.mark.parametrize("name", ["v1_records", "v1_zstd"])
+def test_truncation_keeps_complete_records(name: str) -> None:
+    data = (HERE / "vectors" / f"{name}.sp").read_bytes()
     with pytest.raises(EOFError):
         scan(b"")
     full = scan(data)
