@@ -19,20 +19,18 @@ RSS minus that RSS. Dumps to open files are followed by flush + fsync, as
 from a warm page cache; ``--cold`` then drops the page cache (root only) before
 each load. Times are medians (with min–max) over ``--repeat`` runs, memory the
 maximum. Data files live in a temporary folder (``--data-dir``), removed at the
-end. Tables are printed and written to benchmarks/RESULTS.md (``--output``).
+end. Tables are printed and written to the "core" section of benchmarks/RESULTS.md
+(``--output``); the other sections are kept. Shared helpers live in harness.py;
+``python benchmarks/run.py`` runs this and the other suites.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import pickle
-import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -45,9 +43,12 @@ from typing import Any
 
 import joblib
 import numpy as np
-import psutil
 
 import streampickle as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import QUICK_RESULTS, machine, reset_peak, snapshot, vm_kib, write_section  # noqa: E402
+from harness import RESULTS as RESULTS_PATH  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -195,23 +196,6 @@ def loader(key: str, path: str, workload: str, quick: bool) -> Callable[[], Any]
     }[key]
 
 
-def vm_kib(field: str) -> int:
-    """VmRSS or VmHWM (peak RSS) of this process, in KiB."""
-    status = Path("/proc/self/status")
-    for line in status.read_text().splitlines() if status.exists() else []:
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    if field == "VmHWM":
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(psutil.Process().memory_info().rss) // 1024
-
-
-def reset_peak() -> None:
-    """Reset the peak-RSS mark where Linux allows it (>= 4.0)."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
 def child(spec: dict[str, Any]) -> dict[str, float]:
     src = os.environ.get("BENCH_SRC")
     assert not src or Path(sp.__file__).is_relative_to(src), f"ran {sp.__file__}"
@@ -237,20 +221,12 @@ def child(spec: dict[str, Any]) -> dict[str, float]:
     extra_mib = max(0, vm_kib("VmHWM") - before) / 1024
     if spec["op"] != "dump":
         check_loaded(result, workload, quick)
-    return {"seconds": seconds, "fsync_s": in_fsync[0], "extra_mib": extra_mib,
-            "file_mib": os.path.getsize(path) / MiB}
-
-
-def snapshot(data: Path) -> str:
-    """Copy streampickle's sources aside so that every child runs the same code
-    while the working tree is being edited; return their digest."""
-    src = data / "src" / "streampickle"
-    shutil.copytree(Path(sp.__file__).parent, src, ignore=shutil.ignore_patterns("*.pyc"))
-    os.environ["BENCH_SRC"] = str(src.parent)  # inherited by the children
-    path = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(src.parent), *([path] if path else [])])
-    files = sorted(src.rglob("*.py"))
-    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+    return {
+        "seconds": seconds,
+        "fsync_s": in_fsync[0],
+        "extra_mib": extra_mib,
+        "file_mib": os.path.getsize(path) / MiB,
+    }
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, float]:
@@ -281,9 +257,12 @@ def measure(workload: str, args: argparse.Namespace, data: Path) -> Samples:
                 child_op = "dump" if op == "dump" else "load"
                 r = run_child({**base, "op": child_op, "key": key})
                 samples.setdefault((op, key), []).append(r)
-                print(f"  [{workload} {rep + 1}/{args.repeat}] {op:4} {key:18} "
-                      f"{r['seconds']:8.3f} s  extra {r['extra_mib']:8.1f} MiB",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  [{workload} {rep + 1}/{args.repeat}] {op:4} {key:18} "
+                    f"{r['seconds']:8.3f} s  extra {r['extra_mib']:8.1f} MiB",
+                    file=sys.stderr,
+                    flush=True,
+                )
             for leftover in data.glob(f"{workload}-{dump_key}*"):
                 leftover.unlink()
     return samples
@@ -310,16 +289,20 @@ def peak(samples: Samples, op: str, key: str | None, field: str = "extra_mib") -
 def report_workload(workload: str, samples: Samples, cold: bool) -> list[str]:
     cold_head = " cold load s |" if cold else ""
     lines = [
-        f"### {WORKLOADS[workload]}", "",
+        f"### {WORKLOADS[workload]}",
+        "",
         "| contender | dump s | of which fsync s | load s | dump extra peak MiB "
         f"| load extra peak MiB |{cold_head} file MiB |",
         "|---|---:|---:|---:|---:|---:|" + ("---:|" if cold else "") + "---:|",
     ]
     for label, dump_key, load_key in ROWS:
         cells = [
-            label, timing(samples, "dump", dump_key),
-            timing(samples, "dump", dump_key, "fsync_s"), timing(samples, "load", load_key),
-            peak(samples, "dump", dump_key), peak(samples, "load", load_key),
+            label,
+            timing(samples, "dump", dump_key),
+            timing(samples, "dump", dump_key, "fsync_s"),
+            timing(samples, "load", load_key),
+            peak(samples, "dump", dump_key),
+            peak(samples, "load", load_key),
             *([timing(samples, "cold", load_key)] if cold else []),
             peak(samples, "load", load_key, "file_mib"),
         ]
@@ -339,45 +322,51 @@ def report_workload(workload: str, samples: Samples, cold: bool) -> list[str]:
     ]
     if cold:
         checks.append(("streampickle cold load / raw cold readinto", "cold", "raw", None))
-    lines += ["", "| ratio (of medians) | value | target | | ratio of minimums |",
-              "|---|---:|---:|---|---:|"]
+    lines += [
+        "",
+        "| ratio (of medians) | value | target | | ratio of minimums |",
+        "|---|---:|---:|---|---:|",
+    ]
     for name, op, other, target in checks:
         value = ratio(op, other, statistics.median)
         verdict = "—" if target is None else ("met" if value <= target else "**missed**")
         shown = "—" if target is None else f"<= {target:g}x"
-        lines.append(f"| {name} | {value:.3f}x | {shown} | {verdict} | "
-                     f"{ratio(op, other, min):.3f}x |")
+        lines.append(
+            f"| {name} | {value:.3f}x | {shown} | {verdict} | "
+            f"{ratio(op, other, min):.3f}x |"
+        )
     extra = max(runs_of(samples, "dump", "streampickle", "extra_mib"))
-    lines.append(f"| streampickle dump extra peak (max) | {extra:.1f} MiB | <= 64 MiB | "
-                 f"{'met' if extra <= 64 else '**missed**'} | |")
+    lines.append(
+        f"| streampickle dump extra peak (max) | {extra:.1f} MiB | <= 64 MiB | "
+        f"{'met' if extra <= 64 else '**missed**'} | |"
+    )
     return lines + [""]
-
-
-def machine(digest: str) -> list[str]:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
-                .splitlines() if ln.startswith("model name")), platform.processor())
-    git = ["git", "rev-parse", "--short", "HEAD"]  # read-only
-    commit = subprocess.run(git, cwd=HERE, capture_output=True, text=True).stdout.strip()
-    return [
-        f"- machine: nproc {os.cpu_count()}, RAM {psutil.virtual_memory().total / GiB:.1f}"
-        f" GiB, CPU {cpu}, {platform.platform()}",
-        f"- python {platform.python_version()}, numpy {np.__version__}, joblib "
-        f"{joblib.__version__}, streampickle {sp.__version__} (HEAD {commit or '?'}; "
-        f"working tree copied at start, sha256 of its .py files {digest})",
-    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="~64 MiB workloads")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement")
-    parser.add_argument("--cold", action="store_true",
-                        help="also time loads after dropping the page cache (root)")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="parent folder for the temporary data files (default: TMPDIR)")
-    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="also time loads after dropping the page cache (root)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="parent folder for the temporary data files (default: TMPDIR)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="default: benchmarks/RESULTS.md (--quick: RESULTS-quick.md)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.output = args.output or (QUICK_RESULTS if args.quick else RESULTS_PATH)
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
@@ -399,7 +388,8 @@ def main() -> None:
     elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
 
     lines = [
-        "# streampickle benchmark results", "",
+        "## core: dump and load against pickle, joblib and raw I/O (bench.py)",
+        "",
         f"- command: `{command}`",
         f"- date: {started:%Y-%m-%d %H:%M} UTC (took {elapsed / 60:.1f} min)",
         *machine(digest),
@@ -421,7 +411,7 @@ def main() -> None:
         lines += report_workload(workload, samples, args.cold)
     text = "\n".join(lines)
     print(text)
-    args.output.write_text(text)
+    write_section("core", lines, args.output)
     print(f"wrote {args.output}", file=sys.stderr)
 
 

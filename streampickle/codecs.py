@@ -26,6 +26,9 @@ SAMPLES, SAMPLE_SIZE = 4, 64 << 10
 #: A buffer whose samples shrink to more than this fraction is stored raw.
 WORTH_COMPRESSING = 0.95
 
+#: Worker threads for ``threads=None``: one per core.
+CPUS = os.cpu_count() or 1
+
 _local = threading.local()
 _pools: dict[int, tuple[int, ThreadPoolExecutor]] = {}
 _pools_lock = threading.Lock()

@@ -106,6 +106,10 @@ class Flag(enum.IntFlag):
 
 
 NO_FLAGS = Flag(0)
+# Decoding a header looks these up rather than calling the enums (a frame each).
+_KINDS = {int(k): k for k in Kind}
+_CODECS = {int(c): c for c in Codec}
+_FLAGS = {i: Flag(i) for i in range(int(Flag.CHECKED | Flag.READONLY | Flag.SHUFFLE) + 1)}
 #: The flags each kind may carry; the others carry none and a zero payload_check.
 ALLOWED_FLAGS = {
     Kind.PICKLE: Flag.CHECKED,
@@ -181,9 +185,8 @@ def decode_stream_header(data: bytes) -> int:
 # Frame headers.
 
 
-@dataclass(frozen=True)
-class FrameHeader:
-    """A decoded, validated frame header."""
+class FrameHeader(NamedTuple):
+    """A decoded, validated frame header (a tuple: one is made per frame)."""
 
     kind: Kind
     codec: Codec
@@ -210,14 +213,14 @@ class FrameHeader:
 
     @property
     def checked(self) -> bool:
-        return Flag.CHECKED in self.flags
+        return bool(self.flags & Flag.CHECKED)
 
     def where(self) -> str:
         return f"{self.kind.name} frame at offset {self.offset}"
 
     def check_table_size(self) -> int:
         """Bytes of the check table that follow an uncompressed BUFFER payload."""
-        if self.kind is not Kind.BUFFER or self.codec is not Codec.NONE or not self.checked:
+        if self.kind is not Kind.BUFFER or self.codec or not self.flags & Flag.CHECKED:
             return 0
         return -(-self.raw_size // self.param) * CHECK.size
 
@@ -249,28 +252,29 @@ def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHea
     )
     if hcheck != checksum(data[:HEADER_CHECKED]):
         raise CorruptStreamError(f"frame header check mismatch at offset {offset}")
-    try:
-        kind = Kind(kind_)
-    except ValueError:
-        raise CorruptStreamError(f"unknown frame kind {kind_} at offset {offset}") from None
-    where = f"{kind.name} frame at offset {offset}"
-    try:
-        codec = Codec(codec_)
-    except ValueError:
-        raise CorruptStreamError(f"unknown codec {codec_} in {where}") from None
-    allowed = int(ALLOWED_FLAGS.get(kind, NO_FLAGS))
-    if flags_ & ~allowed or (kind is Kind.INDEX and not flags_):
-        raise CorruptStreamError(f"flag bits {flags_:#x} not allowed in {where}")
+    kind = _KINDS.get(kind_)
+    if kind is None:
+        raise CorruptStreamError(f"unknown frame kind {kind_} at offset {offset}")
+    codec, flags = _CODECS.get(codec_), _FLAGS.get(flags_)
+    header = FrameHeader(
+        kind, codec or Codec.NONE, flags or NO_FLAGS, param, stored, raw, pcheck, offset
+    )
+    if codec is None:
+        raise CorruptStreamError(f"unknown codec {codec_} in {header.where()}")
+    if (
+        flags is None
+        or flags & ~ALLOWED_FLAGS.get(kind, NO_FLAGS)
+        or (kind is Kind.INDEX and not flags)
+    ):
+        raise CorruptStreamError(f"flag bits {flags_:#x} not allowed in {header.where()}")
     if reserved:
-        raise CorruptStreamError(f"nonzero reserved byte {reserved:#x} in {where}")
-    flags = Flag(flags_)
-    header = FrameHeader(kind, codec, flags, param, stored, raw, pcheck, offset)
-    _check_sizes(header, where)
+        raise CorruptStreamError(f"nonzero reserved byte {reserved:#x} in {header.where()}")
+    _check_sizes(header)
     if limit is not None:
         need = stored + header.check_table_size()
         if need > limit:  # the header checked out, so the input was cut
             raise TruncatedStreamError(
-                f"{where} claims {need} bytes but only {limit} remain"
+                f"{header.where()} claims {need} bytes but only {limit} remain"
             )
     return header
 
@@ -286,10 +290,10 @@ def _stored_fits(h: FrameHeader) -> bool:
     return h.stored_size <= h.raw_size
 
 
-def _check_sizes(h: FrameHeader, where: str) -> None:
+def _check_sizes(h: FrameHeader) -> None:
     """Refuse sizes the format does not allow for the frame's kind."""
     if h.codec is not Codec.NONE and h.kind not in COMPRESSIBLE:
-        raise CorruptStreamError(f"codec {h.codec.name} not allowed in {where}")
+        raise CorruptStreamError(f"codec {h.codec.name} not allowed in {h.where()}")
     if h.kind is Kind.PICKLE:
         ok = _stored_fits(h) and h.raw_size <= MAX_FRAME_SIZE and h.param == 0
     elif h.kind is Kind.BUFFER:
@@ -316,10 +320,10 @@ def _check_sizes(h: FrameHeader, where: str) -> None:
     else:  # END
         ok = h.stored_size == 0 and h.param == 0 and h.raw_size <= MAX_BUFFER_SIZE
     if h.payload_check and h.kind in (Kind.PAD, Kind.RECORD_END, Kind.END):
-        raise CorruptStreamError(f"nonzero payload check in {where}")
+        raise CorruptStreamError(f"nonzero payload check in {h.where()}")
     if not ok:
         raise CorruptStreamError(
-            f"invalid sizes in {where}: stored {h.stored_size}, "
+            f"invalid sizes in {h.where()}: stored {h.stored_size}, "
             f"raw {h.raw_size}, param {h.param}"
         )
 

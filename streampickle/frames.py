@@ -9,7 +9,6 @@ memory map, ``view``.
 from __future__ import annotations
 
 import collections
-import os
 import struct
 import warnings
 from concurrent.futures import Future
@@ -35,7 +34,7 @@ class FrameReader:
 
     def __init__(self, source: AnySource, threads: int | None = None) -> None:
         self.source = source
-        self.threads = os.cpu_count() or 1 if threads is None else threads
+        self.threads = codecs.CPUS if threads is None else threads
         self.warned_mmap = False
 
     def exact(self, n: int, what: str) -> bytes:

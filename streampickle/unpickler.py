@@ -119,6 +119,14 @@ class _RecordReader:
             self.pos += take
         return bytes(out)
 
+    def peek(self, n: int = 0) -> bytes:
+        """Bytes ahead, not consumed: the C unpickler prefetches with this and
+        then parses a small record from memory instead of calling read() for
+        every opcode."""
+        if self.pos == len(self.chunk) and not self._advance():
+            return b""
+        return self.chunk[self.pos : self.pos + max(n, 1)]
+
     def readinto(self, buf: Any) -> int:
         view = memoryview(buf).cast("B")
         got = 0

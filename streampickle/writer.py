@@ -12,7 +12,6 @@ a few chunks per thread in flight.
 from __future__ import annotations
 
 import collections
-import os
 import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,7 +34,7 @@ class Compression:
 
     def __init__(self, level: int, threads: int | None, shuffle: bool | None) -> None:
         self.level = level
-        self.threads = os.cpu_count() or 1 if threads is None else threads
+        self.threads = codecs.CPUS if threads is None else threads
         self.shuffle = shuffle
 
 

@@ -1,0 +1,491 @@
+"""Socket benchmark (issue 6): streampickle over loopback TCP and a socketpair
+against raw sendall/recv_into, multiprocessing.connection and
+pickle.dumps + sendall.
+
+Run from the repository root::
+
+    python benchmarks/sockets.py            # full: a 1 GiB object, 10k small messages
+    python benchmarks/sockets.py --quick    # smoke: 64 MiB, 1k messages, 1 run each
+
+Each measurement runs in a fresh interpreter that makes the connection (a
+``socket.socketpair()``, or a loopback TCP connection accepted from a listener),
+then forks: the child receives, the parent sends, so sender and receiver are
+separate processes on the two cores. The receiver prepares (raw: preallocates
+untouched ``np.empty`` arrays), resets its peak-RSS mark and blocks in its
+receive call; the sender builds the object only after the fork (so the receiver
+never holds a copy), resets its mark, and then sends. Throughput = the object's
+array bytes / (receiver done - sender started), both read from the system-wide
+monotonic clock (``time.perf_counter``). "Extra peak" is each process's peak RSS
+minus its RSS just before its timed call; "retained" is the receiver's RSS after
+minus before (the received object).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import pickle
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness as h  # noqa: E402
+from harness import (
+    QUICK_RESULTS,  # noqa: E402
+    MiB,  # noqa: E402
+)
+from harness import RESULTS as RESULTS_PATH  # noqa: E402
+
+SCRIPT = Path(__file__).resolve()
+TRANSPORTS = {"tcp": "loopback TCP", "pair": "socketpair (AF_UNIX)"}
+BIG = {
+    "sp": "streampickle sp.dump(obj, sock) / sp.load(sock)",
+    "raw": "raw sendall / recv_into preallocated arrays (array bytes only)",
+    "mpconn": "multiprocessing.connection Connection.send / recv",
+    "pickle": "pickle.dumps(protocol=5) + length + sendall / recv_into bytearray + loads",
+    "aio": "streampickle.aio.dump / aio.load over asyncio streams",
+    "sp-nodelay": "streampickle sp.dump / sp.load, both ends TCP_NODELAY (diagnostic)",
+    "raw-nodelay": "raw sendall / recv_into, both ends TCP_NODELAY (diagnostic)",
+}
+TCP_ONLY = {"aio", "sp-nodelay", "raw-nodelay"}
+SMALL = {
+    "sp-pickler": "streampickle Pickler / Unpickler, one record per message",
+    "sp-dump": "streampickle sp.dump / sp.load per message",
+    "mpconn": "multiprocessing.connection send / recv",
+}
+
+
+def big_layout(quick: bool) -> tuple[int, int]:
+    """(arrays, float32 elements each)."""
+    return (4, 4 * MiB) if quick else (16, 16 * MiB)
+
+
+def build_big(quick: bool) -> dict[str, Any]:
+    count, n = big_layout(quick)
+    rng = np.random.default_rng(0)
+    obj: dict[str, Any] = {}
+    for i in range(count):
+        arr = np.empty(n, dtype=np.float32)
+        rng.random(dtype=np.float32, out=arr)
+        obj[f"layer{i:02d}"] = arr
+    obj["meta"] = {"step": 1000, "arrays": count}
+    return obj
+
+
+def big_bytes(quick: bool) -> int:
+    count, n = big_layout(quick)
+    return count * n * 4
+
+
+def build_small(count: int) -> list[dict[str, Any]]:
+    """Messages of ~1 KiB pickled."""
+    rng = np.random.default_rng(0)
+    return [
+        {
+            "id": i,
+            "kind": "tick",
+            "source": f"sensor-{i % 97}",
+            "values": rng.random(100).tolist(),
+        }
+        for i in range(count)
+    ]
+
+
+def recv_exact(sock: socket.socket, view: memoryview) -> None:
+    got = 0
+    while got < view.nbytes:
+        n = sock.recv_into(view[got:])
+        if not n:
+            raise EOFError("connection closed")
+        got += n
+
+
+# -- the two ends ------------------------------------------------------------
+
+
+def receive(
+    kind: str, key: str, sock: socket.socket, quick: bool, count: int, ready: int
+) -> dict[str, Any]:
+    import multiprocessing.connection as mpc
+
+    import streampickle as sp
+
+    conn = mpc.Connection(os.dup(sock.fileno())) if key == "mpconn" else None
+    run: Any
+    if kind == "big":
+        arrays_n, n = big_layout(quick)
+        if key == "raw":
+            arrays = [np.empty(n, dtype=np.float32) for _ in range(arrays_n)]
+
+            def run() -> Any:
+                for a in arrays:
+                    recv_exact(sock, memoryview(a).cast("B"))
+                return arrays
+        elif key == "sp":
+
+            def run() -> Any:
+                return sp.load(sock)
+        elif key == "mpconn":
+
+            def run() -> Any:
+                return conn.recv()  # type: ignore[union-attr]
+        elif key == "pickle":
+
+            def run() -> Any:
+                head = bytearray(8)
+                recv_exact(sock, memoryview(head))
+                buf = bytearray(struct.unpack("!Q", head)[0])
+                recv_exact(sock, memoryview(buf))
+                return pickle.loads(buf)
+        else:  # aio
+            import asyncio
+
+            from streampickle import aio
+
+            async def go() -> Any:
+                reader, writer = await asyncio.open_connection(sock=sock)
+                obj = await aio.load(reader)
+                writer.close()
+                return obj
+
+            def run() -> Any:
+                return asyncio.run(go())
+    else:
+        if key == "sp-pickler":
+
+            def run() -> Any:
+                u = sp.Unpickler(sock)
+                return [u.load() for _ in range(count)]
+        elif key == "sp-dump":
+
+            def run() -> Any:
+                return [sp.load(sock) for _ in range(count)]
+        else:
+
+            def run() -> Any:
+                return [conn.recv() for _ in range(count)]  # type: ignore[union-attr]
+
+    os.write(ready, b"r")
+    with h.Peak() as p:
+        obj = run()
+        end = time.perf_counter()
+    if kind == "big":
+        arrays = (
+            obj
+            if isinstance(obj, list)
+            else [v for v in obj.values() if isinstance(v, np.ndarray)]
+        )
+        assert sum(a.nbytes for a in arrays) == big_bytes(quick), "bytes lost"
+        assert float(arrays[-1][-1]) == float(arrays[-1][-1])  # touch the last page
+    else:
+        assert len(obj) == count and obj[-1]["id"] == count - 1
+    return {**p.result(), "end": end}
+
+
+def send(
+    kind: str, key: str, sock: socket.socket, quick: bool, count: int
+) -> dict[str, Any]:
+    import multiprocessing.connection as mpc
+
+    import streampickle as sp
+
+    conn = mpc.Connection(os.dup(sock.fileno())) if key == "mpconn" else None
+    obj = build_big(quick) if kind == "big" else build_small(count)
+    run: Any
+    if kind == "big":
+        if key == "raw":
+            arrays = [v for v in obj.values() if isinstance(v, np.ndarray)]
+
+            def run() -> None:
+                for a in arrays:
+                    sock.sendall(memoryview(a).cast("B"))
+        elif key == "sp":
+
+            def run() -> None:
+                sp.dump(obj, sock)
+        elif key == "mpconn":
+
+            def run() -> None:
+                conn.send(obj)  # type: ignore[union-attr]
+        elif key == "pickle":
+
+            def run() -> None:
+                data = pickle.dumps(obj, protocol=5)
+                sock.sendall(struct.pack("!Q", len(data)))
+                sock.sendall(data)
+        else:
+            import asyncio
+
+            from streampickle import aio
+
+            async def go() -> None:
+                _, writer = await asyncio.open_connection(sock=sock)
+                await aio.dump(obj, writer)
+                await writer.drain()
+
+            def run() -> None:
+                asyncio.run(go())
+    else:
+        if key == "sp-pickler":
+
+            def run() -> None:
+                with sp.Pickler(sock) as p:
+                    for m in obj:
+                        p.dump(m)
+        elif key == "sp-dump":
+
+            def run() -> None:
+                for m in obj:
+                    sp.dump(m, sock)
+        else:
+
+            def run() -> None:
+                for m in obj:
+                    conn.send(m)  # type: ignore[union-attr]
+
+    with h.Peak() as p:
+        start = time.perf_counter()
+        run()
+    return {**p.result(), "start": start}
+
+
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    h.check_snapshot()
+    import multiprocessing.connection  # noqa: F401  (imported before the fork)
+
+    import streampickle  # noqa: F401
+
+    if spec["transport"] == "pair":
+        a, b = socket.socketpair()
+    else:
+        listener = socket.create_server(("127.0.0.1", 0))
+        a = socket.create_connection(listener.getsockname())
+        b, _ = listener.accept()
+        listener.close()
+        if spec["key"].endswith("-nodelay"):
+            for end in (a, b):
+                end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        spec = {**spec, "key": spec["key"].removesuffix("-nodelay")}
+    results_r, results_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # receiver
+        code = 0
+        try:
+            a.close()
+            r = receive(spec["kind"], spec["key"], b, spec["quick"], spec["count"], ready_w)
+            os.write(results_w, json.dumps(r).encode())
+        except BaseException as exc:  # report, never return into the parent's code
+            os.write(results_w, json.dumps({"error": repr(exc)}).encode())
+            code = 1
+        finally:
+            os._exit(code)
+    b.close()
+    os.close(results_w)
+    os.read(ready_r, 1)  # the receiver has reset its peak mark and waits
+    sent = send(spec["kind"], spec["key"], a, spec["quick"], spec["count"])
+    a.close()
+    chunks = []
+    while chunk := os.read(results_r, 1 << 16):
+        chunks.append(chunk)
+    os.waitpid(pid, 0)
+    got = json.loads(b"".join(chunks))
+    if "error" in got:
+        raise RuntimeError(f"receiver failed: {got['error']}")
+    seconds = got["end"] - sent["start"]
+    return {"seconds": seconds, "sender": sent, "receiver": got}
+
+
+# -- main --------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="64 MiB, 1k messages, 1 run")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="runs (default 3; quick 1)"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="default: benchmarks/RESULTS.md (--quick: RESULTS-quick.md)",
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.output = args.output or (QUICK_RESULTS if args.quick else RESULTS_PATH)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    repeat = args.repeat or (1 if args.quick else 3)
+    count = 1000 if args.quick else 10_000
+    command = h.command_line("sockets.py")
+    started = dt.datetime.now(dt.UTC)
+    data = Path(tempfile.mkdtemp(prefix="streampickle-sockets-"))
+    samples: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    try:
+        digest = h.snapshot(data)
+        jobs = [
+            ("big", t, k)
+            for t in TRANSPORTS
+            for k in BIG
+            if k not in TCP_ONLY or t == "tcp"
+        ]
+        jobs += [("small", t, k) for t in TRANSPORTS for k in SMALL]
+        for rep in range(repeat):
+            for kind, transport, key in jobs:
+                spec = {
+                    "kind": kind,
+                    "transport": transport,
+                    "key": key,
+                    "quick": args.quick,
+                    "count": count,
+                }
+                r = h.run_child(SCRIPT, spec, timeout=600)
+                samples.setdefault((kind, transport, key), []).append(r)
+                h.log(
+                    f"  [{rep + 1}/{repeat}] {kind:5} {transport:4} {key:10} "
+                    f"{r['seconds']:7.3f} s  sender extra {r['sender']['extra_mib']:7.1f} "
+                    f"MiB  receiver extra {r['receiver']['extra_mib']:7.1f} MiB"
+                )
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+    nbytes = big_bytes(args.quick)
+
+    def rates(kind: str, t: str, k: str) -> list[float]:
+        unit = nbytes / 1e9 if kind == "big" else count
+        return [unit / r["seconds"] for r in samples.get((kind, t, k), [])]
+
+    def mem(t: str, k: str, side: str, field: str = "extra_mib") -> float:
+        return max(r[side][field] for r in samples[("big", t, k)])
+
+    lines = [
+        "## sockets: streampickle over TCP and socketpair (issue 6; sockets.py)",
+        "",
+        *h.header(command, started, "?" if not samples else digest),
+        f"- object: dict of {big_layout(args.quick)[0]} float32 arrays "
+        f"({nbytes / MiB:.0f} MiB) + metadata; small messages: {count} dicts of ~1 KiB "
+        f"pickled ({len(pickle.dumps(build_small(1)[0], protocol=5))} B); rates are "
+        f"median (min–max) of {repeat} runs, each in a fresh pair of processes "
+        "(fork after making the connection); memory: max over runs",
+        "- throughput = array bytes / (receiver done - sender started), system-wide "
+        "monotonic clock; GB = 1e9 B",
+        "",
+        "### 1 GiB dict of float32 arrays" if not args.quick else "### big object",
+        "",
+    ]
+    for t, tname in TRANSPORTS.items():
+        rows = []
+        for k, label in BIG.items():
+            if ("big", t, k) not in samples:
+                continue
+            rows.append(
+                [
+                    label,
+                    h.fmt_time(rates("big", t, k), 2),
+                    h.fmt_time([r["seconds"] for r in samples[("big", t, k)]]),
+                    f"{mem(t, k, 'sender'):.1f}",
+                    f"{mem(t, k, 'receiver'):.1f}",
+                    f"{mem(t, k, 'receiver', 'retained_mib'):.1f}",
+                ]
+            )
+        lines += [
+            f"**{tname}**",
+            "",
+            *h.table(
+                [
+                    "contender",
+                    "GB/s",
+                    "seconds",
+                    "sender extra peak MiB",
+                    "receiver extra peak MiB",
+                    "receiver retained MiB",
+                ],
+                rows,
+            ),
+        ]
+        sp_rate = h.med(rates("big", t, "sp"))
+        obj = h.med(r["receiver"]["retained_mib"] for r in samples[("big", t, "sp")])
+        best = max(rates("big", t, "sp"))
+        checks = [
+            ("throughput / raw", "raw", 0.8),
+            ("throughput / multiprocessing.connection", "mpconn", 2.0),
+            ("throughput / pickle.dumps + sendall", "pickle", 2.0),
+        ]
+        rows = [
+            [
+                n,
+                f"{sp_rate / h.med(rates('big', t, k)):.3f}x",
+                f">= {lim:g}x",
+                h.verdict(sp_rate / h.med(rates("big", t, k)), lim, False),
+                f"{best / max(rates('big', t, k)):.3f}x",
+            ]
+            for n, k, lim in checks
+        ]
+        rx, tx = mem(t, "sp", "receiver"), mem(t, "sp", "sender")
+        rows.append(
+            [
+                f"receiver extra peak (object = retained {obj:.0f} MiB)",
+                f"{rx:.1f} MiB",
+                f"<= {obj + 64:.0f} MiB",
+                h.verdict(rx, obj + 64),
+                "",
+            ]
+        )
+        rows.append(
+            ["sender extra peak", f"{tx:.1f} MiB", "<= 64 MiB", h.verdict(tx, 64), ""]
+        )
+        sm = h.med(rates("small", t, "sp-pickler")), h.med(rates("small", t, "sp-dump"))
+        mp = h.med(rates("small", t, "mpconn"))
+        bm = max(rates("small", t, "mpconn"))
+        rows.append(
+            [
+                "small messages: Pickler/Unpickler / multiprocessing.connection",
+                f"{sm[0] / mp:.3f}x",
+                ">= 1x",
+                h.verdict(sm[0] / mp, 1, False),
+                f"{max(rates('small', t, 'sp-pickler')) / bm:.3f}x",
+            ]
+        )
+        rows.append(
+            [
+                "small messages: sp.dump/sp.load / multiprocessing.connection",
+                f"{sm[1] / mp:.3f}x",
+                ">= 1x",
+                h.verdict(sm[1] / mp, 1, False),
+                f"{max(rates('small', t, 'sp-dump')) / bm:.3f}x",
+            ]
+        )
+        lines += [
+            f"Targets on {tname} (streampickle; judged on medians; the last column "
+            "is the ratio of the best runs):",
+            "",
+            *h.table(["target", "value", "target", "", "best / best"], rows),
+        ]
+    rows = []
+    for t, tname in TRANSPORTS.items():
+        for k, label in SMALL.items():
+            rows.append([tname, label, h.fmt_time(rates("small", t, k), 0)])
+    lines += [
+        f"### {count} small messages, one by one",
+        "",
+        *h.table(["transport", "contender", "messages/s"], rows, "|---|---|---:|"),
+    ]
+    h.write_section("sockets", lines, args.output)
+    print("\n".join(lines))
+    h.log(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
