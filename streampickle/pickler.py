@@ -2,9 +2,9 @@
 
 ``Pickler`` subclasses the C ``pickle.Pickler`` (as cloudpickle does), so
 ``persistent_id``, ``reducer_override`` and ``dispatch_table`` keep working.
-Its ``file`` is a ``_FrameWriter`` that gathers pickle bytes into PICKLE
-frames; its ``buffer_callback`` writes each out-of-band buffer straight from
-the object's memory as a BUFFER frame, in chunks, without copying it.
+Its ``file`` is a ``writer.FrameWriter`` that gathers pickle bytes into
+PICKLE frames; its ``buffer_callback`` writes each out-of-band buffer straight
+from the object's memory, in chunks, without copying it.
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ class Pickler(pickle.Pickler):
     """Writes records, each one pickled object, to a streampickle stream.
 
     ``file`` is a path (written atomically: a temp file beside it is renamed
-    over it by ``close``), a binary file object or a connected socket.
+    over it by ``close``), a binary file object or a connected socket. With
+    ``append=True`` (a path only) the records go after those already in the
+    file, in place.
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """Reading: frames in, records out, one at a time.
 
-``FrameReader`` pulls validated frames from a source. ``_RecordReader`` is the
-file the C ``pickle.Unpickler`` reads: it serves one record's pickle bytes
+``frames.FrameReader`` pulls validated frames from a source. ``_RecordReader``
+is the file the C ``pickle.Unpickler`` reads: it serves one record's pickle bytes
 and, when it meets a BUFFER frame on the way, reads the buffer straight into
 freshly allocated memory (or takes a view of the memory map) and queues it for
 the unpickler's NEXT_BUFFER opcode. The writer emits a buffer before the pickle
