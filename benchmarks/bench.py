@@ -47,8 +47,14 @@ import numpy as np
 import streampickle as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import QUICK_RESULTS, machine, reset_peak, snapshot, vm_kib, write_section  # noqa: E402
-from harness import RESULTS as RESULTS_PATH  # noqa: E402
+from harness import (  # noqa: E402
+    machine,
+    parse_args,  # noqa: E402
+    reset_peak,
+    snapshot,
+    vm_kib,
+    write_section,
+)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -358,18 +364,10 @@ def main() -> None:
         default=None,
         help="parent folder for the temporary data files (default: TMPDIR)",
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help="default: benchmarks/RESULTS.md (--quick: RESULTS-quick.md)",
-    )
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    args.output = args.output or (QUICK_RESULTS if args.quick else RESULTS_PATH)
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+    parsed = parse_args(parser, child)
+    if parsed is None:
         return
+    args = parsed
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
     if args.cold and not os.access("/proc/sys/vm/drop_caches", os.W_OK):

@@ -37,10 +37,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as h  # noqa: E402
 from harness import (
-    QUICK_RESULTS,  # noqa: E402
     MiB,  # noqa: E402
 )
-from harness import RESULTS as RESULTS_PATH  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 WORKLOADS = {
@@ -656,22 +654,12 @@ def main() -> None:
         "and the hash speeds, into a section of its own",
     )
     parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help="default: benchmarks/RESULTS.md (--quick: RESULTS-quick.md)",
-    )
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    args.output = args.output or (QUICK_RESULTS if args.quick else RESULTS_PATH)
+    parsed = h.parse_args(parser, child)
+    if parsed is None:
+        return
+    args = parsed
     if args.checksum_only:
         args.workloads = ["W1"]
-    if args.child:
-        import json
-
-        print(json.dumps(child(json.loads(args.child))))
-        return
     args.repeat = args.repeat or (1 if args.quick else 3)
     command = h.command_line("compress.py")
     started = dt.datetime.now(dt.UTC)

@@ -13,6 +13,7 @@ before the timed call.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import hashlib
@@ -276,3 +277,24 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     out = fn()
     return time.perf_counter() - start, out
+
+
+def parse_args(
+    parser: argparse.ArgumentParser, child: Callable[[dict[str, Any]], Any]
+) -> argparse.Namespace | None:
+    """Add the options every suite shares (``--output``, the hidden
+    ``--child``) and parse. A ``--child`` run measures one spec, prints its
+    result as JSON and returns None: the caller has nothing more to do."""
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="default: benchmarks/RESULTS.md (--quick: RESULTS-quick.md)",
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.output = args.output or (QUICK_RESULTS if args.quick else RESULTS)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return None
+    return args

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import shutil
 import sys
@@ -51,11 +50,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as h  # noqa: E402
 from harness import (  # noqa: E402
-    QUICK_RESULTS,  # noqa: E402
     GiB,
     MiB,
 )
-from harness import RESULTS as RESULTS_PATH  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 FORMATS = {
@@ -184,18 +181,10 @@ def main() -> None:
         "--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS)
     )
     parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help="default: benchmarks/RESULTS.md (--quick: RESULTS-quick.md)",
-    )
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    args.output = args.output or (QUICK_RESULTS if args.quick else RESULTS_PATH)
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+    parsed = h.parse_args(parser, child)
+    if parsed is None:
         return
+    args = parsed
     count = args.arrays or (4 if args.quick else 120)
     mib = args.mib or (16 if args.quick else 256)
     total = count * mib * MiB

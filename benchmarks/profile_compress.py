@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import functools
-import json
 import os
 import shutil
 import sys
@@ -32,8 +31,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compress as cb  # noqa: E402
 import harness as h  # noqa: E402
-from harness import QUICK_RESULTS  # noqa: E402
-from harness import RESULTS as RESULTS_PATH  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 # (module, attribute) of the functions to time; "Class.method" for methods.
@@ -123,18 +120,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workloads", nargs="+", default=["W1", "W2"])
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help="default: benchmarks/RESULTS.md (--quick: RESULTS-quick.md)",
-    )
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    args.output = args.output or (QUICK_RESULTS if args.quick else RESULTS_PATH)
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+    parsed = h.parse_args(parser, child)
+    if parsed is None:
         return
+    args = parsed
     command = h.command_line("profile_compress.py")
     started = dt.datetime.now(dt.UTC)
     data = Path(tempfile.mkdtemp(prefix="streampickle-profile-"))

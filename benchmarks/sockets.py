@@ -41,10 +41,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as h  # noqa: E402
 from harness import (
-    QUICK_RESULTS,  # noqa: E402
     MiB,  # noqa: E402
 )
-from harness import RESULTS as RESULTS_PATH  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 TRANSPORTS = {"tcp": "loopback TCP", "pair": "socketpair (AF_UNIX)"}
@@ -315,18 +313,10 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=None, help="runs (default 3; quick 1)"
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help="default: benchmarks/RESULTS.md (--quick: RESULTS-quick.md)",
-    )
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    args.output = args.output or (QUICK_RESULTS if args.quick else RESULTS_PATH)
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+    parsed = h.parse_args(parser, child)
+    if parsed is None:
         return
+    args = parsed
     repeat = args.repeat or (1 if args.quick else 3)
     count = 1000 if args.quick else 10_000
     command = h.command_line("sockets.py")
