@@ -205,26 +205,6 @@ def child_dump_load(spec: dict[str, Any]) -> dict[str, Any]:
     return {**p.result(), "fsync_s": in_fsync[0], "file_bytes": os.path.getsize(path)}
 
 
-def lane_split(piece: Any, itemsize: int) -> np.ndarray:
-    """Byte-shuffle: lane j holds byte j of every item (one row per lane)."""
-    items = np.frombuffer(piece, dtype=np.uint8).reshape(-1, itemsize)
-    out = np.empty((itemsize, len(items)), dtype=np.uint8)
-    for j in range(itemsize):
-        out[j] = items[:, j]
-    return out
-
-
-def stream_decompress_into(dctx: Any, payload: bytes, out: memoryview) -> None:
-    """What streampickle's codecs.decompress_into does: stream_reader + readinto."""
-    reader = dctx.stream_reader(payload)
-    got = 0
-    while got < out.nbytes:
-        n = reader.readinto(out[got:])
-        if not n:
-            break
-        got += n
-
-
 def child_zstd_speed(spec: dict[str, Any]) -> dict[str, Any]:
     """zstd's own single-thread decompression speed on 4 MiB chunks of a
     workload's arrays compressed at level 3, in three layouts: plain chunks;
@@ -234,20 +214,19 @@ def child_zstd_speed(spec: dict[str, Any]) -> dict[str, Any]:
     Self-contained, so that it does not depend on streampickle's internals."""
     import zstandard
 
+    from streampickle import codecs  # the package copy this run measures
+
     quick, workload, limit = spec["quick"], spec["workload"], spec["limit"]
     arrays = arrays_of(workload, quick, limit)
     cctx, dctx = zstandard.ZstdCompressor(level=3), zstandard.ZstdDecompressor()
     chunk = 4 * MiB
     out: dict[str, Any] = {"raw_bytes": sum(a.nbytes for a in arrays)}
-    try:  # what streampickle's sampler picks (its internals change: best effort)
-        from streampickle import codecs
-
-        pick = getattr(codecs, "plan", None) or codecs.choose
-        out["choices"] = sorted(
-            {str(pick(memoryview(a.data).cast("B"), a.itemsize, 3, None)) for a in arrays}
-        )
-    except Exception as exc:  # noqa: BLE001
-        out["choices"] = [f"n/a ({type(exc).__name__})"]
+    out["choices"] = sorted(  # what streampickle's sampler picks
+        {
+            str(codecs.plan(memoryview(a.data).cast("B"), a.itemsize, 3, None))
+            for a in arrays
+        }
+    )
     dest = np.empty(chunk, dtype=np.uint8)
     tmp = np.empty(chunk, dtype=np.uint8)
     for mode in ("plain", "shuffled", "lanes"):
@@ -259,10 +238,10 @@ def child_zstd_speed(spec: dict[str, Any]) -> dict[str, Any]:
                 if mode == "plain":
                     parts = [(cctx.compress(piece), None)]
                 elif mode == "shuffled":
-                    parts = [(cctx.compress(lane_split(piece, a.itemsize)), None)]
+                    parts = [(cctx.compress(codecs.shuffle(piece, a.itemsize)), None)]
                 else:
                     parts = []
-                    for lane in lane_split(piece, a.itemsize):
+                    for lane in codecs.shuffle(piece, a.itemsize).reshape(a.itemsize, -1):
                         packed = cctx.compress(lane)
                         keep = len(packed) <= 0.95 * lane.nbytes
                         parts.append((packed, None) if keep else (None, lane.tobytes()))
@@ -281,13 +260,10 @@ def child_zstd_speed(spec: dict[str, Any]) -> dict[str, Any]:
             for item, n, parts in pieces:  # the full decode into the final bytes
                 d = memoryview(dest)[:n]
                 if mode == "plain":
-                    stream_decompress_into(dctx, parts[0][0], d)
+                    codecs.decompress_into(parts[0][0], d, "chunk")
                 elif mode == "shuffled":
-                    stream_decompress_into(dctx, parts[0][0], memoryview(tmp)[:n])
-                    lanes = tmp[:n].reshape(item, -1)
-                    items = dest[:n].reshape(-1, item)
-                    for j in range(item):
-                        items[:, j] = lanes[j]
+                    codecs.decompress_into(parts[0][0], memoryview(tmp)[:n], "chunk")
+                    codecs.unshuffle_into(tmp[:n], item, d)
                 else:
                     items = dest[:n].reshape(-1, item)
                     m = n // item
@@ -295,7 +271,7 @@ def child_zstd_speed(spec: dict[str, Any]) -> dict[str, Any]:
                         if c is None:
                             items[:, j] = np.frombuffer(r, dtype=np.uint8)
                         else:
-                            stream_decompress_into(dctx, c, memoryview(tmp)[:m])
+                            codecs.decompress_into(c, memoryview(tmp)[:m], "lane")
                             items[:, j] = tmp[:m]
             t2 = time.perf_counter()
             for k, v in (("decompress", t1 - t0), ("decode", t2 - t1)):

@@ -122,24 +122,24 @@ class Unpickler:
         self._offset += len(data)
         return data
 
-    async def _receive_record(self) -> bool:
+    async def _receive_record(self) -> None:
         """Receive the frames of the next record, or of the stream's tail, so
-        that the blocking decoder finds them. Returns False if the input ended
-        early: the decoder then reports the truncation, at its offset."""
+        that the blocking decoder finds them. If the input ends early it stops:
+        the decoder then reports the truncation, at its offset."""
         push = self._received.push
         if not self._started:
             self._started = True
             head = await self._read(fmt.STREAM_HEADER.size)
             push(head)
             if len(head) < fmt.STREAM_HEADER.size:
-                return False
+                return
         size = 0
         while True:
             offset = self._offset
             raw = await self._read(fmt.FRAME_HEADER.size)
             push(raw)
             if len(raw) < fmt.FRAME_HEADER.size:
-                return False
+                return
             h = fmt.decode_frame_header(raw, offset, None)
             if h.kind in (Kind.PICKLE, Kind.BUFFER):
                 size += h.raw_size
@@ -149,14 +149,14 @@ class Unpickler:
                     )
             if h.kind is Kind.BUFFER and h.codec is Codec.NONE:
                 if not await self._receive_buffer(h):
-                    return False
+                    return
                 continue
             payload = await self._read(h.stored_size)
             push(payload)
             if len(payload) < h.stored_size:
-                return False
+                return
             if h.kind in (Kind.RECORD_END, Kind.END):
-                return True
+                return
 
     async def _receive_buffer(self, h: fmt.FrameHeader) -> bool:
         """Read a BUFFER's payload into its final array, checking each chunk."""

@@ -188,20 +188,6 @@ def open_sink(file: Any) -> Sink:
 # Sources
 
 
-class Source(Protocol):
-    position: int  # bytes consumed since the stream began
-
-    def readinto(self, view: memoryview) -> int:
-        """Fill ``view`` from the stream; fewer bytes only at end of input."""
-        ...
-
-    def remaining(self) -> int | None:
-        """Bytes left in the input when known (files), else None."""
-        ...
-
-    def close(self) -> None: ...
-
-
 class FileSource:
     """A binary file object; closed only if we opened it."""
 
