@@ -117,6 +117,24 @@ ALLOWED_FLAGS = {
     Kind.CHUNK: Flag.CHECKED | Flag.SHUFFLE,
     Kind.INDEX: Flag.CHECKED,  # always set: the index is always checked
 }
+#: The kinds whose payload may be compressed.
+COMPRESSIBLE = frozenset({Kind.PICKLE, Kind.BUFFER, Kind.CHUNK})
+#: Every valid (kind, codec, flags) byte triple, decoded: one dict lookup per
+#: header instead of enum arithmetic (small messages decode one per record).
+_VALID_TRIPLES = {
+    (int(k), int(c), i): (k, c, f)
+    for k in Kind
+    for c in Codec
+    for i, f in _FLAGS.items()
+    if (c is Codec.NONE or k in COMPRESSIBLE)
+    and not i & ~int(ALLOWED_FLAGS.get(k, NO_FLAGS))
+    and (k is not Kind.INDEX or i)
+}
+#: Flag values with CHECKED or SHUFFLE set (a set lookup is cheaper than ``&``).
+_CHECKED_FLAGS = frozenset(f for f in _FLAGS.values() if int(f) & Flag.CHECKED)
+_SHUFFLE_FLAGS = frozenset(f for f in _FLAGS.values() if int(f) & Flag.SHUFFLE)
+#: Kinds without a payload check: their ``payload_check`` must be 0.
+_UNCHECKED_KINDS = frozenset({Kind.PAD, Kind.RECORD_END, Kind.END})
 
 # ---------------------------------------------------------------------------
 # Layout rules and limits. A reader refuses anything beyond them before it
@@ -198,29 +216,26 @@ class FrameHeader(NamedTuple):
     offset: int = 0  # where the header starts in the stream
 
     def encode(self) -> bytes:
-        head = FRAME_HEADER.pack(
+        return frame(
             self.kind,
-            self.codec,
-            self.flags,
-            0,
-            self.param,
-            self.stored_size,
-            self.raw_size,
-            self.payload_check,
-            0,
-        )[:HEADER_CHECKED]
-        return head + CHECK.pack(checksum(head))
+            codec=self.codec,
+            flags=self.flags,
+            param=self.param,
+            stored_size=self.stored_size,
+            raw_size=self.raw_size,
+            payload_check=self.payload_check,
+        )
 
     @property
     def checked(self) -> bool:
-        return bool(self.flags & Flag.CHECKED)
+        return self.flags in _CHECKED_FLAGS
 
     def where(self) -> str:
         return f"{self.kind.name} frame at offset {self.offset}"
 
     def check_table_size(self) -> int:
         """Bytes of the check table that follow an uncompressed BUFFER payload."""
-        if self.kind is not Kind.BUFFER or self.codec or not self.flags & Flag.CHECKED:
+        if self.kind is not Kind.BUFFER or self.codec or not self.checked:
             return 0
         return -(-self.raw_size // self.param) * CHECK.size
 
@@ -236,9 +251,10 @@ def frame(
     codec: Codec = Codec.NONE,
 ) -> bytes:
     """Encode one frame header."""
-    return FrameHeader(
-        kind, codec, flags, param, stored_size, raw_size, payload_check
-    ).encode()
+    head = FRAME_HEADER.pack(
+        kind, codec, flags, 0, param, stored_size, raw_size, payload_check, 0
+    )[:HEADER_CHECKED]
+    return head + CHECK.pack(checksum(head))
 
 
 def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHeader:
@@ -252,26 +268,19 @@ def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHea
     )
     if hcheck != checksum(data[:HEADER_CHECKED]):
         raise CorruptStreamError(f"frame header check mismatch at offset {offset}")
-    kind = _KINDS.get(kind_)
-    if kind is None:
-        raise CorruptStreamError(f"unknown frame kind {kind_} at offset {offset}")
-    codec, flags = _CODECS.get(codec_), _FLAGS.get(flags_)
-    header = FrameHeader(
-        kind, codec or Codec.NONE, flags or NO_FLAGS, param, stored, raw, pcheck, offset
-    )
-    if codec is None:
-        raise CorruptStreamError(f"unknown codec {codec_} in {header.where()}")
-    if (
-        flags is None
-        or flags & ~ALLOWED_FLAGS.get(kind, NO_FLAGS)
-        or (kind is Kind.INDEX and not flags)
-    ):
-        raise CorruptStreamError(f"flag bits {flags_:#x} not allowed in {header.where()}")
-    if reserved:
-        raise CorruptStreamError(f"nonzero reserved byte {reserved:#x} in {header.where()}")
-    _check_sizes(header)
+    triple = _VALID_TRIPLES.get((kind_, codec_, flags_))
+    if triple is None or reserved:
+        _refuse_fields(kind_, codec_, flags_, reserved, offset)
+    kind, codec, flags = triple  # type: ignore[misc]
+    header = FrameHeader(kind, codec, flags, param, stored, raw, pcheck, offset)
+    if pcheck and kind in _UNCHECKED_KINDS:
+        raise CorruptStreamError(f"nonzero payload check in {header.where()}")
+    if not _sizes_ok(kind, codec, flags, param, stored, raw):
+        raise CorruptStreamError(
+            f"invalid sizes in {header.where()}: stored {stored}, raw {raw}, param {param}"
+        )
     if limit is not None:
-        need = stored + header.check_table_size()
+        need = stored + header.check_table_size() if kind is Kind.BUFFER else stored
         if need > limit:  # the header checked out, so the input was cut
             raise TruncatedStreamError(
                 f"{header.where()} claims {need} bytes but only {limit} remain"
@@ -279,53 +288,53 @@ def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHea
     return header
 
 
-#: The kinds whose payload may be compressed.
-COMPRESSIBLE = frozenset({Kind.PICKLE, Kind.BUFFER, Kind.CHUNK})
+def _refuse_fields(
+    kind_: int, codec_: int, flags_: int, reserved: int, offset: int
+) -> None:
+    """Raise the error that names what is wrong in a header's first four bytes."""
+    kind = _KINDS.get(kind_)
+    if kind is None:
+        raise CorruptStreamError(f"unknown frame kind {kind_} at offset {offset}")
+    where = f"{kind.name} frame at offset {offset}"
+    codec = _CODECS.get(codec_)
+    if codec is None:
+        raise CorruptStreamError(f"unknown codec {codec_} in {where}")
+    if codec is not Codec.NONE and kind not in COMPRESSIBLE:
+        raise CorruptStreamError(f"codec {codec.name} not allowed in {where}")
+    if (kind_, codec_, flags_) not in _VALID_TRIPLES:
+        raise CorruptStreamError(f"flag bits {flags_:#x} not allowed in {where}")
+    raise CorruptStreamError(f"nonzero reserved byte {reserved:#x} in {where}")
 
 
-def _stored_fits(h: FrameHeader) -> bool:
-    """Uncompressed payloads are their raw bytes; compressed ones are smaller."""
-    if h.codec is Codec.NONE:
-        return h.stored_size == h.raw_size
-    return h.stored_size <= h.raw_size
-
-
-def _check_sizes(h: FrameHeader) -> None:
-    """Refuse sizes the format does not allow for the frame's kind."""
-    if h.codec is not Codec.NONE and h.kind not in COMPRESSIBLE:
-        raise CorruptStreamError(f"codec {h.codec.name} not allowed in {h.where()}")
-    if h.kind is Kind.PICKLE:
-        ok = _stored_fits(h) and h.raw_size <= MAX_FRAME_SIZE and h.param == 0
-    elif h.kind is Kind.BUFFER:
+def _sizes_ok(
+    kind: Kind, codec: Codec, flags: Flag, param: int, stored: int, raw: int
+) -> bool:
+    """Whether the format allows these sizes for a frame of ``kind``.
+    Uncompressed payloads are their raw bytes; compressed ones are smaller."""
+    fits = stored == raw if codec is Codec.NONE else stored <= raw
+    if kind is Kind.PICKLE:
+        return fits and raw <= MAX_FRAME_SIZE and not param
+    if kind is Kind.RECORD_END:
+        return not stored and raw <= MAX_BUFFER_SIZE
+    if kind is Kind.BUFFER:
         # Compressed, the buffer follows as CHUNK frames; the BUFFER has no payload.
-        stored = h.raw_size if h.codec is Codec.NONE else 0
-        ok = (
-            h.raw_size <= MAX_BUFFER_SIZE
-            and h.stored_size == stored
-            and MIN_FRAME_SIZE <= h.param <= MAX_FRAME_SIZE
+        return (
+            raw <= MAX_BUFFER_SIZE
+            and stored == (raw if codec is Codec.NONE else 0)
+            and MIN_FRAME_SIZE <= param <= MAX_FRAME_SIZE
         )
-    elif h.kind is Kind.CHUNK:
-        shuffled = Flag.SHUFFLE in h.flags
-        ok = (
-            _stored_fits(h)
-            and 0 < h.raw_size <= MAX_FRAME_SIZE
-            and (1 < h.param <= MAX_SHUFFLE_ITEMSIZE if shuffled else h.param == 0)
+    if kind is Kind.CHUNK:
+        shuffled = flags in _SHUFFLE_FLAGS
+        return (
+            fits
+            and 0 < raw <= MAX_FRAME_SIZE
+            and (1 < param <= MAX_SHUFFLE_ITEMSIZE if shuffled else not param)
         )
-    elif h.kind is Kind.PAD:
-        ok = h.stored_size == h.raw_size < ALIGNMENT and h.param == 0
-    elif h.kind is Kind.INDEX:
-        ok = h.stored_size == h.raw_size <= MAX_INDEX_SIZE and h.param == 0
-    elif h.kind is Kind.RECORD_END:
-        ok = h.stored_size == 0 and h.raw_size <= MAX_BUFFER_SIZE
-    else:  # END
-        ok = h.stored_size == 0 and h.param == 0 and h.raw_size <= MAX_BUFFER_SIZE
-    if h.payload_check and h.kind in (Kind.PAD, Kind.RECORD_END, Kind.END):
-        raise CorruptStreamError(f"nonzero payload check in {h.where()}")
-    if not ok:
-        raise CorruptStreamError(
-            f"invalid sizes in {h.where()}: stored {h.stored_size}, "
-            f"raw {h.raw_size}, param {h.param}"
-        )
+    if kind is Kind.PAD:
+        return stored == raw < ALIGNMENT and not param
+    if kind is Kind.INDEX:
+        return stored == raw <= MAX_INDEX_SIZE and not param
+    return not stored and not param and raw <= MAX_BUFFER_SIZE  # END
 
 
 def buffer_ordinal_check(ordinal: int) -> int:

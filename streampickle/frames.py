@@ -111,9 +111,38 @@ class FrameReader:
             raise CorruptStreamError(f"payload check mismatch in {h.where()}")
         return data
 
+    def pickle_and_next_header(self, h: FrameHeader) -> tuple[bytes, FrameHeader | None]:
+        """The decoded payload of PICKLE frame ``h`` and the header of the frame
+        after it (None if the input ends cleanly there), read together: one
+        ``recv`` per small record on a socket. A frame always follows a PICKLE
+        frame (at least its RECORD_END), so this never reads past the stream.
+        The caller keeps ``h.stored_size`` within GROWTH_STEP."""
+        n = h.stored_size
+        buf = bytearray(n + fmt.FRAME_HEADER.size)
+        got = self.source.readinto(memoryview(buf))
+        if got < n:
+            raise TruncatedStreamError(
+                f"input ended at offset {self.source.position} inside {h.where()}"
+            )
+        data = bytes(buf[:n])
+        if h.checked and fmt.checksum(data) != h.payload_check:
+            raise CorruptStreamError(f"payload check mismatch in {h.where()}")
+        after = h.offset + fmt.FRAME_HEADER.size + n
+        if got == n:
+            return self._decoded(h, data), None
+        if got < len(buf):
+            raise TruncatedStreamError(
+                f"input ended at offset {self.source.position} inside a frame header"
+            )
+        nxt = fmt.decode_frame_header(bytes(buf[n:]), after, self.source.remaining())
+        return self._decoded(h, data), nxt
+
     def decoded_payload(self, h: FrameHeader) -> bytes:
         """The payload of a PICKLE frame, checked and decompressed."""
-        data = self.payload(h)
+        return self._decoded(h, self.payload(h))
+
+    @staticmethod
+    def _decoded(h: FrameHeader, data: bytes) -> bytes:
         if h.codec is Codec.NONE:
             return data
         out = bytearray(h.raw_size)

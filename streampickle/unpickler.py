@@ -49,12 +49,24 @@ class _RecordReader:
         self.number = 0
         self.failure: StreamError | None = None
 
-    def begin(self, first: FrameHeader, number: int) -> None:
+    def begin(self, first: FrameHeader | None, number: int, chunk: bytes = b"") -> None:
+        """Start record ``number`` at frame ``first``, after the pickle bytes
+        ``chunk`` already read (those of the record's first frame)."""
         self.first, self.end, self.number = first, None, number
-        self.chunk, self.pos = b"", 0
-        self.pickle_bytes = self.buffer_count = self.size = 0
+        self.chunk, self.pos = chunk, 0
+        self.pickle_bytes = self.size = len(chunk)
+        self.buffer_count = 0
         self.buffers.clear()
         self.failure = None
+
+    def check_size(self, h: FrameHeader) -> None:
+        """Count frame ``h``'s bytes against ``max_size`` before reading them."""
+        self.size += h.raw_size if h.kind in (Kind.PICKLE, Kind.BUFFER) else 0
+        if self.max_size is not None and self.size > self.max_size:
+            raise StreamError(
+                f"record {self.number} exceeds max_size={self.max_size} bytes "
+                f"at {h.where()}"
+            )
 
     def _advance(self) -> bool:
         """Load the next non-empty PICKLE payload; False at RECORD_END."""
@@ -74,12 +86,7 @@ class _RecordReader:
                     f"input ended at offset {self.frames.source.position} "
                     f"inside record {self.number}"
                 )
-            self.size += h.raw_size if h.kind in (Kind.PICKLE, Kind.BUFFER) else 0
-            if self.max_size is not None and self.size > self.max_size:
-                raise StreamError(
-                    f"record {self.number} exceeds max_size={self.max_size} bytes "
-                    f"at {h.where()}"
-                )
+            self.check_size(h)
             if h.kind is Kind.PICKLE:
                 self.chunk, self.pos = self.frames.decoded_payload(h), 0
                 self.pickle_bytes += len(self.chunk)
@@ -221,13 +228,27 @@ def _raised_by_unpickler(exc: BaseException) -> bool:
     return tb is not None and tb.tb_next is None
 
 
+def _check_single_frame(
+    file: io.BytesIO, chunk: bytes, end: FrameHeader, number: int
+) -> None:
+    """After STOP in a record of one PICKLE frame: all of it was used, and its
+    RECORD_END counts it and no buffers."""
+    if file.tell() != len(chunk):
+        raise CorruptStreamError(f"pickle bytes after STOP in record {number}")
+    if (end.raw_size, end.param) != (len(chunk), 0):
+        raise CorruptStreamError(
+            f"{end.where()} counts {end.raw_size} pickle bytes and {end.param} "
+            f"buffers; the record has {len(chunk)} and 0"
+        )
+
+
 class _RecordUnpickler(pickle.Unpickler):
     """The C unpickler for one record. Each record gets a fresh one: the C
     memo's next index survives ``memo.clear()``, so a reused unpickler would
     number the next record's memo entries wrongly."""
 
-    def __init__(self, reader: _RecordReader, owner: Unpickler) -> None:
-        super().__init__(reader, buffers=reader)
+    def __init__(self, file: Any, buffers: Iterable[Any], owner: Unpickler) -> None:
+        super().__init__(file, buffers=buffers)
         # Instance attributes win over the class's methods when C looks them up.
         self.find_class = owner._find_class  # type: ignore[method-assign]
         persistent_load = getattr(owner, "persistent_load", None)
@@ -315,11 +336,26 @@ class Unpickler:
 
     def _read_record(self, first: FrameHeader, number: int) -> Any:
         """Unpickle the record whose first frame header is ``first``."""
-        self._record.begin(first, number)
-        self._inner = _RecordUnpickler(self._record, self)
+        record = self._record
+        record.begin(first, number)
         try:
+            if first.kind is Kind.PICKLE and first.stored_size <= FrameReader.GROWTH_STEP:
+                # Most records of small messages are one PICKLE frame and their
+                # RECORD_END: read both at once and unpickle from memory.
+                record.check_size(first)
+                chunk, after = self._frames.pickle_and_next_header(first)
+                if after is not None and after.kind is Kind.RECORD_END:
+                    file = io.BytesIO(chunk)
+                    # No buffers for NEXT_BUFFER; load() is called here, in the
+                    # frame _raised_by_unpickler expects.
+                    self._inner = _RecordUnpickler(file, (), self)
+                    obj = self._inner.load()
+                    _check_single_frame(file, chunk, after, number)
+                    return obj
+                record.begin(after, number, chunk)
+            self._inner = _RecordUnpickler(record, record, self)
             obj = self._inner.load()
-            self._record.finish()
+            record.finish()
             return obj
         except StreamError:
             raise
