@@ -7,12 +7,13 @@
                                          plain pickle or joblib file
     streampickle cat FILE [--record N]   print records, arrays summarised
 
-``info``, ``dis`` and ``verify`` never unpickle: they walk the frames, and each
-record's pickle opcode by opcode (with ``pickletools``' opcode table), in bounded
-memory. ``info`` and ``dis`` seek past buffer payloads; ``verify`` reads them in
-1 MiB blocks. ``convert`` and ``cat`` load records, which runs their pickles: use
-them on files you trust. Errors are one line on stderr, exit status 1 for a bad
-file and 2 for bad usage.
+``info``, ``dis``, ``verify`` and ``convert`` of a stream never unpickle: they walk
+the frames, and each record's pickle opcode by opcode (with ``pickletools``'
+opcode table), in bounded memory. ``info`` and ``dis`` seek past buffer payloads;
+``verify`` reads them in 1 MiB blocks, ``convert`` a chunk at a time. ``cat``
+loads records, and ``convert`` a pickle or joblib file, which runs their pickles:
+use them on files you trust. Errors are one line on stderr, exit status 1 for a
+bad file and 2 for bad usage.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 
 from . import __version__
 from . import format as fmt
+from .convert import convert_stream
 from .errors import StreamError
 from .pickler import Pickler, check_options
 from .unpickler import Unpickler
@@ -206,13 +208,8 @@ def sniff(path: str) -> str:
 
 
 def load_records(path: str, kind: str, progress: Progress) -> Iterator[Any]:
-    if kind == "streampickle":
-        with Unpickler(path, mmap_mode="c") as unpickler:  # writable stays writable
-            progress.total = max(len(unpickler), 1)
-            for i, obj in enumerate(unpickler):
-                yield obj
-                progress(i + 1)
-    elif kind == "joblib":
+    """The objects in the pickle or joblib file at ``path``."""
+    if kind == "joblib":
         try:
             import joblib
         except ImportError:
@@ -232,13 +229,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     kind, records, size = sniff(args.input), 0, os.path.getsize(args.input)
-    progress = Progress(size, "convert")  # per record (per object for a pickle)
+    progress = Progress(size, "convert")  # by input bytes done
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "compressed buffers are not mapped"
-            with Pickler(
-                args.output, compress=compress, level=args.level, frame_size=args.frame_size
-            ) as out:
+        with Pickler(
+            args.output, compress=compress, level=args.level, frame_size=args.frame_size
+        ) as out:
+            if kind == "streampickle":
+                records = convert_stream(args.input, out, progress)
+            else:
                 for obj in load_records(args.input, kind, progress):
                     out.dump(obj)
                     records += 1
@@ -317,13 +315,13 @@ class Parser(argparse.ArgumentParser):
 CONVERT_HELP = """Rewrite a stream with other options, or import a plain pickle file
 (every pickle in it becomes a record) or a joblib file (needs joblib).
 
-How: records are loaded one at a time with Unpickler(IN, mmap_mode="c") and written
-with Pickler(OUT, ...). Uncompressed buffers stay copy-on-write memory-mapped views of
-IN, read page by page as they are written (mapped pages count in RSS, but are the page
-cache's to reclaim), so the heap is bounded by the largest record's pickle and
-compressed buffers (decompressed), not by the file. A pickle or joblib file is loaded
-one object at a time, whole. OUT is written atomically (temp file, then rename).
-Loading runs the pickles: convert only files you trust."""
+A stream is copied frame by frame and never unpickled: pickle bytes are reframed, and
+each buffer is read, checked and written one chunk at a time (recompressed, or
+decompressed), byte-shuffled by the item size of the dtype its pickle gives it. Memory
+stays at a few chunks per thread whatever the buffers' sizes. Whether a buffer is worth
+compressing is decided from its first chunk. A damaged input stops it (exit status 1).
+A pickle or joblib file is loaded one object at a time, whole: that runs its pickles,
+so import only files you trust. OUT is written atomically (temp file, then rename)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -103,15 +104,25 @@ class Pickler(pickle.Pickler):
 
     def dump(self, obj: Any) -> None:
         """Write ``obj`` as the next record; each record decodes on its own."""
+        pickle_dump = super().dump
+        self.write_record(lambda writer: pickle_dump(obj))
+
+    def write_record(self, write: Callable[[FrameWriter], None]) -> None:
+        """Write the next record: ``write`` hands the frame writer the record's
+        pickle bytes and buffers, in stream order (as the C pickler does for
+        ``dump``); then the record ends as every record does. ``streampickle
+        convert`` copies records this way, without unpickling them."""
         if self._state != "open":
             raise ValueError(f"cannot dump to a {self._state} Pickler")
         writer = self._writer
+        if not self._sink.seekable:  # no index: keep nothing per record
+            writer.buffer_offsets.clear()
         start, first_buffer = self._sink.position, len(writer.buffer_offsets)
         writer.pickle_bytes = 0
         writer.record_first_buffer = first_buffer
         self.clear_memo()
         try:
-            super().dump(obj)
+            write(writer)
             writer.flush()
             writer.drain()
             count = len(writer.buffer_offsets) - first_buffer
@@ -122,7 +133,8 @@ class Pickler(pickle.Pickler):
         except BaseException:
             self._fail()
             raise
-        self._records.append(fmt.RecordEntry(start, first_buffer, count))
+        if self._sink.seekable:
+            self._records.append(fmt.RecordEntry(start, first_buffer, count))
 
     def close(self) -> None:
         """End the stream (index and END frame) and, for a path, commit it."""

@@ -3,19 +3,23 @@ frames, in stream order, on a sink.
 
 Pickle bytes are gathered up to ``frame_size`` into PICKLE frames; a large
 payload the pickler hands over whole (a big ``bytes``) is framed in slices of
-itself. Each out-of-band buffer is written from the object's own memory:
-uncompressed as one aligned BUFFER frame, or compressed as a BUFFER header and
-CHUNK frames that a pool of threads compresses while the writer writes, at most
-a few chunks per thread in flight.
+itself. Each out-of-band buffer is written from the object's own memory, or
+from pieces fed one at a time (``streampickle convert`` copies buffers chunk by
+chunk from another stream): uncompressed as one aligned BUFFER frame, or
+compressed as a BUFFER header and CHUNK frames that a pool of threads
+compresses while the writer writes, at most a few chunks per thread in flight.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+import xxhash
 
 from . import codecs
 from . import format as fmt
@@ -91,6 +95,64 @@ def _encode_chunk(piece: memoryview, plan: codecs.Plan, flags: Flag, level: int)
             lane, lane.nbytes, flags | Flag.SHUFFLE, plan.itemsize, level if worth else None
         )
     return frames
+
+
+def _chunk_size(frame_size: int, itemsize: int) -> int:
+    """A compressed buffer's chunk size: whole items, for the shuffle."""
+    if not itemsize:
+        return frame_size
+    chunk = -(-frame_size // itemsize) * itemsize
+    return chunk - itemsize if chunk > fmt.MAX_FRAME_SIZE else chunk
+
+
+class Feed:
+    """A buffer's bytes, fed as pieces of any sizes and taken out in the sizes
+    the frames need: a view of the piece at hand where it holds them all, else
+    a copy gathered from several. Pieces are sliced, not copied, so a caller
+    must not change one after feeding it."""
+
+    def __init__(self, pieces: Iterable[Any], n: int) -> None:
+        self.pieces = iter(pieces)
+        self.head = memoryview(b"")  # what is left of the piece at hand
+        self.left = n  # bytes not yet taken
+
+    def upto(self, size: int) -> memoryview:
+        """The next bytes, at most ``size`` of them, from the piece at hand."""
+        while size and not self.head.nbytes:
+            piece = next(self.pieces, None)
+            if piece is None:
+                raise ValueError(f"the buffer's pieces ended {self.left} bytes short")
+            self.head = memoryview(piece).cast("B")
+        out, self.head = self.head[:size], self.head[size:]
+        self.left -= out.nbytes
+        return out
+
+    def take(self, size: int) -> memoryview:
+        """The next ``size`` bytes."""
+        first = self.upto(size)
+        if first.nbytes == size:
+            return first
+        gathered = bytearray(size)
+        gathered[: first.nbytes] = first
+        filled = first.nbytes
+        while filled < size:
+            piece = self.upto(size - filled)
+            gathered[filled : filled + piece.nbytes] = piece
+            filled += piece.nbytes
+        return memoryview(gathered)
+
+    def unread(self, view: memoryview) -> None:
+        """Put back ``view``, the bytes last taken."""
+        self.pieces = itertools.chain((view, self.head), self.pieces)
+        self.head = memoryview(b"")
+        self.left += view.nbytes
+
+    def finish(self) -> None:
+        """Run the pieces to their end (a generator's checks after its last
+        piece run now); they must hold nothing more."""
+        extra = self.head.nbytes + sum(memoryview(p).nbytes for p in self.pieces)
+        if extra:
+            raise ValueError(f"the buffer's pieces hold {extra} bytes more than its size")
 
 
 class FrameWriter:
@@ -174,27 +236,55 @@ class FrameWriter:
         typed = memoryview(buffer)
         # Not a context manager: a sink or a chunk in flight may keep slices.
         view = buffer.raw()
-        n = view.nbytes
-        if n < fmt.MIN_OUT_OF_BAND:
+        if view.nbytes < fmt.MIN_OUT_OF_BAND:
             return True  # in-band: cheaper than a frame
+        itemsize = 0
+        if self.compression is not None:
+            itemsize = codecs.shuffle_itemsize(typed, self.compression.shuffle)
+        self.write_streamed_buffer((view,), view.nbytes, view.readonly, itemsize, view)
+        return False
+
+    def write_streamed_buffer(
+        self,
+        pieces: Iterable[Any],
+        n: int,
+        readonly: bool,
+        itemsize: int,
+        sample: memoryview | None = None,
+    ) -> None:
+        """Write an out-of-band buffer of ``n`` bytes, fed as ``pieces``:
+        bytes-likes of any sizes, in order, that add up to ``n``. At most one
+        chunk and one piece are held (and the chunks in flight), so a buffer can
+        be copied from a stream without ever being whole in memory. The pieces
+        are run to their end, so a generator's checks after its last piece run
+        before the buffer counts as written.
+
+        Compressed, the chunks are byte-shuffled by ``itemsize`` where that
+        pays (0: never; it must divide ``n``), and whether and how to compress
+        is planned from ``sample``: the whole buffer when the caller has it in
+        memory, else (None) the buffer's first chunk, all a stream has at hand.
+        """
         self.drain()  # the BUFFER header's offset goes in the index
         ordinal = len(self.buffer_offsets) - self.record_first_buffer
-        flags = self.flags | (Flag.READONLY if view.readonly else Flag(0))
+        flags = self.flags | (Flag.READONLY if readonly else Flag(0))
+        feed = Feed(pieces, n)
         plan = None
         if self.compression is not None:
             c = self.compression
-            lanes = codecs.shuffle_itemsize(typed, c.shuffle)
-            plan = codecs.plan(view, lanes, c.level, c.shuffle)
+            if sample is None:
+                sample = feed.take(min(n, _chunk_size(self.frame_size, itemsize)))
+                feed.unread(sample)
+            plan = codecs.plan(sample, itemsize, c.level, c.shuffle)
         if plan is None:
-            self._write_raw_buffer(view, flags, ordinal)
+            self._write_raw_buffer(feed, n, flags, ordinal)
         else:
-            self._write_compressed_buffer(view, flags, ordinal, plan)
-        return False
+            self._write_compressed_buffer(feed, n, flags, ordinal, plan)
+        feed.finish()
 
-    def _write_raw_buffer(self, view: memoryview, flags: Flag, ordinal: int) -> None:
+    def _write_raw_buffer(self, feed: Feed, n: int, flags: Flag, ordinal: int) -> None:
         """One BUFFER frame: the bytes as they are, 64-byte aligned in the file
         (so a memory map gives aligned arrays), then their chunk checks."""
-        n, chunk = view.nbytes, self.frame_size
+        chunk = self.frame_size
         pad = fmt.pad_before_buffer(self.sink.base + self.sink.position)
         if pad >= 0:
             self.sink.write(fmt.frame(Kind.PAD, stored_size=pad, raw_size=pad) + bytes(pad))
@@ -211,23 +301,25 @@ class FrameWriter:
         )
         checks = bytearray()
         for start in range(0, n, chunk):
-            piece = view[start : start + chunk]
+            left, check = min(chunk, n - start), xxhash.xxh3_64()
+            while left:  # a chunk may arrive in several pieces
+                piece = feed.upto(left)
+                left -= piece.nbytes
+                if self.flags:
+                    check.update(piece)
+                self.sink.write(piece)
             if self.flags:
-                checks += fmt.CHECK.pack(fmt.checksum(piece))
-            self.sink.write(piece)
+                checks += fmt.CHECK.pack(check.intdigest() & 0xFFFFFFFF)  # = fmt.checksum
         if checks:
             self.sink.write(checks)
 
     def _write_compressed_buffer(
-        self, view: memoryview, flags: Flag, ordinal: int, plan: codecs.Plan
+        self, feed: Feed, n: int, flags: Flag, ordinal: int, plan: codecs.Plan
     ) -> None:
         """A BUFFER header, then one CHUNK frame per ``chunk`` bytes, each
         compressed on its own (in parallel) so each decodes on its own."""
         assert self.compression is not None
-        n, chunk = view.nbytes, self.frame_size
-        if k := plan.itemsize:  # whole items per chunk, for the shuffle
-            chunk = -(-chunk // k) * k
-            chunk -= k if chunk > fmt.MAX_FRAME_SIZE else 0
+        chunk = _chunk_size(self.frame_size, plan.itemsize)
         self.buffer_offsets.append(self.sink.position)
         self.sink.write(
             fmt.frame(
@@ -240,5 +332,5 @@ class FrameWriter:
             )
         )
         for start in range(0, n, chunk):
-            piece = view[start : start + chunk]
+            piece = feed.take(min(chunk, n - start))
             self._emit(_encode_chunk, piece, plan, self.flags, self.compression.level)

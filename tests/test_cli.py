@@ -2,7 +2,8 @@
 
 Each test writes small streams in ``tmp_path`` and checks what the command
 prints and its exit status; ``test_memory`` measures the peak RSS of ``dis``,
-``info`` and ``verify`` on a ~300 MiB file, each in a fresh interpreter.
+``info`` and ``verify`` on a ~300 MiB file, and ``test_convert_memory`` that of
+``convert`` on a 400 MiB buffer, each in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -270,8 +271,135 @@ def test_convert_roundtrip(tmp_path: Path) -> None:
         got = list(sp.Unpickler(path))
         np.testing.assert_array_equal(got[0]["x"], records[0]["x"])
         np.testing.assert_array_equal(got[1][0], records[1][0])
-        assert got[0]["x"].flags.writeable  # as it was: convert maps IN copy-on-write
+        assert got[0]["x"].flags.writeable  # as it was: convert copies the pickle
     assert back.stat().st_size == plain.stat().st_size
+
+
+def convert_records() -> list[Any]:
+    """Records whose buffers have every kind of dtype convert must follow."""
+    rng = np.random.default_rng(5)
+    return [
+        {
+            "f4": np.linspace(0, 1, 300_000, dtype=np.float32),  # several 64 KiB chunks
+            "be_f8": np.cumsum(rng.standard_normal(20_000)).astype(">f8"),
+            "i2": np.linspace(-30_000, 30_000, 50_000).astype(np.int16),
+            "c16": np.arange(5_000) * (1 + 2j),
+            "fortran_i8": np.asfortranarray(np.arange(60_000).reshape(200, 300)),
+            "u1": np.arange(90_000).astype(np.uint8),
+            "structured": np.array(
+                [(i, i / 2) for i in range(4_000)], dtype=[("a", "<i4"), ("b", "<f8")]
+            ),
+            "readonly_u2": np.frombuffer(bytes(range(256)) * 64, dtype="<u2"),
+            "strided": np.arange(20_000.0)[::3],  # not contiguous: in-band
+            "noise": rng.integers(0, 256, 10_000, dtype=np.uint8),  # stored raw
+        },
+        {"step": 1, "text": "pickle bytes " * 2_000, "bytes": bytes(300_000)},
+        [np.linspace(0, 7.5, 3_000), np.zeros(10)],
+    ]
+
+
+def assert_same(got: Any, want: Any) -> None:
+    """Equal values, and arrays with the same dtype, order and writability."""
+    if isinstance(want, np.ndarray):
+        assert isinstance(got, np.ndarray) and got.dtype == want.dtype
+        assert got.flags.f_contiguous == want.flags.f_contiguous
+        assert got.flags.writeable == want.flags.writeable
+        np.testing.assert_array_equal(got, want)
+    elif isinstance(want, dict | list):
+        assert type(got) is type(want) and len(got) == len(want)
+        for g, w in zip(
+            got.values() if isinstance(got, dict) else got,
+            want.values() if isinstance(want, dict) else want,
+            strict=True,
+        ):
+            assert_same(g, w)
+    else:
+        assert got == want
+
+
+def chunk_lanes(path: Path) -> list[int]:
+    """Per compressed buffer, in stream order: how many frames (byte lanes)
+    its first chunk is stored in, 1 when whole (from ``dis``)."""
+    lanes: list[int] = []
+    for line in run("dis", path).stdout.splitlines():
+        if re.match(r" +\d+  BUFFER +zstd ", line):
+            lanes.append(0)
+        elif re.match(r" +\d+  CHUNK .* chunk 0(, lane \d+)?$", line):
+            lanes[-1] += 1
+    return lanes
+
+
+def test_convert_streams_frame_by_frame(tmp_path: Path) -> None:
+    """plain -> zstd -> plain -> zstd, with other levels and frame sizes: the
+    records survive every step, and numeric buffers are shuffled by their
+    item size, which only the pickle after each buffer gives."""
+    steps = [
+        ("plain.sp", []),
+        ("z5.sp", ["--compress", "zstd", "--level", "5", "--frame-size", "65536"]),
+        ("plain4k.sp", ["--frame-size", "4096"]),
+        ("z1.sp", ["--compress", "zstd", "--level", "1", "--frame-size", "1048576"]),
+    ]
+    with sp.Pickler(tmp_path / "plain.sp") as p:
+        for r in convert_records():
+            p.dump(r)
+    with sp.Unpickler(tmp_path / "plain.sp") as u:
+        records = list(u)  # as loaded: the strided array is contiguous now
+    for (before, _), (after, options) in zip(steps, steps[1:], strict=False):
+        out = run("convert", tmp_path / before, tmp_path / after, *options).stdout
+        assert f"3 records from streampickle file {tmp_path / before}" in out
+        run("verify", tmp_path / after)
+        with sp.Unpickler(tmp_path / after) as u:
+            got = list(u)
+        assert_same(got, records)
+    sizes = {name: (tmp_path / name).stat().st_size for name, _ in steps}
+    assert sizes["plain4k.sp"] > 3 * sizes["z5.sp"]
+    # f4 be_f8 i2 c16 fortran_i8 u1 structured readonly_u2, then record 2's
+    for name in ("z5.sp", "z1.sp"):
+        assert chunk_lanes(tmp_path / name) == [4, 8, 2, 16, 8, 1, 1, 1, 8], name
+    info = json.loads(run("info", "--json", tmp_path / "z1.sp").stdout)
+    codecs = [b["codec"] for r in info["records"] for b in r["buffers"]["list"]]
+    assert codecs == ["zstd"] * 8 + ["none", "zstd"]  # noise: stored raw
+
+
+def test_convert_stream_without_index_or_checks(tmp_path: Path) -> None:
+    class Pipe:  # not seekable: the stream gets no index
+        data = bytearray()
+
+        def write(self, b: bytes) -> int:
+            self.data += bytes(b)  # the writer may hand over numpy arrays
+            return len(b)
+
+    pipe = Pipe()
+    with sp.Pickler(pipe, compress="zstd", checksum=False, frame_size=8192) as p:
+        for r in convert_records():
+            p.dump(r)
+    src, out = tmp_path / "piped.sp", tmp_path / "out.sp"
+    src.write_bytes(pipe.data)
+    assert sp.read_index(src) is None
+    run("convert", src, out)
+    assert "index ok" in run("verify", out).stdout  # and every frame checked
+    with sp.Unpickler(src) as u, sp.Unpickler(out) as v:
+        assert_same(list(v), list(u))
+
+
+@pytest.mark.parametrize("where", ["raw buffer", "chunk", "pickle"])
+def test_convert_damaged_stream(tmp_path: Path, where: str) -> None:
+    """One line, exit status 1, and no output file, not even a temp file."""
+    src, out = tmp_path / "in.sp", tmp_path / "out.sp"
+    sp.dump(
+        {"a": np.arange(100_000.0), "s": "a string"}, src,
+        compress="zstd" if where == "chunk" else None, frame_size=1 << 16,
+    )  # fmt: skip
+    index = sp.read_index(src)
+    assert index is not None
+    data = src.read_bytes()
+    at = {"raw buffer": index.buffers[0] + 32 + 300_000,
+          "chunk": index.buffers[0] + 64 + 10,  # after the BUFFER and CHUNK headers
+          "pickle": data.index(b"a string")}[where]  # fmt: skip
+    flip(src, at)
+    line = error("convert", src, out, "--compress", "zstd")
+    assert re.search(r"check mismatch in (chunk 4 .* of BUFFER|CHUNK|PICKLE) frame", line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.sp"]
 
 
 def test_convert_plain_pickle_and_joblib(tmp_path: Path) -> None:
@@ -333,7 +461,7 @@ def test_bad_usage() -> None:
     assert "invalid choice" in error("frobnicate", status=2)
     assert "FILE" in error("info", status=2)
     assert "invalid int" in error("dis", "x.sp", "--record", "x", status=2)
-    assert "mmap_mode" in run("convert", "--help").stdout
+    assert "never unpickled" in run("convert", "--help").stdout
     assert "info" in run("--help").stdout
 
 
@@ -368,3 +496,23 @@ def test_memory(tmp_path: Path) -> None:
     for command in ("dis", "info", "verify"):
         status, peak = peak_mib(sys.executable, "-m", "streampickle", command, path)
         assert status == 0 and peak < 100, (command, peak)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB")
+def test_convert_memory(tmp_path: Path) -> None:
+    """A 400 MiB buffer goes zstd -> raw -> zstd a chunk at a time; loading
+    the stream, as convert once did, holds it whole."""
+    packed, raw, back = (tmp_path / n for n in ("packed.sp", "raw.sp", "back.sp"))
+    smooth = np.linspace(0, 1, 50 << 20)  # 400 MiB that compresses
+    sp.dump({"w": smooth}, packed, compress="zstd")
+    assert packed.stat().st_size < 40 << 20
+    load = "import sys, streampickle as sp; sp.load(sys.argv[1])"
+    status, peak = peak_mib(sys.executable, "-c", load, packed)
+    assert status == 0 and peak > 400
+    for src, out, options in ((packed, raw, ()), (raw, back, ("--compress", "zstd"))):
+        argv = ("-m", "streampickle", "convert", src, out, *options)
+        status, peak = peak_mib(sys.executable, *argv)
+        assert status == 0 and peak < 150, (out.name, peak)
+    assert raw.stat().st_size > 400 << 20 and back.stat().st_size < 40 << 20
+    assert np.array_equal(sp.load(raw, mmap_mode="r")["w"], smooth)
+    assert np.array_equal(sp.load(back)["w"], smooth)

@@ -18,6 +18,7 @@ import streampickle as sp
 from streampickle import codecs
 from streampickle import format as fmt
 from streampickle.format import Codec, Flag, FrameHeader, Kind
+from streampickle.writer import FrameWriter
 
 RNG = np.random.default_rng(42)
 SMOOTH = np.cumsum(RNG.standard_normal(40_000))  # compresses far better shuffled
@@ -202,6 +203,46 @@ def chunk_stream(payload: bytes, raw_size: int, *, codec: Codec = Codec.ZSTD) ->
         fmt.frame(Kind.RECORD_END, raw_size=len(pickled), param=1),
         fmt.frame(Kind.END),
     ])  # fmt: skip
+
+
+class TestStreamedBuffers:
+    """``FrameWriter.write_streamed_buffer``, which ``streampickle convert``
+    feeds a buffer through one chunk at a time."""
+
+    @staticmethod
+    def streamed(arr: np.ndarray, piece: int, extra: int = 0, **options: Any) -> bytes:
+        """``arr`` as one record, its buffer fed in ``piece``-byte pieces (and
+        ``extra`` bytes too many, or too few if negative)."""
+        buffers: list[pickle.PickleBuffer] = []
+        data = pickle.dumps(arr, protocol=5, buffer_callback=buffers.append)
+        raw = buffers[0].raw()
+        fed = bytes(raw) + bytes(max(extra, 0))
+        fed = fed[: len(fed) + min(extra, 0)]
+        pieces = [fed[i : i + piece] for i in range(0, len(fed), piece)]
+
+        def write(writer: FrameWriter) -> None:  # as the C pickler would
+            writer.write_streamed_buffer(pieces, raw.nbytes, False, 8)
+            writer.write(data)
+
+        out = io.BytesIO()
+        with sp.Pickler(out, **options) as p:
+            p.write_record(write)
+        return out.getvalue()
+
+    @pytest.mark.parametrize("piece", [1000, 8191, 8192, 8193, 1 << 20])
+    def test_pieces_of_any_size_write_what_dump_writes(self, piece: int) -> None:
+        arr = SMOOTH[:20_000]
+        assert self.streamed(arr, piece, frame_size=8192) == sp.dumps(arr, frame_size=8192)
+        packed = self.streamed(arr, piece, frame_size=8192, compress="zstd")
+        lanes = [h for h in frames(packed) if h.kind is Kind.CHUNK]
+        assert len(lanes) == 8 * 20 and all(h.param == 8 for h in lanes)
+        np.testing.assert_array_equal(sp.loads(packed), arr)
+
+    @pytest.mark.parametrize("extra", [-1, 1])
+    @pytest.mark.parametrize("compress", [None, "zstd"])
+    def test_pieces_must_add_up_to_the_size(self, extra: int, compress: Any) -> None:
+        with pytest.raises(ValueError, match="bytes (short|more than its size)"):
+            self.streamed(SMOOTH[:5000], 4096, extra, compress=compress)
 
 
 class TestBadCompressedFrames:

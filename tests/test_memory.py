@@ -439,6 +439,34 @@ def test_iterating_records_holds_one_record(records_file: Path) -> None:
     assert m["growth_mib"] <= SLACK_MIB, msg
 
 
+def test_long_connection_keeps_nothing_per_record() -> None:
+    """A Pickler on a socket or pipe writes no index, so it must not keep
+    the record and buffer offsets an index needs: a connection that lives
+    for millions of messages would grow without end."""
+    m = run_measured(
+        """
+        class Discard:  # a pipe that is always drained: non-seekable
+            def write(self, data):
+                return memoryview(data).nbytes
+
+            def seekable(self):
+                return False
+
+        payload = {"values": np.zeros(256)}  # a 2 KiB buffer: out of band
+        pickler = sp.Pickler(Discard())
+        for _ in range(1000):  # warm up allocator pools
+            pickler.dump(payload)
+        with Meter() as m:
+            for _ in range(PARAMS["records"]):
+                pickler.dump(payload)
+        emit(m.report())
+        """,
+        records=150_000,
+    )
+    msg = describe("150k records with a buffer each, to a pipe", m, 4)
+    assert m["growth_mib"] <= 4, msg
+
+
 # ---------------------------------------------------------------------------
 # 5. control: the harness does see a copy
 
