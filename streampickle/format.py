@@ -240,6 +240,9 @@ class FrameHeader(NamedTuple):
         return -(-self.raw_size // self.param) * CHECK.size
 
 
+_new_tuple = tuple.__new__
+
+
 def frame(
     kind: Kind,
     *,
@@ -272,7 +275,9 @@ def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHea
     if triple is None or reserved:
         _refuse_fields(kind_, codec_, flags_, reserved, offset)
     kind, codec, flags = triple  # type: ignore[misc]
-    header = FrameHeader(kind, codec, flags, param, stored, raw, pcheck, offset)
+    # tuple.__new__ directly: NamedTuple's own __new__ is Python code.
+    fields = (kind, codec, flags, param, stored, raw, pcheck, offset)
+    header: FrameHeader = _new_tuple(FrameHeader, fields)
     if pcheck and kind in _UNCHECKED_KINDS:
         raise CorruptStreamError(f"nonzero payload check in {header.where()}")
     if not _sizes_ok(kind, codec, flags, param, stored, raw):

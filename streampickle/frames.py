@@ -79,30 +79,28 @@ class FrameReader:
             n -= piece.nbytes
 
     def stream_header(self) -> int:
-        buf = bytearray(fmt.STREAM_HEADER.size)
-        got = self.source.readinto(memoryview(buf))
-        if got == 0:
+        data = self.source.read(fmt.STREAM_HEADER.size)
+        if not data:
             raise EOFError("empty input: no streampickle stream to read")
-        if got < len(buf):
-            if not fmt.MAGIC.startswith(bytes(buf[: min(got, len(fmt.MAGIC))])):
+        if len(data) < fmt.STREAM_HEADER.size:
+            if not fmt.MAGIC.startswith(data[: len(fmt.MAGIC)]):
                 raise CorruptStreamError("not a streampickle stream: bad magic at offset 0")
             raise TruncatedStreamError(
-                f"input ended at offset {got} inside the stream header"
+                f"input ended at offset {len(data)} inside the stream header"
             )
-        return fmt.decode_stream_header(bytes(buf))
+        return fmt.decode_stream_header(data)
 
     def next_header(self) -> FrameHeader | None:
         """The next frame header, or None if the input ends cleanly before it."""
         offset = self.source.position
-        buf = bytearray(fmt.FRAME_HEADER.size)
-        got = self.source.readinto(memoryview(buf))
-        if got == 0:
+        data = self.source.read(fmt.FRAME_HEADER.size)
+        if not data:
             return None
-        if got < len(buf):
+        if len(data) < fmt.FRAME_HEADER.size:
             raise TruncatedStreamError(
-                f"input ended at offset {offset + got} inside a frame header"
+                f"input ended at offset {offset + len(data)} inside a frame header"
             )
-        return fmt.decode_frame_header(bytes(buf), offset, self.source.remaining())
+        return fmt.decode_frame_header(data, offset, self.source.remaining())
 
     def payload(self, h: FrameHeader) -> bytes:
         """The stored payload, checked."""
@@ -118,23 +116,22 @@ class FrameReader:
         frame (at least its RECORD_END), so this never reads past the stream.
         The caller keeps ``h.stored_size`` within GROWTH_STEP."""
         n = h.stored_size
-        buf = bytearray(n + fmt.FRAME_HEADER.size)
-        got = self.source.readinto(memoryview(buf))
-        if got < n:
+        both = self.source.read(n + fmt.FRAME_HEADER.size)
+        if len(both) < n:
             raise TruncatedStreamError(
                 f"input ended at offset {self.source.position} inside {h.where()}"
             )
-        data = bytes(buf[:n])
+        data = both[:n]
         if h.checked and fmt.checksum(data) != h.payload_check:
             raise CorruptStreamError(f"payload check mismatch in {h.where()}")
-        after = h.offset + fmt.FRAME_HEADER.size + n
-        if got == n:
+        if len(both) == n:
             return self._decoded(h, data), None
-        if got < len(buf):
+        if len(both) < n + fmt.FRAME_HEADER.size:
             raise TruncatedStreamError(
                 f"input ended at offset {self.source.position} inside a frame header"
             )
-        nxt = fmt.decode_frame_header(bytes(buf[n:]), after, self.source.remaining())
+        after = self.source.position - fmt.FRAME_HEADER.size
+        nxt = fmt.decode_frame_header(both[n:], after, self.source.remaining())
         return self._decoded(h, data), nxt
 
     def decoded_payload(self, h: FrameHeader) -> bytes:

@@ -273,6 +273,25 @@ class SocketSource:
             self.position += got
         return got
 
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes (fewer only where the peer closed) as one bytes:
+        small reads skip readinto's buffer and copy."""
+        parts, got = [], 0
+        try:
+            while got < n:
+                data = self.sock.recv(n - got)
+                if not data:
+                    break
+                parts.append(data)
+                got += len(data)
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"timed out at offset {self.position + got} of the stream"
+            ) from exc
+        finally:
+            self.position += got
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
     def remaining(self) -> int | None:
         return None
 
@@ -301,6 +320,12 @@ class MmapSource:
         view[:n] = self.view_all[start : start + n]
         self.position += n
         return n
+
+    def read(self, n: int) -> bytes:
+        start = self.base + self.position
+        data = bytes(self.view_all[start : start + max(0, n)])
+        self.position += len(data)
+        return data
 
     seekable = True
 
@@ -351,6 +376,10 @@ class SegmentSource:
                 self.segments[0] = head[take:]
         self.position += got
         return got
+
+    def read(self, n: int) -> bytes:
+        buf = bytearray(n)
+        return bytes(buf[: self.readinto(memoryview(buf))])
 
     def view(self, n: int) -> Any:
         """The next segment: the receiver pushes each buffer as one, or as a

@@ -279,11 +279,17 @@ class Unpickler:
         self._source = open_source(file, mmap_mode)
         self._frames = FrameReader(self._source, threads)
         self._record = _RecordReader(self._frames, max_size)
-        self._inner: _RecordUnpickler | None = None
+        self._inner: pickle.Unpickler | None = None
         self._random_index: fmt.Index | None = None
         self._state = "new"
         self._count = 0
         self._find_class = self.find_class  # a subclass's override, if any
+        # Without hooks, a record of one frame can use the plain C unpickler.
+        self._hooked = (
+            safe
+            or type(self).find_class is not Unpickler.find_class
+            or getattr(self, "persistent_load", None) is not None
+        )
         if safe:
             allowed = SAFE_GLOBALS | frozenset(allow)
             find = self.find_class  # the override runs only after the check
@@ -348,7 +354,11 @@ class Unpickler:
                     file = io.BytesIO(chunk)
                     # No buffers for NEXT_BUFFER; load() is called here, in the
                     # frame _raised_by_unpickler expects.
-                    self._inner = _RecordUnpickler(file, (), self)
+                    self._inner = (
+                        _RecordUnpickler(file, (), self)
+                        if self._hooked
+                        else pickle.Unpickler(file, buffers=())
+                    )
                     obj = self._inner.load()
                     _check_single_frame(file, chunk, after, number)
                     return obj

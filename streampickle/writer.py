@@ -50,7 +50,7 @@ def _encode_pickle(payload: Any, flags: Flag, level: int | None) -> Pieces:
         packed = codecs.compress(payload, level)
         if len(packed) < n:
             codec, stored = Codec.ZSTD, packed
-    check = fmt.checksum(stored) if flags else 0
+    check = fmt.checksum(stored) if flags is Flag.CHECKED else 0
     header = fmt.frame(
         Kind.PICKLE,
         codec=codec,
@@ -163,6 +163,7 @@ class FrameWriter:
     ) -> None:
         self.sink = sink
         self.frame_size = frame_size
+        self.checked = checked
         self.flags = Flag.CHECKED if checked else Flag(0)
         self.compression = compression
         self.pending = bytearray()
@@ -208,8 +209,9 @@ class FrameWriter:
     # -- pickle bytes ------------------------------------------------------
 
     def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        n = view.nbytes
+        # The C pickler mostly writes bytes; anything else is viewed as bytes.
+        view = data if type(data) is bytes else memoryview(data).cast("B")
+        n = len(view)  # a 1-D view of bytes: its length is its size
         if len(self.pending) + n > self.frame_size:
             self.flush()
         if n >= self.frame_size:
@@ -224,7 +226,7 @@ class FrameWriter:
             self._pickle_frame(self.pending)
             self.pending = bytearray()  # the frame keeps the old one
 
-    def _pickle_frame(self, payload: bytearray | memoryview) -> None:
+    def _pickle_frame(self, payload: bytes | bytearray | memoryview) -> None:
         self.pickle_bytes += len(payload)
         level = self.compression.level if self.compression else None
         self._emit(_encode_pickle, payload, self.flags, level)
@@ -305,10 +307,10 @@ class FrameWriter:
             while left:  # a chunk may arrive in several pieces
                 piece = feed.upto(left)
                 left -= piece.nbytes
-                if self.flags:
+                if self.checked:
                     check.update(piece)
                 self.sink.write(piece)
-            if self.flags:
+            if self.checked:
                 checks += fmt.CHECK.pack(check.intdigest() & 0xFFFFFFFF)  # = fmt.checksum
         if checks:
             self.sink.write(checks)
