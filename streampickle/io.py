@@ -230,15 +230,16 @@ class FileSource:
     def read(self, n: int) -> bytes:
         """Up to ``n`` bytes as one bytes object (fewer only at end of input):
         a single copy out of the file, where readinto needs a second."""
-        parts, got = [], 0
-        while got < n:
-            data = self.file.read(n - got)
-            if not data:
-                break
-            parts.append(data)
-            got += len(data)
+        data: bytes = self.file.read(n) or b""
+        got = len(data)
+        if 0 < got < n:  # a pipe or raw file may return less: gather the rest
+            parts = [data]
+            while got < n and (more := self.file.read(n - got)):
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
         self.position += got
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return data
 
     def remaining(self) -> int | None:
         return None if self._end is None else self._end - self.position
@@ -278,10 +279,7 @@ class SocketSource:
         small reads skip readinto's buffer and copy."""
         parts, got = [], 0
         try:
-            while got < n:
-                data = self.sock.recv(n - got)
-                if not data:
-                    break
+            while got < n and (data := self.sock.recv(n - got)):
                 parts.append(data)
                 got += len(data)
         except TimeoutError as exc:

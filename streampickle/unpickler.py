@@ -32,6 +32,10 @@ from .io import FileSource, MmapSource, open_source
 from .pickler import check_threads
 
 
+def _too_large(number: int, max_size: int, h: FrameHeader) -> StreamError:
+    return StreamError(f"record {number} exceeds max_size={max_size} bytes at {h.where()}")
+
+
 class _RecordReader:
     """The file the C unpickler reads for one record, and its buffer iterator."""
 
@@ -63,10 +67,7 @@ class _RecordReader:
         """Count frame ``h``'s bytes against ``max_size`` before reading them."""
         self.size += h.raw_size if h.kind in (Kind.PICKLE, Kind.BUFFER) else 0
         if self.max_size is not None and self.size > self.max_size:
-            raise StreamError(
-                f"record {self.number} exceeds max_size={self.max_size} bytes "
-                f"at {h.where()}"
-            )
+            raise _too_large(self.number, self.max_size, h)
 
     def _advance(self) -> bool:
         """Load the next non-empty PICKLE payload; False at RECORD_END."""
@@ -228,20 +229,6 @@ def _raised_by_unpickler(exc: BaseException) -> bool:
     return tb is not None and tb.tb_next is None
 
 
-def _check_single_frame(
-    file: io.BytesIO, chunk: bytes, end: FrameHeader, number: int
-) -> None:
-    """After STOP in a record of one PICKLE frame: all of it was used, and its
-    RECORD_END counts it and no buffers."""
-    if file.tell() != len(chunk):
-        raise CorruptStreamError(f"pickle bytes after STOP in record {number}")
-    if (end.raw_size, end.param) != (len(chunk), 0):
-        raise CorruptStreamError(
-            f"{end.where()} counts {end.raw_size} pickle bytes and {end.param} "
-            f"buffers; the record has {len(chunk)} and 0"
-        )
-
-
 class _RecordUnpickler(pickle.Unpickler):
     """The C unpickler for one record. Each record gets a fresh one: the C
     memo's next index survives ``memo.clear()``, so a reused unpickler would
@@ -343,26 +330,36 @@ class Unpickler:
     def _read_record(self, first: FrameHeader, number: int) -> Any:
         """Unpickle the record whose first frame header is ``first``."""
         record = self._record
-        record.begin(first, number)
         try:
             if first.kind is Kind.PICKLE and first.stored_size <= FrameReader.GROWTH_STEP:
                 # Most records of small messages are one PICKLE frame and their
                 # RECORD_END: read both at once and unpickle from memory.
-                record.check_size(first)
+                if record.max_size is not None and first.raw_size > record.max_size:
+                    raise _too_large(number, record.max_size, first)
                 chunk, after = self._frames.pickle_and_next_header(first)
                 if after is not None and after.kind is Kind.RECORD_END:
+                    if after.raw_size != len(chunk) or after.param:
+                        raise CorruptStreamError(
+                            f"{after.where()} counts {after.raw_size} pickle bytes and "
+                            f"{after.param} buffers; the record has {len(chunk)} and 0"
+                        )
+                    # No buffers for NEXT_BUFFER. The unpickler is called here,
+                    # in the frame _raised_by_unpickler expects.
                     file = io.BytesIO(chunk)
-                    # No buffers for NEXT_BUFFER; load() is called here, in the
-                    # frame _raised_by_unpickler expects.
                     self._inner = (
                         _RecordUnpickler(file, (), self)
                         if self._hooked
                         else pickle.Unpickler(file, buffers=())
                     )
                     obj = self._inner.load()
-                    _check_single_frame(file, chunk, after, number)
+                    if file.tell() != len(chunk):
+                        raise CorruptStreamError(
+                            f"pickle bytes after STOP in record {number}"
+                        )
                     return obj
                 record.begin(after, number, chunk)
+            else:
+                record.begin(first, number)
             self._inner = _RecordUnpickler(record, record, self)
             obj = self._inner.load()
             record.finish()
@@ -372,8 +369,8 @@ class Unpickler:
         except MemoryError:
             raise
         except Exception as exc:
-            if self._record.failure is not None:
-                raise self._record.failure from None
+            if record.failure is not None:
+                raise record.failure from None
             if not _raised_by_unpickler(exc):
                 raise  # the user's hook or class failed: their error, as is
             raise CorruptStreamError(
