@@ -263,7 +263,7 @@ def child_zstd_speed(spec: dict[str, Any]) -> dict[str, Any]:
                     codecs.decompress_into(parts[0][0], d, "chunk")
                 elif mode == "shuffled":
                     codecs.decompress_into(parts[0][0], memoryview(tmp)[:n], "chunk")
-                    codecs.unshuffle_into(tmp[:n], item, d)
+                    codecs.unshuffle_into(tmp[:n].reshape(item, -1), d)
                 else:
                     items = dest[:n].reshape(-1, item)
                     m = n // item

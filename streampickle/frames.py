@@ -274,11 +274,14 @@ def _decode_chunk(c: FrameHeader, payload: bytes, dest: memoryview) -> None:
 def _decode_lanes(lanes: list[tuple[FrameHeader, bytes]], dest: memoryview) -> None:
     """Decode the byte lanes of a shuffled chunk and put each byte of every
     item back in its place in ``dest`` (run in the pool)."""
-    items = np.frombuffer(dest, dtype=np.uint8).reshape(-1, len(lanes))
-    scratch = np.empty(len(items), dtype=np.uint8)
+    m = dest.nbytes // len(lanes)
+    packed = codecs.scratch("lanes", dest.nbytes)  # compressed lanes, decoded
+    rows: list[Any] = []
     for j, (c, payload) in enumerate(lanes):
         if c.codec is Codec.NONE:
-            items[:, j] = np.frombuffer(payload, dtype=np.uint8)
+            rows.append(payload)
         else:
-            codecs.decompress_into(payload, memoryview(scratch.data), c.where())
-            items[:, j] = scratch
+            row = memoryview(packed.data)[j * m : (j + 1) * m]
+            codecs.decompress_into(payload, row, c.where())
+            rows.append(row)
+    codecs.unshuffle_into(rows, dest)

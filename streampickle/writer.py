@@ -64,7 +64,9 @@ def _encode_pickle(payload: Any, flags: Flag, level: int | None) -> Pieces:
     return (header, stored)
 
 
-def _chunk_frame(data: Any, raw: int, flags: Flag, param: int, level: int | None) -> Pieces:
+def _chunk_frame(
+    data: Any, raw: int, flags: Flag, param: int, level: int | str | None
+) -> Pieces:
     """One CHUNK frame of ``raw`` bytes: zstd if asked and smaller, else raw."""
     codec, stored = Codec.NONE, data
     if level is not None:
@@ -83,16 +85,16 @@ def _chunk_frame(data: Any, raw: int, flags: Flag, param: int, level: int | None
     return (header, stored)
 
 
-def _encode_chunk(piece: memoryview, plan: codecs.Plan, flags: Flag, level: int) -> Pieces:
+def _encode_chunk(piece: memoryview, plan: codecs.Plan, flags: Flag) -> Pieces:
     """One chunk of a compressed buffer: a CHUNK frame, or, shuffled, one
-    CHUNK frame per byte lane, each compressed only where the plan says so."""
+    CHUNK frame per byte lane, each compressed as the plan says."""
     if not plan.itemsize:
-        return _chunk_frame(piece, piece.nbytes, flags, 0, level)
+        return _chunk_frame(piece, piece.nbytes, flags, 0, plan.compress[0])
     lanes = codecs.shuffle(piece, plan.itemsize).reshape(plan.itemsize, -1)
     frames: list[Any] = []
-    for lane, worth in zip(lanes, plan.compress, strict=True):
+    for lane, setting in zip(lanes, plan.compress, strict=True):
         frames += _chunk_frame(
-            lane, lane.nbytes, flags | Flag.SHUFFLE, plan.itemsize, level if worth else None
+            lane, lane.nbytes, flags | Flag.SHUFFLE, plan.itemsize, setting
         )
     return frames
 
@@ -335,4 +337,4 @@ class FrameWriter:
         )
         for start in range(0, n, chunk):
             piece = feed.take(min(chunk, n - start))
-            self._emit(_encode_chunk, piece, plan, self.flags, self.compression.level)
+            self._emit(_encode_chunk, piece, plan, self.flags)
