@@ -45,7 +45,7 @@ TARGETS = [
     ("codecs", "decompress_into"),
     ("codecs", "unshuffle_into"),
     ("frames", "_decode_chunk"),
-    ("frames", "_decode_lanes"),
+    ("frames", "decode_lanes"),
     ("format", "checksum"),
     ("io", "FileSource.readinto"),
     ("io", "FileSink.write"),

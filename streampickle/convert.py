@@ -20,7 +20,7 @@ import numpy as np
 
 from . import codecs
 from .format import Codec, Flag, FrameHeader, Kind
-from .frames import _decode_lanes, verify_chunks
+from .frames import decode_lanes, verify_chunks
 from .pickler import Pickler
 from .walk import Payload, Rec, Walker
 from .writer import FrameWriter
@@ -102,7 +102,7 @@ def decoded_chunk(walker: Walker, size: int) -> bytes | bytearray:
             lane = walker.header()
             lanes.append((lane, frames.payload(lane)))
         out = bytearray(size)
-        _decode_lanes(lanes, memoryview(out))
+        decode_lanes(lanes, memoryview(out))
         return out
     if c.codec is Codec.NONE:
         return frames.payload(c)

@@ -208,7 +208,7 @@ class FrameReader:
                     for j in range(1, k):
                         lane = self._next_lane(f"lane {j} of {what}", k, n // k)
                         lanes.append((lane, self.payload(lane)))
-                    task: tuple[Any, ...] = (_decode_lanes, lanes, dest)
+                    task: tuple[Any, ...] = (decode_lanes, lanes, dest)
                 elif c is None or c.kind is not Kind.CHUNK or c.raw_size != dest.nbytes:
                     found = "the end of the input" if c is None else c.where()
                     raise (TruncatedStreamError if c is None else CorruptStreamError)(
@@ -271,7 +271,7 @@ def _decode_chunk(c: FrameHeader, payload: bytes, dest: memoryview) -> None:
     codecs.decompress_into(payload, dest, c.where())
 
 
-def _decode_lanes(lanes: list[tuple[FrameHeader, bytes]], dest: memoryview) -> None:
+def decode_lanes(lanes: list[tuple[FrameHeader, bytes]], dest: memoryview) -> None:
     """Decode the byte lanes of a shuffled chunk and put each byte of every
     item back in its place in ``dest`` (run in the pool)."""
     m = dest.nbytes // len(lanes)

@@ -179,12 +179,16 @@ class _RecordReader:
             raise CorruptStreamError(
                 f"record {self.number} has {len(self.buffers)} unused buffers"
             )
-        if (self.end.raw_size, self.end.param) != (self.pickle_bytes, self.buffer_count):
-            raise CorruptStreamError(
-                f"{self.end.where()} counts {self.end.raw_size} pickle bytes and "
-                f"{self.end.param} buffers; the record has {self.pickle_bytes} "
-                f"and {self.buffer_count}"
-            )
+        check_record_end(self.end, self.pickle_bytes, self.buffer_count)
+
+
+def check_record_end(end: FrameHeader, pickle_bytes: int, buffer_count: int) -> None:
+    """A RECORD_END must count the pickle bytes and buffers its record has."""
+    if (end.raw_size, end.param) != (pickle_bytes, buffer_count):
+        raise CorruptStreamError(
+            f"{end.where()} counts {end.raw_size} pickle bytes and {end.param} "
+            f"buffers; the record has {pickle_bytes} and {buffer_count}"
+        )
 
 
 #: Globals ``safe=True`` allows: builtins' plain data types and what numpy
@@ -330,6 +334,7 @@ class Unpickler:
     def _read_record(self, first: FrameHeader, number: int) -> Any:
         """Unpickle the record whose first frame header is ``first``."""
         record = self._record
+        record.failure = None
         try:
             if first.kind is Kind.PICKLE and first.stored_size <= FrameReader.GROWTH_STEP:
                 # Most records of small messages are one PICKLE frame and their
@@ -338,11 +343,7 @@ class Unpickler:
                     raise _too_large(number, record.max_size, first)
                 chunk, after = self._frames.pickle_and_next_header(first)
                 if after is not None and after.kind is Kind.RECORD_END:
-                    if after.raw_size != len(chunk) or after.param:
-                        raise CorruptStreamError(
-                            f"{after.where()} counts {after.raw_size} pickle bytes and "
-                            f"{after.param} buffers; the record has {len(chunk)} and 0"
-                        )
+                    check_record_end(after, len(chunk), 0)
                     # No buffers for NEXT_BUFFER. The unpickler is called here,
                     # in the frame _raised_by_unpickler expects.
                     file = io.BytesIO(chunk)
