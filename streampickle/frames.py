@@ -78,8 +78,11 @@ class FrameReader:
                 )
             n -= piece.nbytes
 
-    def stream_header(self) -> int:
-        data = self.source.read(fmt.STREAM_HEADER.size)
+    def stream_header(self, then: int = 0) -> tuple[int, bytes]:
+        """The stream's version, and the ``then`` bytes after its header, read
+        with it (fewer where the input ends): a frame header always follows,
+        so a reader may ask for it without reading past the stream."""
+        data = self.source.read(fmt.STREAM_HEADER.size + then)
         if not data:
             raise EOFError("empty input: no streampickle stream to read")
         if len(data) < fmt.STREAM_HEADER.size:
@@ -88,12 +91,15 @@ class FrameReader:
             raise TruncatedStreamError(
                 f"input ended at offset {len(data)} inside the stream header"
             )
-        return fmt.decode_stream_header(data)
+        version = fmt.decode_stream_header(data[: fmt.STREAM_HEADER.size])
+        return version, data[fmt.STREAM_HEADER.size :]
 
-    def next_header(self) -> FrameHeader | None:
-        """The next frame header, or None if the input ends cleanly before it."""
-        offset = self.source.position
-        data = self.source.read(fmt.FRAME_HEADER.size)
+    def next_header(self, data: bytes | None = None) -> FrameHeader | None:
+        """The next frame header, or None if the input ends cleanly before it.
+        ``data``: its bytes, already read (by ``stream_header``)."""
+        if data is None:
+            data = self.source.read(fmt.FRAME_HEADER.size)
+        offset = self.source.position - len(data)
         if not data:
             return None
         if len(data) < fmt.FRAME_HEADER.size:

@@ -120,10 +120,25 @@ class SocketSink:
             self.pending += data
             if len(self.pending) >= self.GATHER:
                 self.flush()
+        elif self.pending and hasattr(self.sock, "sendmsg"):
+            # The gathered headers go out in one call with the data after
+            # them: sent alone after a large send, Nagle's algorithm would hold
+            # them until the peer's (delayed, up to 40 ms) acknowledgement.
+            self._send_together(memoryview(self.pending), memoryview(data).cast("B"))
+            self.pending = bytearray()  # not clear(): a view may still hold it
         else:
             self.flush()
             self.sock.sendall(data)
         self.position += n
+
+    def _send_together(self, first: memoryview, second: memoryview) -> None:
+        parts = [first, second]
+        while parts:
+            sent = self.sock.sendmsg(parts)
+            while parts and sent >= parts[0].nbytes:
+                sent -= parts.pop(0).nbytes
+            if parts:
+                parts[0] = parts[0][sent:]
 
     def flush(self) -> None:
         if self.pending:

@@ -309,10 +309,12 @@ class Unpickler:
         if self._state == "broken":
             raise StreamError("stream unreadable after an earlier error")
         try:
-            if self._state == "new":
-                self._frames.stream_header()
+            if self._state == "new":  # the first header comes with the stream's
+                _, first = self._frames.stream_header(then=fmt.FRAME_HEADER.size)
                 self._state = "open"
-            h = self._frames.next_header()
+                h = self._frames.next_header(first)
+            else:
+                h = self._frames.next_header()
             if h is None:
                 raise TruncatedStreamError(
                     f"input ended at offset {self._source.position} after "

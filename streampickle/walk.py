@@ -397,7 +397,7 @@ class Walker:
 
     def run(self, only: int | None = None) -> None:
         """Walk the whole stream, or only record ``only``."""
-        self.version = self.frames.stream_header()
+        self.version, _ = self.frames.stream_header()
         self.at = self.source.position
         if only is not None:
             try:

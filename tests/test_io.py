@@ -194,6 +194,32 @@ class TestSocketsAndPipes:
         a.close()
         b.close()
 
+    def test_headers_go_out_with_the_data_after_them(self) -> None:
+        """On a socket, small gathered frames are sent in one sendmsg with the
+        large payload that follows (never alone after a large send, where
+        Nagle's algorithm would hold them), and a partial sendmsg is finished."""
+
+        class TrickleSocket(socket.socket):
+            calls: list[int] = []
+
+            def sendmsg(self, buffers: Any, *args: Any) -> int:  # type: ignore[override]
+                sizes = [memoryview(b).nbytes for b in buffers]
+                self.calls.append(len(sizes))
+                return super().sendmsg([bytes(memoryview(buffers[0])[:1000])])
+
+        a, b = socket.socketpair()
+        trickle = TrickleSocket(a.family, a.type, fileno=a.detach())
+        obj = {"x": np.arange(300_000), "y": np.arange(200_000) * 2.0}
+        t = threading.Thread(target=lambda: (sp.dump(obj, trickle), trickle.close()))
+        t.start()
+        got = sp.load(b)
+        t.join()
+        np.testing.assert_array_equal(got["x"], obj["x"])
+        np.testing.assert_array_equal(got["y"], obj["y"])
+        assert TrickleSocket.calls and TrickleSocket.calls[0] == 2  # headers + data
+        assert b.recv(1) == b""
+        b.close()
+
     def test_peer_closing_mid_record_raises_truncated(self) -> None:
         data = sp.dumps({"a": np.arange(100_000)})
         a, b = socket.socketpair()
