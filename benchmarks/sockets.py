@@ -229,7 +229,8 @@ def send(
             async def go() -> None:
                 _, writer = await asyncio.open_connection(sock=sock)
                 await aio.dump(obj, writer)
-                await writer.drain()
+                writer.close()  # and wait: data still buffered in the transport
+                await writer.wait_closed()  # is lost if the loop ends first
 
             def run() -> None:
                 asyncio.run(go())

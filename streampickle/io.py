@@ -102,7 +102,14 @@ class FileSink:
 class SocketSink:
     """A connected socket. Small writes (headers, small frames) are gathered
     and sent together, so a record costs few packets; large ones are sent
-    straight from the caller's memory."""
+    straight from the caller's memory.
+
+    A TCP socket gets TCP_NODELAY: with Nagle's algorithm the kernel holds
+    the last partial packet of each large send until the peer acknowledges
+    the data before it, while the peer, waiting for exactly those bytes,
+    delays its acknowledgement: one stall per buffer chunk (1 GiB over
+    loopback took 2.3 s instead of 0.33 s). The gathering above does what
+    Nagle would for small writes."""
 
     seekable = False
     base = 0
@@ -113,6 +120,14 @@ class SocketSink:
         self.sock = sock
         self.position = 0
         self.pending = bytearray()
+        if (
+            sock.family in (socket.AF_INET, socket.AF_INET6)
+            and sock.type == socket.SOCK_STREAM
+        ):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # not connected yet, or closed: writing will say
+                pass
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         n = data.nbytes if isinstance(data, memoryview) else len(data)
@@ -122,8 +137,7 @@ class SocketSink:
                 self.flush()
         elif self.pending and hasattr(self.sock, "sendmsg"):
             # The gathered headers go out in one call with the data after
-            # them: sent alone after a large send, Nagle's algorithm would hold
-            # them until the peer's (delayed, up to 40 ms) acknowledgement.
+            # them: one system call and no packet of their own.
             self._send_together(memoryview(self.pending), memoryview(data).cast("B"))
             self.pending = bytearray()  # not clear(): a view may still hold it
         else:
