@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import os
 import pickle
+import random
 import shutil
 import socket
 import struct
@@ -334,6 +335,9 @@ def main() -> None:
         ]
         jobs += [("small", t, k) for t in TRANSPORTS for k in SMALL]
         for rep in range(repeat):
+            # A fresh order each repetition: this VM's slow spells (first-touch
+            # memory after a large run ends) must not always hit the same contender.
+            random.Random(rep).shuffle(jobs)
             for kind, transport, key in jobs:
                 spec = {
                     "kind": kind,
@@ -369,7 +373,8 @@ def main() -> None:
         f"({nbytes / MiB:.0f} MiB) + metadata; small messages: {count} dicts of ~1 KiB "
         f"pickled ({len(pickle.dumps(build_small(1)[0], protocol=5))} B); rates are "
         f"median (min–max) of {repeat} runs, each in a fresh pair of processes "
-        "(fork after making the connection); memory: max over runs",
+        "(fork after making the connection), contenders in a shuffled order each "
+        "repetition; memory: max over runs",
         "- throughput = array bytes / (receiver done - sender started), system-wide "
         "monotonic clock; GB = 1e9 B",
         "",
