@@ -138,7 +138,7 @@ def shuffle(data: Any, itemsize: int) -> np.ndarray:
     raw = np.frombuffer(data, dtype=np.uint8)
     m = raw.size // itemsize
     out = np.empty((itemsize, m), dtype=np.uint8)
-    if itemsize in _WORDS or itemsize == 8:
+    if m and (itemsize in _WORDS or itemsize == 8):
         dtype = _WORDS.get(itemsize, _WORDS[4])
         size = min(m, _BLOCK) * dtype.itemsize
         tmp = scratch("shuffle", 2 * size)

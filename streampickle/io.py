@@ -10,7 +10,6 @@ pickler and unpickler.
 from __future__ import annotations
 
 import collections
-import ctypes
 import io
 import mmap
 import os
@@ -36,8 +35,10 @@ SYNC_FILE_RANGE_WRITE = 2
 def _sync_file_range() -> Any:
     """libc's ``sync_file_range`` (Linux), or None where there is none."""
     try:
+        import ctypes  # absent from some Python builds
+
         fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError, TypeError):
+    except (ImportError, OSError, AttributeError, TypeError):
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
     return fn
@@ -120,6 +121,7 @@ class SocketSink:
         self.sock = sock
         self.position = 0
         self.pending = bytearray()
+        self.gathers = hasattr(sock, "sendmsg")  # not on Windows
         if (
             sock.family in (socket.AF_INET, socket.AF_INET6)
             and sock.type == socket.SOCK_STREAM
@@ -135,11 +137,16 @@ class SocketSink:
             self.pending += data
             if len(self.pending) >= self.GATHER:
                 self.flush()
-        elif self.pending and hasattr(self.sock, "sendmsg"):
+        elif self.pending and self.gathers:
             # The gathered headers go out in one call with the data after
             # them: one system call and no packet of their own.
-            self._send_together(memoryview(self.pending), memoryview(data).cast("B"))
-            self.pending = bytearray()  # not clear(): a view may still hold it
+            try:
+                self._send_together(memoryview(self.pending), memoryview(data).cast("B"))
+            except NotImplementedError:  # ssl.SSLSocket's sendmsg, which sends nothing
+                self.gathers = False
+                self.flush()
+                self.sock.sendall(data)
+            self.pending = bytearray()
         else:
             self.flush()
             self.sock.sendall(data)
@@ -154,16 +161,19 @@ class SocketSink:
             if parts:
                 parts[0] = parts[0][sent:]
 
+    # Rebinding, not clear(): after a failed send, views of the old buffer may
+    # live on in the traceback, and clear() would raise BufferError over it.
+
     def flush(self) -> None:
         if self.pending:
             self.sock.sendall(self.pending)
-            self.pending.clear()
+            self.pending = bytearray()
 
     def finish(self) -> None:
         self.flush()
 
     def abort(self) -> None:
-        self.pending.clear()
+        self.pending = bytearray()
 
 
 class AtomicPathSink(FileSink):

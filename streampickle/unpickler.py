@@ -270,17 +270,11 @@ class Unpickler:
         self._source = open_source(file, mmap_mode)
         self._frames = FrameReader(self._source, threads)
         self._record = _RecordReader(self._frames, max_size)
-        self._inner: pickle.Unpickler | None = None
+        self._inner: _RecordUnpickler | None = None
         self._random_index: fmt.Index | None = None
         self._state = "new"
         self._count = 0
         self._find_class = self.find_class  # a subclass's override, if any
-        # Without hooks, a record of one frame can use the plain C unpickler.
-        self._hooked = (
-            safe
-            or type(self).find_class is not Unpickler.find_class
-            or getattr(self, "persistent_load", None) is not None
-        )
         if safe:
             allowed = SAFE_GLOBALS | frozenset(allow)
             find = self.find_class  # the override runs only after the check
@@ -340,26 +334,10 @@ class Unpickler:
         try:
             if first.kind is Kind.PICKLE and first.stored_size <= FrameReader.GROWTH_STEP:
                 # Most records of small messages are one PICKLE frame and their
-                # RECORD_END: read both at once and unpickle from memory.
+                # RECORD_END: read both at once (one recv on a socket).
                 if record.max_size is not None and first.raw_size > record.max_size:
                     raise _too_large(number, record.max_size, first)
                 chunk, after = self._frames.pickle_and_next_header(first)
-                if after is not None and after.kind is Kind.RECORD_END:
-                    check_record_end(after, len(chunk), 0)
-                    # No buffers for NEXT_BUFFER. The unpickler is called here,
-                    # in the frame _raised_by_unpickler expects.
-                    file = io.BytesIO(chunk)
-                    self._inner = (
-                        _RecordUnpickler(file, (), self)
-                        if self._hooked
-                        else pickle.Unpickler(file, buffers=())
-                    )
-                    obj = self._inner.load()
-                    if file.tell() != len(chunk):
-                        raise CorruptStreamError(
-                            f"pickle bytes after STOP in record {number}"
-                        )
-                    return obj
                 record.begin(after, number, chunk)
             else:
                 record.begin(first, number)

@@ -1380,6 +1380,16 @@ class TestMalformedRecords:
         with pytest.raises(sp.CorruptStreamError, match=AFTER_STOP):
             read(stream(record(pickled), END))
 
+    def test_pickle_bytes_after_stop_inside_a_pickle_frame_opcode_are_refused(
+        self, read: Callable[[bytes], Any]
+    ) -> None:
+        """A protocol-5 FRAME opcode makes the C unpickler take the frame's bytes
+        at once; STOP inside it must still be the last byte of the record."""
+        body = b"K\x01." + b"GARBAGE"
+        pickled = b"\x80\x05\x95" + len(body).to_bytes(8, "little") + body
+        with pytest.raises(sp.CorruptStreamError, match=AFTER_STOP):
+            read(stream(record(pickled), END))
+
     def test_pickle_bytes_after_stop_in_a_later_frame_raise_corrupt_stream_error(
         self, read: Callable[[bytes], Any]
     ) -> None:

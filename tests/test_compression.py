@@ -201,7 +201,7 @@ class TestShuffle:
     byte transpose, across block boundaries and for any number of items."""
 
     @pytest.mark.parametrize("itemsize", [2, 3, 4, 8, 16])
-    @pytest.mark.parametrize("items", [1, 7, (1 << 17) - 1, 1 << 17, (1 << 17) * 2 + 5])
+    @pytest.mark.parametrize("items", [0, 1, 7, (1 << 17) - 1, 1 << 17, (1 << 17) * 2 + 5])
     def test_shuffle_is_the_byte_transpose_and_unshuffle_undoes_it(
         self, itemsize: int, items: int
     ) -> None:

@@ -219,6 +219,31 @@ class TestSocketsAndPipes:
         assert b.recv(1) == b""
         b.close()
 
+    def test_a_socket_without_a_working_sendmsg_gets_sendall(self) -> None:
+        """ssl.SSLSocket has a sendmsg that raises NotImplementedError."""
+
+        class NoSendmsg(socket.socket):
+            def sendmsg(self, *args: Any) -> int:  # type: ignore[override]
+                raise NotImplementedError
+
+        a, b = socket.socketpair()
+        sender = NoSendmsg(a.family, a.type, fileno=a.detach())
+        t = threading.Thread(target=lambda: (sp.dump({"x": np.arange(100_000.0)}, sender)))
+        t.start()
+        assert sp.load(b)["x"][-1] == 99_999.0
+        t.join()
+        sender.close()
+        b.close()
+
+    def test_a_dead_peer_surfaces_as_the_socket_error(self) -> None:
+        """Not as a BufferError from clearing a buffer the failed send still views."""
+        a, b = socket.socketpair()
+        b.close()
+        with pytest.raises(OSError) as caught:
+            sp.dump({"x": np.arange(100_000.0)}, a)
+        assert not isinstance(caught.value, BufferError)
+        a.close()
+
     def test_writing_to_tcp_turns_off_nagle(self) -> None:
         """Nagle's algorithm stalls every large send's last packet until a
         delayed acknowledgement (1 GiB over loopback: 2.3 s instead of 0.33 s)."""

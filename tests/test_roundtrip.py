@@ -255,6 +255,33 @@ class TestPickleSemantics:
         with U(bio) as u:
             assert u.load() == ["resolved object", 2]
 
+    def test_hooks_set_on_the_instance_are_used_for_every_record(self) -> None:
+        """As with pickle.Unpickler, persistent_load may be set on the instance;
+        a missing module raises its own error. Small records (one frame) and
+        records with buffers take different read paths: both must agree."""
+
+        class P(sp.Pickler):
+            def persistent_id(self, obj: Any) -> Any:
+                return "db-1" if isinstance(obj, str) and obj == "handle" else None
+
+        bio = io.BytesIO()
+        with P(bio) as p:
+            p.dump(["handle", 1])  # one PICKLE frame
+            p.dump(["handle", np.arange(1000)])  # with a buffer
+        bio.seek(0)
+        u = sp.Unpickler(bio)
+        u.persistent_load = lambda pid: f"<{pid}>"  # type: ignore[attr-defined]
+        assert u.load() == ["<db-1>", 1]
+        got = u.load()
+        assert got[0] == "<db-1>" and got[1][-1] == 999
+        # Unchecked streams, so that renaming the module (same length) keeps them valid.
+        for obj in ([Point(1)], [Point(1), np.arange(1000)]):
+            data = sp.dumps(obj, checksum=False)
+            assert Point.__module__.encode() in data
+            renamed = data.replace(Point.__module__.encode(), b"x" * len(Point.__module__))
+            with pytest.raises(ModuleNotFoundError):
+                sp.loads(renamed)
+
     def test_dispatch_table_is_used(self) -> None:
         class P(sp.Pickler):
             dispatch_table = copyreg.dispatch_table.copy()
