@@ -63,12 +63,6 @@ class _RecordReader:
         self.buffers.clear()
         self.failure = None
 
-    def check_size(self, h: FrameHeader) -> None:
-        """Count frame ``h``'s bytes against ``max_size`` before reading them."""
-        self.size += h.raw_size if h.kind in (Kind.PICKLE, Kind.BUFFER) else 0
-        if self.max_size is not None and self.size > self.max_size:
-            raise _too_large(self.number, self.max_size, h)
-
     def _advance(self) -> bool:
         """Load the next non-empty PICKLE payload; False at RECORD_END."""
         try:
@@ -87,7 +81,9 @@ class _RecordReader:
                     f"input ended at offset {self.frames.source.position} "
                     f"inside record {self.number}"
                 )
-            self.check_size(h)
+            self.size += h.raw_size if h.kind in (Kind.PICKLE, Kind.BUFFER) else 0
+            if self.max_size is not None and self.size > self.max_size:
+                raise _too_large(self.number, self.max_size, h)
             if h.kind is Kind.PICKLE:
                 self.chunk, self.pos = self.frames.decoded_payload(h), 0
                 self.pickle_bytes += len(self.chunk)
@@ -179,16 +175,12 @@ class _RecordReader:
             raise CorruptStreamError(
                 f"record {self.number} has {len(self.buffers)} unused buffers"
             )
-        check_record_end(self.end, self.pickle_bytes, self.buffer_count)
-
-
-def check_record_end(end: FrameHeader, pickle_bytes: int, buffer_count: int) -> None:
-    """A RECORD_END must count the pickle bytes and buffers its record has."""
-    if (end.raw_size, end.param) != (pickle_bytes, buffer_count):
-        raise CorruptStreamError(
-            f"{end.where()} counts {end.raw_size} pickle bytes and {end.param} "
-            f"buffers; the record has {pickle_bytes} and {buffer_count}"
-        )
+        end = self.end
+        if (end.raw_size, end.param) != (self.pickle_bytes, self.buffer_count):
+            raise CorruptStreamError(
+                f"{end.where()} counts {end.raw_size} pickle bytes and {end.param} "
+                f"buffers; the record has {self.pickle_bytes} and {self.buffer_count}"
+            )
 
 
 #: Globals ``safe=True`` allows: builtins' plain data types and what numpy
