@@ -322,6 +322,10 @@ class FileSource:
             self.file.close()
 
 
+def _timed_out(position: int) -> TimeoutError:
+    return TimeoutError(f"timed out at offset {position} of the stream")
+
+
 class SocketSource:
     """A connected socket, read with ``recv_into``: never past what we ask."""
 
@@ -334,17 +338,11 @@ class SocketSource:
     def readinto(self, view: memoryview) -> int:
         got, want = 0, view.nbytes
         try:
-            while got < want:
-                n = self.sock.recv_into(view[got:], want - got)
-                if not n:
-                    break
+            while got < want and (n := self.sock.recv_into(view[got:], want - got)):
                 got += n
+                self.position += n
         except TimeoutError as exc:
-            raise TimeoutError(
-                f"timed out at offset {self.position + got} of the stream"
-            ) from exc
-        finally:
-            self.position += got
+            raise _timed_out(self.position) from exc
         return got
 
     def read(self, n: int) -> bytes:
@@ -355,12 +353,9 @@ class SocketSource:
             while got < n and (data := self.sock.recv(n - got)):
                 parts.append(data)
                 got += len(data)
+                self.position += len(data)
         except TimeoutError as exc:
-            raise TimeoutError(
-                f"timed out at offset {self.position + got} of the stream"
-            ) from exc
-        finally:
-            self.position += got
+            raise _timed_out(self.position) from exc
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def remaining(self) -> int | None:
