@@ -49,6 +49,7 @@ import streampickle as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
     machine,
+    make_array,
     parse_args,  # noqa: E402
     reset_peak,
     snapshot,
@@ -102,17 +103,7 @@ def build(workload: str, quick: bool) -> tuple[Any, list[np.ndarray]]:
     rng = np.random.default_rng(0)
     arrays: dict[str, np.ndarray] = {}
     for name, kind, dtype, n in layout(workload, quick):
-        arr: np.ndarray
-        if kind == "ints":
-            arr = rng.integers(0, 1000, n)
-        else:
-            arr = np.empty(n, dtype=dtype)
-            if kind == "uniform":
-                rng.random(dtype=np.float32, out=arr)
-            else:
-                rng.standard_normal(out=arr)
-                np.cumsum(arr, out=arr)
-        arrays[name] = arr
+        arrays[name] = make_array(rng, kind, dtype, n)
     meta = {"workload": workload, "seed": 0, "arrays": len(arrays), "version": "1"}
     if workload == "a":
         return {**arrays, "meta": meta}, list(arrays.values())

@@ -87,21 +87,8 @@ def raw_bytes(workload: str, quick: bool) -> int:
 def arrays_of(workload: str, quick: bool, limit: int | None = None) -> list[np.ndarray]:
     """The workload's arrays, generated in place (no temporaries)."""
     rng = np.random.default_rng(0)
-    out: list[np.ndarray] = []
-    for _, kind, dtype, n in layout(workload, quick)[:limit]:
-        if kind == "ints":
-            arr = rng.integers(0, 1000, n)
-        elif kind == "bytes":
-            arr = rng.integers(0, 256, n, dtype=np.uint8)
-        else:
-            arr = np.empty(n, dtype=dtype)
-            if kind == "uniform":
-                rng.random(dtype=np.float32, out=arr)
-            else:
-                rng.standard_normal(out=arr)
-                np.cumsum(arr, out=arr)
-        out.append(arr)
-    return out
+    specs = layout(workload, quick)[:limit]
+    return [h.make_array(rng, kind, dtype, n) for _, kind, dtype, n in specs]
 
 
 def build(workload: str, quick: bool) -> Any:

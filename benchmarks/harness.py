@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 MiB = 1 << 20
 GiB = 1 << 30
 HERE = Path(__file__).resolve().parent
@@ -42,6 +44,23 @@ DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 
 
 # -- memory ------------------------------------------------------------------
+
+
+def make_array(rng: np.random.Generator, kind: str, dtype: str, n: int) -> np.ndarray:
+    """A workload array, generated in place (no temporaries): "ints" low-entropy
+    int64 (0..999), "bytes" uniform uint8, "uniform" random float32 in [0, 1),
+    "walk" a cumulative sum of normals (smooth float64)."""
+    if kind == "ints":
+        return rng.integers(0, 1000, n)
+    if kind == "bytes":
+        return rng.integers(0, 256, n, dtype=np.uint8)
+    arr = np.empty(n, dtype=dtype)
+    if kind == "uniform":
+        rng.random(dtype=np.float32, out=arr)
+    else:
+        rng.standard_normal(out=arr)
+        np.cumsum(arr, out=arr)
+    return arr
 
 
 def vm_kib(field: str) -> int:

@@ -41,7 +41,7 @@ class FrameReader:
         """The next ``n`` bytes. Where the input's size is unknown (a socket),
         memory grows with the bytes that arrive, not with what a header claims."""
         known = self.source.remaining() is not None
-        if known and isinstance(self.source, FileSource):
+        if known:  # the header's length was checked against the input's size
             data = self.source.read(n)
             if len(data) < n:
                 raise TruncatedStreamError(
