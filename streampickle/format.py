@@ -58,8 +58,13 @@ FRAME_FIELDS = (
 )
 FRAME_HEADER = struct.Struct("<" + "".join(f.fmt for f in FRAME_FIELDS))
 assert FRAME_HEADER.size == 32
+#: The same 32 bytes with kind, codec, flags and reserved read as one u32.
+_HEADER_WORDS = struct.Struct("<IIQQII")
 #: Bytes of the frame header covered by ``header_check``.
 HEADER_CHECKED = FRAME_HEADER.size - 4
+#: Those bytes alone: what ``frame`` packs before it appends their check.
+_HEADER_CHECKED_PART = struct.Struct(FRAME_HEADER.format[:-1])
+assert _HEADER_CHECKED_PART.size == HEADER_CHECKED
 
 
 class Kind(enum.IntEnum):
@@ -119,10 +124,12 @@ ALLOWED_FLAGS = {
 }
 #: The kinds whose payload may be compressed.
 COMPRESSIBLE = frozenset({Kind.PICKLE, Kind.BUFFER, Kind.CHUNK})
-#: Every valid (kind, codec, flags) byte triple, decoded: one dict lookup per
-#: header instead of enum arithmetic (small messages decode one per record).
+#: Every valid (kind, codec, flags) byte triple with a zero reserved byte, keyed
+#: by the header's first four bytes read as one little-endian u32: one dict
+#: lookup per header instead of enum arithmetic (small messages decode two
+#: headers per record).
 _VALID_TRIPLES = {
-    (int(k), int(c), i): (k, c, f)
+    int(k) | int(c) << 8 | i << 16: (k, c, f)
     for k in Kind
     for c in Codec
     for i, f in _FLAGS.items()
@@ -167,7 +174,10 @@ def checksum(data: bytes | bytearray | memoryview) -> int:
     >>> hex(checksum(b""))
     '0x38d394c2'
     """
-    return xxhash.xxh3_64_intdigest(data) & 0xFFFFFFFF
+    return _xxh3(data) & 0xFFFFFFFF
+
+
+_xxh3 = xxhash.xxh3_64_intdigest
 
 
 # ---------------------------------------------------------------------------
@@ -254,10 +264,10 @@ def frame(
     codec: Codec = Codec.NONE,
 ) -> bytes:
     """Encode one frame header."""
-    head = FRAME_HEADER.pack(
-        kind, codec, flags, 0, param, stored_size, raw_size, payload_check, 0
-    )[:HEADER_CHECKED]
-    return head + CHECK.pack(checksum(head))
+    head = _HEADER_CHECKED_PART.pack(
+        kind, codec, flags, 0, param, stored_size, raw_size, payload_check
+    )
+    return head + CHECK.pack(_xxh3(head) & 0xFFFFFFFF)
 
 
 def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHeader:
@@ -266,14 +276,12 @@ def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHea
     ``limit`` is how many bytes the source still holds after the header, when
     known (a file); lengths beyond it are refused here, before any allocation.
     """
-    (kind_, codec_, flags_, reserved, param, stored, raw, pcheck, hcheck) = (
-        FRAME_HEADER.unpack(data)
-    )
-    if hcheck != checksum(data[:HEADER_CHECKED]):
+    first4, param, stored, raw, pcheck, hcheck = _HEADER_WORDS.unpack(data)
+    if hcheck != _xxh3(data[:HEADER_CHECKED]) & 0xFFFFFFFF:
         raise CorruptStreamError(f"frame header check mismatch at offset {offset}")
-    triple = _VALID_TRIPLES.get((kind_, codec_, flags_))
-    if triple is None or reserved:
-        _refuse_fields(kind_, codec_, flags_, reserved, offset)
+    triple = _VALID_TRIPLES.get(first4)
+    if triple is None:
+        _refuse_fields(first4, offset)
     kind, codec, flags = triple  # type: ignore[misc]
     # tuple.__new__ directly: NamedTuple's own __new__ is Python code.
     fields = (kind, codec, flags, param, stored, raw, pcheck, offset)
@@ -293,10 +301,9 @@ def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHea
     return header
 
 
-def _refuse_fields(
-    kind_: int, codec_: int, flags_: int, reserved: int, offset: int
-) -> None:
+def _refuse_fields(first4: int, offset: int) -> None:
     """Raise the error that names what is wrong in a header's first four bytes."""
+    kind_, codec_, flags_, reserved = first4.to_bytes(4, "little")
     kind = _KINDS.get(kind_)
     if kind is None:
         raise CorruptStreamError(f"unknown frame kind {kind_} at offset {offset}")
@@ -306,7 +313,7 @@ def _refuse_fields(
         raise CorruptStreamError(f"unknown codec {codec_} in {where}")
     if codec is not Codec.NONE and kind not in COMPRESSIBLE:
         raise CorruptStreamError(f"codec {codec.name} not allowed in {where}")
-    if (kind_, codec_, flags_) not in _VALID_TRIPLES:
+    if first4 & 0xFFFFFF not in _VALID_TRIPLES:
         raise CorruptStreamError(f"flag bits {flags_:#x} not allowed in {where}")
     raise CorruptStreamError(f"nonzero reserved byte {reserved:#x} in {where}")
 

@@ -130,15 +130,16 @@ class FrameReader:
         data = both[:n]
         if h.checked and fmt.checksum(data) != h.payload_check:
             raise CorruptStreamError(f"payload check mismatch in {h.where()}")
+        if h.codec is not Codec.NONE:
+            data = self._decoded(h, data)
         if len(both) == n:
-            return self._decoded(h, data), None
+            return data, None
         if len(both) < n + fmt.FRAME_HEADER.size:
             raise TruncatedStreamError(
                 f"input ended at offset {self.source.position} inside a frame header"
             )
         after = self.source.position - fmt.FRAME_HEADER.size
-        nxt = fmt.decode_frame_header(both[n:], after, self.source.remaining())
-        return self._decoded(h, data), nxt
+        return data, fmt.decode_frame_header(both[n:], after, self.source.remaining())
 
     def decoded_payload(self, h: FrameHeader) -> bytes:
         """The payload of a PICKLE frame, checked and decompressed."""

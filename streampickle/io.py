@@ -348,15 +348,19 @@ class SocketSource:
     def read(self, n: int) -> bytes:
         """Up to ``n`` bytes (fewer only where the peer closed) as one bytes:
         small reads skip readinto's buffer and copy."""
-        parts, got = [], 0
         try:
+            data = self.sock.recv(n)
+            self.position += len(data)
+            if len(data) == n or not data:  # most reads: one recv
+                return data
+            parts, got = [data], len(data)
             while got < n and (data := self.sock.recv(n - got)):
                 parts.append(data)
                 got += len(data)
                 self.position += len(data)
         except TimeoutError as exc:
             raise _timed_out(self.position) from exc
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return b"".join(parts)
 
     def remaining(self) -> int | None:
         return None

@@ -18,7 +18,6 @@ from typing import Any
 
 from . import format as fmt
 from .errors import TruncatedStreamError
-from .format import Kind
 from .index import Scan, scan_index
 from .io import AppendSink, FileSource, open_sink
 from .writer import Compression, FrameWriter
@@ -118,22 +117,17 @@ class Pickler(pickle.Pickler):
         if not self._sink.seekable:  # no index: keep nothing per record
             writer.buffer_offsets.clear()
         start, first_buffer = self._sink.position, len(writer.buffer_offsets)
-        writer.pickle_bytes = 0
-        writer.record_first_buffer = first_buffer
+        writer.begin_record()
         self.clear_memo()
         try:
             write(writer)
-            writer.flush()
-            writer.drain()
-            count = len(writer.buffer_offsets) - first_buffer
-            self._sink.write(
-                fmt.frame(Kind.RECORD_END, raw_size=writer.pickle_bytes, param=count)
-            )
+            writer.end_record()
             self._sink.flush()  # a reader on a pipe or socket gets the record now
         except BaseException:
             self._fail()
             raise
         if self._sink.seekable:
+            count = len(writer.buffer_offsets) - first_buffer
             self._records.append(fmt.RecordEntry(start, first_buffer, count))
 
     def close(self) -> None:

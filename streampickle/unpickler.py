@@ -14,7 +14,7 @@ import collections
 import io
 import operator
 import pickle
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -57,6 +57,8 @@ class _RecordReader:
         """Start record ``number`` at frame ``first``, after the pickle bytes
         ``chunk`` already read (those of the record's first frame)."""
         self.first, self.end, self.number = first, None, number
+        if chunk and first is not None and first.kind is Kind.RECORD_END:
+            self.first, self.end = None, first  # a whole record in one frame
         self.chunk, self.pos = chunk, 0
         self.pickle_bytes = self.size = len(chunk)
         self.buffer_count = 0
@@ -168,7 +170,7 @@ class _RecordReader:
 
     def finish(self) -> None:
         """After STOP: the record must end here, with every buffer used."""
-        if self.pos != len(self.chunk) or self._advance():
+        if self.pos != len(self.chunk) or (self.end is None and self._advance()):
             raise CorruptStreamError(f"pickle bytes after STOP in record {self.number}")
         assert self.end is not None
         if self.buffers:
@@ -228,15 +230,9 @@ def _raised_by_unpickler(exc: BaseException) -> bool:
 class _RecordUnpickler(pickle.Unpickler):
     """The C unpickler for one record. Each record gets a fresh one: the C
     memo's next index survives ``memo.clear()``, so a reused unpickler would
-    number the next record's memo entries wrongly."""
-
-    def __init__(self, file: Any, buffers: Iterable[Any], owner: Unpickler) -> None:
-        super().__init__(file, buffers=buffers)
-        # Instance attributes win over the class's methods when C looks them up.
-        self.find_class = owner._find_class  # type: ignore[method-assign]
-        persistent_load = getattr(owner, "persistent_load", None)
-        if persistent_load is not None:
-            self.persistent_load = persistent_load  # type: ignore[method-assign]
+    number the next record's memo entries wrongly. A subclass only so that
+    hooks can be set on the instance (C looks them up there); without a Python
+    ``__init__``, making one per small message costs what the C one does."""
 
 
 class Unpickler:
@@ -245,6 +241,9 @@ class Unpickler:
     Subclasses may define ``persistent_load(pid)`` and override
     ``find_class(module, name)`` as with ``pickle.Unpickler``.
     """
+
+    #: Loads a persistent ID: define it in a subclass or set it on an instance.
+    persistent_load: Callable[[Any], Any] | None = None
 
     def __init__(
         self,
@@ -266,7 +265,10 @@ class Unpickler:
         self._random_index: fmt.Index | None = None
         self._state = "new"
         self._count = 0
-        self._find_class = self.find_class  # a subclass's override, if any
+        # Set on each record's unpickler: a subclass's override or ours (a
+        # Python frame, so a missing module's error reaches the caller as is),
+        # behind the safe-mode check if asked.
+        self._find_class = self.find_class
         if safe:
             allowed = SAFE_GLOBALS | frozenset(allow)
             find = self.find_class  # the override runs only after the check
@@ -333,8 +335,11 @@ class Unpickler:
                 record.begin(after, number, chunk)
             else:
                 record.begin(first, number)
-            self._inner = _RecordUnpickler(record, record, self)
-            obj = self._inner.load()
+            inner = self._inner = _RecordUnpickler(record, buffers=record)
+            inner.find_class = self._find_class  # type: ignore[method-assign]
+            if self.persistent_load is not None:
+                inner.persistent_load = self.persistent_load  # type: ignore[method-assign]
+            obj = inner.load()
             record.finish()
             return obj
         except StreamError:

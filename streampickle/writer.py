@@ -228,6 +228,30 @@ class FrameWriter:
             self._pickle_frame(self.pending)
             self.pending = bytearray()  # the frame keeps the old one
 
+    # -- records -------------------------------------------------------------
+
+    def begin_record(self) -> None:
+        self.pickle_bytes = 0
+        self.record_first_buffer = len(self.buffer_offsets)
+
+    def end_record(self) -> None:
+        """Write the record's last pickle bytes and its RECORD_END. A small
+        uncompressed record whose pickle bytes are all still here (a message
+        without buffers) goes to the sink as one write: one send per message."""
+        buffers = len(self.buffer_offsets) - self.record_first_buffer
+        payload = self.pending
+        whole = self.compression is None and not self.queue and len(payload) <= 1 << 16
+        head = b""
+        if whole and payload:
+            self.pending = bytearray()
+            self.pickle_bytes += len(payload)
+            head = _encode_pickle(payload, self.flags, None)[0]
+        elif not whole:
+            self.flush()
+            self.drain()
+        end = fmt.frame(Kind.RECORD_END, raw_size=self.pickle_bytes, param=buffers)
+        self.sink.write(head + end)
+
     def _pickle_frame(self, payload: bytes | bytearray | memoryview) -> None:
         self.pickle_bytes += len(payload)
         level = self.compression.level if self.compression else None

@@ -219,6 +219,31 @@ class TestSocketsAndPipes:
         assert b.recv(1) == b""
         b.close()
 
+    def test_a_small_message_is_one_send(self) -> None:
+        """A record without buffers goes out as one sendall (its PICKLE frame
+        and RECORD_END together), compressed or not, checked or not."""
+
+        class CountingSocket(socket.socket):
+            sends: list[int] = []
+
+            def sendall(self, data: Any, *args: Any) -> None:  # type: ignore[override]
+                self.sends.append(memoryview(data).nbytes)
+                super().sendall(data, *args)
+
+        for options in ({}, {"checksum": False}, {"compress": "zstd", "threads": 0}):
+            a, b = socket.socketpair()
+            sender = CountingSocket(a.family, a.type, fileno=a.detach())
+            p = sp.Pickler(sender, **options)
+            u = sp.Unpickler(b)
+            for i in range(3):
+                CountingSocket.sends.clear()
+                p.dump({"id": i, "text": "x" * 500})
+                assert len(CountingSocket.sends) == 1  # the first with the stream header
+                assert u.load() == {"id": i, "text": "x" * 500}
+            p.close()
+            sender.close()
+            b.close()
+
     def test_a_socket_without_a_working_sendmsg_gets_sendall(self) -> None:
         """ssl.SSLSocket has a sendmsg that raises NotImplementedError."""
 
