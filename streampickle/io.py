@@ -18,34 +18,9 @@ import tempfile
 from typing import Any, BinaryIO, Protocol
 
 from .errors import TruncatedStreamError
+from .pagecache import NEVER, ReadBehind, WriteBehind
 
 PathLike = str | os.PathLike[str]
-
-#: A file written by path starts the kernel's writeback of its pages every
-#: this many bytes, without waiting for it (Linux ``sync_file_range``). Left to
-#: itself the kernel writes nothing back below ``vm.dirty_background_ratio``
-#: (10% of RAM), so the final fsync would write the whole file while we wait.
-WRITEBACK_STEP = 64 << 20
-
-
-#: ``sync_file_range`` flag: start writing the range back, do not wait.
-SYNC_FILE_RANGE_WRITE = 2
-
-
-def _sync_file_range() -> Any:
-    """libc's ``sync_file_range`` (Linux), or None where there is none."""
-    try:
-        import ctypes  # absent from some Python builds
-
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (ImportError, OSError, AttributeError, TypeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    return fn
-
-
-_START_WRITEBACK = _sync_file_range()
-
 
 # ---------------------------------------------------------------------------
 # Sinks
@@ -178,23 +153,21 @@ class SocketSink:
 
 class AtomicPathSink(FileSink):
     """Writes a temp file beside ``path``; ``finish`` fsyncs and renames it
-    over the target, so the name never holds a half-written stream."""
+    over the target, so the name never holds a half-written stream. The page
+    cache is handled as ``pagecache.WriteBehind`` says."""
 
-    def __init__(self, path: PathLike) -> None:
+    def __init__(self, path: PathLike, page_cache: str = "auto") -> None:
         self.path = os.fspath(path)
         folder, name = os.path.split(os.path.abspath(self.path))
         fd, self.tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
         super().__init__(open(fd, "wb", buffering=1 << 20))
-        self.written_back = 0  # bytes whose writeback has been started
+        self.behind = WriteBehind(fd, page_cache)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         super().write(data)
-        unsynced = self.position - self.written_back
-        if _START_WRITEBACK is not None and unsynced >= WRITEBACK_STEP:
+        if self.behind.due(self.position):
             self.file.flush()
-            fd, start = self.file.fileno(), self.written_back
-            _START_WRITEBACK(fd, start, unsynced, SYNC_FILE_RANGE_WRITE)
-            self.written_back = self.position
+            self.behind.step(self.position)
 
     def finish(self) -> None:
         try:
@@ -244,9 +217,9 @@ def _fsync_folder(folder: str) -> None:
         os.close(fd)
 
 
-def open_sink(file: Any) -> Sink:
+def open_sink(file: Any, page_cache: str = "auto") -> Sink:
     if isinstance(file, (str, os.PathLike)):
-        return AtomicPathSink(file)
+        return AtomicPathSink(file, page_cache)
     if isinstance(file, socket.socket):
         return SocketSink(file)
     if callable(getattr(file, "write", None)):
@@ -264,7 +237,7 @@ def open_sink(file: Any) -> Sink:
 class FileSource:
     """A binary file object; closed only if we opened it."""
 
-    def __init__(self, file: Any, owned: bool = False) -> None:
+    def __init__(self, file: Any, owned: bool = False, page_cache: str = "auto") -> None:
         self.file = file
         self.owned = owned
         self.position = 0
@@ -279,11 +252,29 @@ class FileSource:
         except (AttributeError, OSError):
             self._end = None
         self.seekable = self._end is not None
+        self.behind: ReadBehind | None = None
+        if self._end is not None and page_cache != "keep":
+            try:
+                fd = file.fileno()
+            except (AttributeError, OSError, io.UnsupportedOperation):
+                fd = None
+            if fd is not None:
+                self.behind = ReadBehind(fd, self.base, self._end, page_cache)
+        # Past this position the pages behind are dropped.
+        self.drop_at = NEVER if self.behind is None else self.behind.next_at
 
     def seek(self, position: int) -> None:
         """Move to ``position`` in the stream (seekable files only)."""
         self.file.seek(self.base + position)
         self.position = position
+        if self.behind is not None:
+            self.behind.seek(position)
+            self.drop_at = self.behind.next_at
+
+    def _read_behind(self) -> None:
+        assert self.behind is not None
+        self.behind.step(self.position)
+        self.drop_at = self.behind.next_at
 
     def readinto(self, view: memoryview) -> int:
         got, want = 0, view.nbytes
@@ -298,6 +289,8 @@ class FileSource:
                 break
             got += n
         self.position += got
+        if self.position >= self.drop_at:
+            self._read_behind()
         return got
 
     def read(self, n: int) -> bytes:
@@ -312,6 +305,8 @@ class FileSource:
                 got += len(more)
             data = b"".join(parts)
         self.position += got
+        if self.position >= self.drop_at:
+            self._read_behind()
         return data
 
     def remaining(self) -> int | None:
@@ -470,7 +465,7 @@ class SegmentSource:
 
 
 def open_source(
-    file: Any, mmap_mode: str | None
+    file: Any, mmap_mode: str | None, page_cache: str = "auto"
 ) -> FileSource | SocketSource | MmapSource | SegmentSource:
     if mmap_mode not in (None, "r", "c"):
         raise ValueError(f"mmap_mode must be None, 'r' or 'c', not {mmap_mode!r}")
@@ -480,7 +475,7 @@ def open_source(
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         if mmap_mode is not None:
             return MmapSource(f, mmap_mode, owned=True)
-        return FileSource(f, owned=True)
+        return FileSource(f, owned=True, page_cache=page_cache)
     if isinstance(file, socket.socket):
         if mmap_mode is not None:
             raise ValueError("mmap_mode needs a file, not a socket")
@@ -500,4 +495,4 @@ def open_source(
                 "mmap_mode needs a path or a file with a file descriptor"
             ) from None
         return MmapSource(file, mmap_mode, owned=False)
-    return FileSource(file)
+    return FileSource(file, page_cache=page_cache)

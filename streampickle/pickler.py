@@ -19,7 +19,8 @@ from typing import Any
 from . import format as fmt
 from .errors import TruncatedStreamError
 from .index import Scan, scan_index
-from .io import AppendSink, FileSource, open_sink
+from .io import AppendSink, FileSource, Sink, open_sink
+from .pagecache import check_policy
 from .writer import Compression, FrameWriter
 
 CompressOption = str | None
@@ -80,13 +81,19 @@ class Pickler(pickle.Pickler):
         checksum: bool = True,
         shuffle: bool | None = None,
         append: bool = False,
+        page_cache: str = "auto",
     ) -> None:
         size = check_options(protocol, compress, level, threads, frame_size)
+        check_policy(page_cache)
         if shuffle is not None and not isinstance(shuffle, bool):
             raise ValueError(f"shuffle must be None, True or False, not {shuffle!r}")
         compression = Compression(level, threads, shuffle) if compress else None
         existing = _existing_records(file) if append else None
-        self._sink = open_sink(file) if existing is None else AppendSink(file, existing.end)
+        self._sink: Sink
+        if existing is None:
+            self._sink = open_sink(file, page_cache)
+        else:
+            self._sink = AppendSink(file, existing.end)
         self._writer = FrameWriter(self._sink, size, bool(checksum), compression)
         self._records: list[fmt.RecordEntry] = []
         self._state = "open"
@@ -198,6 +205,7 @@ def dump(
     frame_size: int | None = None,
     checksum: bool = True,
     shuffle: bool | None = None,
+    page_cache: str = "auto",
 ) -> None:
     """Write ``obj`` to ``file`` as a one-record stream."""
     with Pickler(
@@ -208,6 +216,7 @@ def dump(
         frame_size=frame_size,
         checksum=checksum,
         shuffle=shuffle,
+        page_cache=page_cache,
     ) as pickler:
         pickler.dump(obj)
 

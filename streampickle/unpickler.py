@@ -29,6 +29,7 @@ from .format import Codec, FrameHeader, Kind
 from .frames import FrameReader
 from .index import index_from_end, scan_index
 from .io import FileSource, MmapSource, open_source
+from .pagecache import check_policy
 from .pickler import check_threads
 
 
@@ -131,7 +132,7 @@ class _RecordReader:
         every opcode."""
         if self.pos == len(self.chunk) and not self._advance():
             return b""
-        return self.chunk[self.pos : self.pos + max(n, 1)]
+        return self.chunk[self.pos :]  # peek may give more than asked
 
     def readinto(self, buf: Any) -> int:
         view = memoryview(buf).cast("B")
@@ -254,11 +255,13 @@ class Unpickler:
         allow: Iterable[str] = (),
         threads: int | None = None,
         max_size: int | None = None,
+        page_cache: str = "auto",
     ) -> None:
         check_threads(threads)
+        check_policy(page_cache)
         if max_size is not None and (not isinstance(max_size, int) or max_size < 0):
             raise ValueError(f"max_size must be None or an int >= 0, not {max_size!r}")
-        self._source = open_source(file, mmap_mode)
+        self._source = open_source(file, mmap_mode, page_cache)
         self._frames = FrameReader(self._source, threads)
         self._record = _RecordReader(self._frames, max_size)
         self._inner: _RecordUnpickler | None = None
@@ -477,6 +480,7 @@ def load(
     allow: Iterable[str] = (),
     threads: int | None = None,
     max_size: int | None = None,
+    page_cache: str = "auto",
 ) -> Any:
     """Read a one-record stream (as ``dump`` writes) through its END frame.
 
@@ -489,6 +493,7 @@ def load(
         allow=allow,
         threads=threads,
         max_size=max_size,
+        page_cache=page_cache,
     ) as unpickler:
         obj = unpickler.load()
         unpickler._expect_end()
