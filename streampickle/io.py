@@ -41,7 +41,9 @@ class Sink(Protocol):
 
 
 class FileSink:
-    """A binary file object the caller owns: flushed, never closed."""
+    """A binary file object the caller owns: flushed, never closed. Files we
+    open ourselves also get a ``WriteBehind`` (their positions are offsets in
+    the file)."""
 
     def __init__(self, file: BinaryIO) -> None:
         self.file = file
@@ -51,6 +53,7 @@ class FileSink:
         except (AttributeError, OSError):
             self.seekable, self.base = False, 0
         self.position = 0
+        self.behind: WriteBehind | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         n = len(data) if not isinstance(data, memoryview) else data.nbytes
@@ -62,6 +65,9 @@ class FileSink:
                 more = self.file.write(view[written:])
                 written += more or 0
         self.position += n
+        if self.behind is not None and self.behind.due(self.position):
+            self.file.flush()
+            self.behind.step(self.position)
 
     def flush(self) -> None:
         flush = getattr(self.file, "flush", None)
@@ -163,12 +169,6 @@ class AtomicPathSink(FileSink):
         super().__init__(open(fd, "wb", buffering=1 << 20))
         self.behind = WriteBehind(fd, page_cache)
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        super().write(data)
-        if self.behind.due(self.position):
-            self.file.flush()
-            self.behind.step(self.position)
-
     def finish(self) -> None:
         try:
             self.file.flush()
@@ -192,12 +192,13 @@ class AppendSink(FileSink):
     """Adds records to an existing stream file in place, from ``position``
     (where its INDEX, or END, or a crashed writer's partial record began)."""
 
-    def __init__(self, path: PathLike, position: int) -> None:
+    def __init__(self, path: PathLike, position: int, page_cache: str = "auto") -> None:
         file = open(path, "r+b", buffering=1 << 20)
         file.truncate(position)
         file.seek(position)
         super().__init__(file)
         self.base, self.position = 0, position
+        self.behind = WriteBehind(file.fileno(), page_cache, start=position)
 
     def finish(self) -> None:
         self.file.flush()
@@ -253,25 +254,23 @@ class FileSource:
             self._end = None
         self.seekable = self._end is not None
         self.behind: ReadBehind | None = None
-        if self._end is not None and page_cache != "keep":
-            try:
-                fd = file.fileno()
-            except (AttributeError, OSError, io.UnsupportedOperation):
-                fd = None
-            if fd is not None:
-                self.behind = ReadBehind(fd, self.base, self._end, page_cache)
+        # Only where our positions are offsets in the file behind the
+        # descriptor (not, say, a GzipFile's).
+        raw = file if isinstance(file, io.FileIO) else getattr(file, "raw", None)
+        if self._end is not None and page_cache != "keep" and isinstance(raw, io.FileIO):
+            self.behind = ReadBehind(raw.fileno(), self.base, self._end, page_cache)
         # Past this position the pages behind are dropped.
         self.drop_at = NEVER if self.behind is None else self.behind.next_at
 
     def seek(self, position: int) -> None:
         """Move to ``position`` in the stream (seekable files only)."""
         self.file.seek(self.base + position)
-        self.position = position
         if self.behind is not None:
-            self.behind.seek(position)
+            self.behind.seek(self.position, position)
             self.drop_at = self.behind.next_at
+        self.position = position
 
-    def _read_behind(self) -> None:
+    def _drop_behind(self) -> None:
         assert self.behind is not None
         self.behind.step(self.position)
         self.drop_at = self.behind.next_at
@@ -290,7 +289,7 @@ class FileSource:
             got += n
         self.position += got
         if self.position >= self.drop_at:
-            self._read_behind()
+            self._drop_behind()
         return got
 
     def read(self, n: int) -> bytes:
@@ -306,7 +305,7 @@ class FileSource:
             data = b"".join(parts)
         self.position += got
         if self.position >= self.drop_at:
-            self._read_behind()
+            self._drop_behind()
         return data
 
     def remaining(self) -> int | None:

@@ -49,10 +49,9 @@ _SYNC_FILE_RANGE = _sync_file_range()
 _FADVISE = getattr(os, "posix_fadvise", None)
 
 
-def check_policy(page_cache: str) -> str:
+def check_policy(page_cache: str) -> None:
     if page_cache not in POLICIES:
         raise ValueError(f"page_cache must be one of {POLICIES}, not {page_cache!r}")
-    return page_cache
 
 
 #: A stream size no file reaches.
@@ -73,38 +72,53 @@ def threshold(policy: str) -> int:
 
 
 def _drop(fd: int, start: int, n: int) -> None:
+    """Advice only: a failure costs speed, never data."""
     if _FADVISE is not None and n > 0:
-        _FADVISE(fd, start, n, os.POSIX_FADV_DONTNEED)
+        try:
+            _FADVISE(fd, start, n, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+
+
+def _sync(fd: int, start: int, n: int, flags: int) -> None:
+    """``sync_file_range``, whose errors are the file's: a write that failed
+    in writeback is reported here, and then no longer by ``fsync``."""
+    assert _SYNC_FILE_RANGE is not None
+    if _SYNC_FILE_RANGE(fd, start, n, flags) != 0:
+        import ctypes
+
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"writing the file back failed: {os.strerror(errno)}")
 
 
 class WriteBehind:
-    """For a file we write front to back: every STEP bytes, start the
-    writeback of the new bytes without waiting (left to itself the kernel
-    writes nothing back below ``vm.dirty_background_ratio``, 10% of RAM, so the
-    final fsync would write the whole file while we wait); and, as the policy
-    says, drop the pages of the steps before, once written back."""
+    """For a file we write front to back from offset ``start``: every STEP
+    bytes, start the writeback of the new bytes without waiting (left to
+    itself the kernel writes nothing back below ``vm.dirty_background_ratio``,
+    10% of RAM, so the final fsync would write the whole file while we wait);
+    and, as the policy says, drop the pages of the steps before, once written
+    back. Without ``sync_file_range`` it does nothing (``due`` is never true)."""
 
-    def __init__(self, fd: int, policy: str) -> None:
+    def __init__(self, fd: int, policy: str, start: int = 0) -> None:
         self.fd = fd
         self.threshold = threshold(policy)
-        self.started = 0  # writeback started for bytes before this offset
-        self.dropped = 0  # pages before this offset were dropped
+        self.started = start  # writeback started for bytes before this offset
+        self.dropped = start  # pages before this offset were dropped
+        self.next_at = start + STEP if _SYNC_FILE_RANGE is not None else NEVER
 
     def due(self, position: int) -> bool:
-        return position - self.started >= STEP
+        return position >= self.next_at
 
     def step(self, position: int) -> None:
         """The file holds ``position`` bytes (flushed from Python's buffer)."""
-        if _SYNC_FILE_RANGE is None:
-            return
-        _SYNC_FILE_RANGE(self.fd, self.started, position - self.started, _WRITE)
+        _sync(self.fd, self.started, position - self.started, _WRITE)
         if position > self.threshold and self.started > self.dropped:
             n = self.started - self.dropped
-            flags = _WAIT_BEFORE | _WRITE | _WAIT_AFTER
-            _SYNC_FILE_RANGE(self.fd, self.dropped, n, flags)
+            _sync(self.fd, self.dropped, n, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
             _drop(self.fd, self.dropped, n)
             self.dropped = self.started
         self.started = position
+        self.next_at = position + STEP
 
 
 class ReadBehind:
@@ -115,9 +129,9 @@ class ReadBehind:
     def __init__(self, fd: int, base: int, size: int, policy: str) -> None:
         self.fd = fd
         self.base = base
-        dropping = size > threshold(policy) and _FADVISE is not None
+        self.dropping = size > threshold(policy) and _FADVISE is not None
         self.dropped = 0  # stream offset up to which pages were dropped
-        self.next_at = STEP if dropping else NEVER
+        self.next_at = STEP if self.dropping else NEVER
 
     def step(self, position: int) -> None:
         """We have read the stream up to ``position``."""
@@ -125,7 +139,9 @@ class ReadBehind:
         self.dropped = position
         self.next_at = position + STEP
 
-    def seek(self, position: int) -> None:
-        """The reader moved to ``position``: drop behind it from there on."""
-        if self.next_at != NEVER:
-            self.dropped, self.next_at = position, position + STEP
+    def seek(self, old: int, new: int) -> None:
+        """The reader moved from ``old`` to ``new``: what it read before the
+        move is dropped now, and it drops behind itself from ``new`` on."""
+        if self.dropping and new != old:
+            self.step(old)
+            self.dropped, self.next_at = new, new + STEP

@@ -93,7 +93,7 @@ class Pickler(pickle.Pickler):
         if existing is None:
             self._sink = open_sink(file, page_cache)
         else:
-            self._sink = AppendSink(file, existing.end)
+            self._sink = AppendSink(file, existing.end, page_cache)
         self._writer = FrameWriter(self._sink, size, bool(checksum), compression)
         self._records: list[fmt.RecordEntry] = []
         self._state = "open"

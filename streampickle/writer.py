@@ -235,12 +235,12 @@ class FrameWriter:
         self.record_first_buffer = len(self.buffer_offsets)
 
     def end_record(self) -> None:
-        """Write the record's last pickle bytes and its RECORD_END. A small
-        uncompressed record whose pickle bytes are all still here (a message
-        without buffers) goes to the sink as one write: one send per message."""
+        """Write the record's last pickle bytes and its RECORD_END: when they
+        are few and uncompressed, as one write (a small message without
+        buffers: one write, or one send, per message)."""
         buffers = len(self.buffer_offsets) - self.record_first_buffer
         payload = self.pending
-        whole = self.compression is None and not self.queue and len(payload) <= 1 << 16
+        whole = self.compression is None and len(payload) <= 1 << 16
         head = b""
         if whole and payload:
             self.pending = bytearray()

@@ -270,7 +270,7 @@ class TestPickleSemantics:
             p.dump(["handle", np.arange(1000)])  # with a buffer
         bio.seek(0)
         u = sp.Unpickler(bio)
-        u.persistent_load = lambda pid: f"<{pid}>"  # type: ignore[attr-defined]
+        u.persistent_load = lambda pid: f"<{pid}>"
         assert u.load() == ["<db-1>", 1]
         got = u.load()
         assert got[0] == "<db-1>" and got[1][-1] == 999
