@@ -5,6 +5,7 @@ benchmarks/RESULTS.md.
     python benchmarks/run.py --quick         # the same, smoke-sized
     python benchmarks/run.py compress        # some suites only
     python benchmarks/run.py huge            # the 30 GiB suite (~15 min; never by default)
+    python benchmarks/run.py pagecache       # 12 GiB files (~6 min; never by default)
 
 Every suite is also a script of its own (bench.py is "core"), with ``--quick``.
 """
@@ -23,6 +24,7 @@ SUITES = {
     "compress": "compress.py",
     "sockets": "sockets.py",
     "huge": "huge.py",
+    "pagecache": "pagecache.py",
 }
 DEFAULT = ["core", "compress", "sockets"]
 
@@ -34,7 +36,7 @@ def main() -> None:
         nargs="*",
         metavar="suite",
         help=f"{', '.join([*SUITES, 'all'])}; default: core compress sockets "
-        "('all' is the same; huge only when named)",
+        "('all' is the same; huge and pagecache only when named)",
     )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
