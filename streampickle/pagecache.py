@@ -25,6 +25,10 @@ from typing import Any
 
 #: Page cache work is done every this many bytes of stream.
 STEP = 64 << 20
+#: Writeback is started, and pages dropped, up to multiples of this in the
+#: file: whole pages, and whole large folios (the page cache's up-to-2 MiB
+#: units), which a partly covered range leaves in place.
+ALIGN = 1 << 21
 #: The policies ``page_cache`` accepts.
 POLICIES = ("auto", "keep", "drop")
 
@@ -111,6 +115,9 @@ class WriteBehind:
 
     def step(self, position: int) -> None:
         """The file holds ``position`` bytes (flushed from Python's buffer)."""
+        # Whole pages only: a page under writeback blocks the next write into
+        # it until its I/O is done, a stall per step (1 s per 4 GiB here).
+        position -= position % ALIGN
         _sync(self.fd, self.started, position - self.started, _WRITE)
         if position > self.threshold and self.started > self.dropped:
             n = self.started - self.dropped
@@ -135,13 +142,23 @@ class ReadBehind:
 
     def step(self, position: int) -> None:
         """We have read the stream up to ``position``."""
-        _drop(self.fd, self.base + self.dropped, position - self.dropped)
-        self.dropped = position
+        self._drop_upto(position)
         self.next_at = position + STEP
+
+    def _drop_upto(self, position: int) -> None:
+        # To a multiple of ALIGN in the file: the kernel keeps a large folio
+        # (up to 2 MiB) that the range covers only in part.
+        end = self.base + position
+        end -= end % ALIGN
+        start = self.base + self.dropped
+        if end > start:
+            _drop(self.fd, start, end - start)
+            self.dropped = end - self.base
 
     def seek(self, old: int, new: int) -> None:
         """The reader moved from ``old`` to ``new``: what it read before the
         move is dropped now, and it drops behind itself from ``new`` on."""
         if self.dropping and new != old:
-            self.step(old)
-            self.dropped, self.next_at = new, new + STEP
+            self._drop_upto(old)
+            self.dropped = new - (self.base + new) % ALIGN  # the folio it is in
+            self.next_at = new + STEP
