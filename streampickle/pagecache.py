@@ -4,10 +4,11 @@ The kernel keeps every page of a file we write or read cached until memory
 runs short. For a stream larger than memory that is wasted work: the pages
 are never read again before they are evicted, and making room for them (or
 allocating them fresh) evicts everything else and costs more than the disk
-itself. On our 2-core test VM, writing 12 GB took 8.6-18 s through the cache
-and 3.7 s when the pages written were dropped behind the writer; reading it
-back took 12-21 s against 4.6 s. A file that fits is worth keeping cached:
-loading it again costs nothing.
+itself. On our 2-core test VM (``python benchmarks/pagecache.py``), writing
+12 GiB took 8.1-20 s through the cache and 4.4-4.7 s when the pages written
+were dropped behind the writer; reading it back took 7.3-21 s against
+4.8-7.4 s. A file that fits is worth keeping cached: loading it again costs
+nothing.
 
 ``page_cache`` decides, for paths we write and files we read:
 ``"auto"`` drops pages behind us once the stream is larger than a quarter of
