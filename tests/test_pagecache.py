@@ -49,6 +49,13 @@ class Calls:
         assert advice == os.POSIX_FADV_DONTNEED
         self.dropped.append((start, n))
 
+    def covered(self, size: int) -> np.ndarray:
+        """Which of ``size`` bytes the drops covered."""
+        covered = np.zeros(size, dtype=bool)
+        for start, n in self.dropped:
+            covered[start : start + n] = True
+        return covered
+
     def sync_file_range(self, fd: int, start: int, n: int, flags: int) -> int:
         (self.waited if flags & 4 else self.started).append((start, n))
         return 0
@@ -198,9 +205,7 @@ class TestReading:
             for record in u:
                 np.testing.assert_array_equal(record["w"], small["w"])
                 u[0]
-        covered = np.zeros(path.stat().st_size, dtype=bool)
-        for start, n in calls.dropped:
-            covered[start : start + n] = True
+        covered = calls.covered(path.stat().st_size)
         assert covered.sum() >= covered.size - STEP
 
     def test_random_access_drops_from_where_it_reads(
@@ -217,9 +222,7 @@ class TestReading:
         end = path.stat().st_size
         # Record 1 (read) is dropped but for its last step; record 0 (not read)
         # is not touched.
-        covered = np.zeros(end, dtype=bool)
-        for start, n in calls.dropped:
-            covered[start : start + n] = True
+        covered = calls.covered(end)
         assert covered[second : end - 2 * STEP].all()
         assert not covered[first + 4096 : second - 4096].any()
 
