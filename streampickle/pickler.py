@@ -97,6 +97,9 @@ class Pickler(pickle.Pickler):
         self._writer = FrameWriter(self._sink, size, bool(checksum), compression)
         self._records: list[fmt.RecordEntry] = []
         self._state = "open"
+        # Hand each record to the reader as it ends; ``dump``, whose one record
+        # the END frame follows at once, sends both together instead.
+        self._flush_records = True
         try:
             super().__init__(self._writer, 5, buffer_callback=self._writer.write_buffer)
             if existing is None:
@@ -129,7 +132,8 @@ class Pickler(pickle.Pickler):
         try:
             write(writer)
             writer.end_record()
-            self._sink.flush()  # a reader on a pipe or socket gets the record now
+            if self._flush_records:  # a reader on a pipe or socket gets it now
+                self._sink.flush()
         except BaseException:
             self._fail()
             raise
@@ -218,6 +222,7 @@ def dump(
         shuffle=shuffle,
         page_cache=page_cache,
     ) as pickler:
+        pickler._flush_records = False
         pickler.dump(obj)
 
 

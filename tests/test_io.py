@@ -248,6 +248,27 @@ class TestSocketsAndPipes:
                 p.close()
             os.close(w)
 
+    def test_sp_dump_of_a_small_message_is_one_send(self) -> None:
+        """Stream header, record and END go out together: the record is not
+        sent on its own first, since the END follows it at once."""
+
+        class CountingSocket(socket.socket):
+            sends = 0
+
+            def sendall(self, data: Any, *args: Any) -> None:  # type: ignore[override]
+                CountingSocket.sends += 1
+                super().sendall(data, *args)
+
+        a, b = socket.socketpair()
+        sender = CountingSocket(a.family, a.type, fileno=a.detach())
+        for i in range(3):
+            CountingSocket.sends = 0
+            sp.dump({"id": i}, sender)
+            assert CountingSocket.sends == 1
+            assert sp.load(b) == {"id": i}
+        sender.close()
+        b.close()
+
     def test_a_socket_without_a_working_sendmsg_gets_sendall(self) -> None:
         """ssl.SSLSocket has a sendmsg that raises NotImplementedError."""
 
