@@ -118,7 +118,10 @@ class WriteBehind:
         """The file holds ``position`` bytes (flushed from Python's buffer)."""
         # Whole pages only: a page under writeback blocks the next write into
         # it until its I/O is done, a stall per step (1 s per 4 GiB here).
+        self.next_at = position + STEP
         position -= position % ALIGN
+        if position <= self.started:
+            return
         _sync(self.fd, self.started, position - self.started, _WRITE)
         if position > self.threshold and self.started > self.dropped:
             n = self.started - self.dropped
@@ -126,7 +129,6 @@ class WriteBehind:
             _drop(self.fd, self.dropped, n)
             self.dropped = self.started
         self.started = position
-        self.next_at = position + STEP
 
 
 class ReadBehind:
@@ -160,6 +162,10 @@ class ReadBehind:
         """The reader moved from ``old`` to ``new``: what it read before the
         move is dropped now, and it drops behind itself from ``new`` on."""
         if self.dropping and new != old:
-            self._drop_upto(old)
-            self.dropped = new - (self.base + new) % ALIGN  # the folio it is in
+            folio = max(0, new - (self.base + new) % ALIGN)  # where ``new`` is
+            # Moving past the folio ``old`` is in, that folio is done with too;
+            # pages skipped and never read are left alone.
+            past_old = old + (-(self.base + old)) % ALIGN
+            self._drop_upto(max(old, min(past_old, folio)))
+            self.dropped = folio
             self.next_at = new + STEP

@@ -91,6 +91,10 @@ class TestWriting:
         assert size - 2 * STEP <= dropped < size
         assert calls.waited == calls.dropped
         assert contiguous_from_zero(calls.started) >= dropped
+        # On 2 MiB boundaries: a page under writeback stalls the next write into
+        # it; a partly covered large folio is not dropped.
+        assert all((start + n) % pagecache.ALIGN == 0 for start, n in calls.started)
+        assert all((start + n) % pagecache.ALIGN == 0 for start, n in calls.dropped)
         same(sp.load(path), OBJ)
 
     def test_keep_only_starts_writeback(self, tmp_path: Path, calls: Calls) -> None:
@@ -181,6 +185,8 @@ class TestReading:
             f.seek(1000)
             same(sp.load(f, page_cache="drop"), OBJ)
         assert calls.dropped[0][0] == 1000
+        # Each range ends on a 2 MiB boundary of the file, not of the stream.
+        assert all((start + n) % pagecache.ALIGN == 0 for start, n in calls.dropped)
 
     @pytest.mark.parametrize("policy", ["keep", "auto"])
     def test_keep_and_auto_below_the_threshold_drop_nothing(
@@ -221,10 +227,10 @@ class TestReading:
             first, second = (r.offset for r in u._index().records)
         end = path.stat().st_size
         # Record 1 (read) is dropped but for its last step; record 0 (not read)
-        # is not touched.
+        # is not touched, but for the 2 MiB folio record 1 starts in.
         covered = calls.covered(end)
         assert covered[second : end - 2 * STEP].all()
-        assert not covered[first + 4096 : second - 4096].any()
+        assert not covered[first + 4096 : second - pagecache.ALIGN].any()
 
 
 def test_bad_policy_is_a_value_error(tmp_path: Path) -> None:
