@@ -18,7 +18,7 @@ import tempfile
 from typing import Any, BinaryIO, Protocol
 
 from .errors import TruncatedStreamError
-from .pagecache import NEVER, ReadBehind, WriteBehind
+from .pagecache import ReadBehind, WriteBehind
 
 PathLike = str | os.PathLike[str]
 
@@ -253,27 +253,17 @@ class FileSource:
         except (AttributeError, OSError):
             self._end = None
         self.seekable = self._end is not None
-        self.behind: ReadBehind | None = None
-        # Only where our positions are offsets in the file behind the
-        # descriptor (not, say, a GzipFile's).
+        # Pages are dropped only where our positions are offsets in the file
+        # behind the descriptor (not, say, a GzipFile's).
         raw = file if isinstance(file, io.FileIO) else getattr(file, "raw", None)
-        if self._end is not None and page_cache != "keep" and isinstance(raw, io.FileIO):
-            self.behind = ReadBehind(raw.fileno(), self.base, self._end, page_cache)
-        # Past this position the pages behind are dropped.
-        self.drop_at = NEVER if self.behind is None else self.behind.next_at
+        fd = raw.fileno() if isinstance(raw, io.FileIO) else None
+        self.behind = ReadBehind(fd, self.base, self._end, page_cache)
 
     def seek(self, position: int) -> None:
         """Move to ``position`` in the stream (seekable files only)."""
         self.file.seek(self.base + position)
-        if self.behind is not None:
-            self.behind.seek(self.position, position)
-            self.drop_at = self.behind.next_at
+        self.behind.seek(self.position, position)
         self.position = position
-
-    def _drop_behind(self) -> None:
-        assert self.behind is not None
-        self.behind.step(self.position)
-        self.drop_at = self.behind.next_at
 
     def readinto(self, view: memoryview) -> int:
         got, want = 0, view.nbytes
@@ -288,8 +278,8 @@ class FileSource:
                 break
             got += n
         self.position += got
-        if self.position >= self.drop_at:
-            self._drop_behind()
+        if self.position >= self.behind.next_at:
+            self.behind.step(self.position)
         return got
 
     def read(self, n: int) -> bytes:
@@ -304,8 +294,8 @@ class FileSource:
                 got += len(more)
             data = b"".join(parts)
         self.position += got
-        if self.position >= self.drop_at:
-            self._drop_behind()
+        if self.position >= self.behind.next_at:
+            self.behind.step(self.position)
         return data
 
     def remaining(self) -> int | None:

@@ -133,13 +133,19 @@ class WriteBehind:
 
 class ReadBehind:
     """For a file of ``size`` bytes from offset ``base`` that we read front to
-    back: drop the pages behind us every STEP bytes, if the policy says so.
-    The reader calls ``step`` once its position reaches ``next_at``."""
+    back: drop the pages behind us every STEP bytes, if the policy says so
+    (never without a descriptor ``fd``, or a size). The reader calls ``step``
+    once its position reaches ``next_at``."""
 
-    def __init__(self, fd: int, base: int, size: int, policy: str) -> None:
-        self.fd = fd
+    def __init__(self, fd: int | None, base: int, size: int | None, policy: str) -> None:
+        self.fd = -1 if fd is None else fd
         self.base = base
-        self.dropping = size > threshold(policy) and _FADVISE is not None
+        self.dropping = (
+            fd is not None
+            and size is not None
+            and size > threshold(policy)
+            and _FADVISE is not None
+        )
         self.dropped = 0  # stream offset up to which pages were dropped
         self.next_at = STEP if self.dropping else NEVER
 

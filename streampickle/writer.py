@@ -239,18 +239,17 @@ class FrameWriter:
         are few and uncompressed, as one write (a small message without
         buffers: one write, or one send, per message)."""
         buffers = len(self.buffer_offsets) - self.record_first_buffer
-        payload = self.pending
-        whole = self.compression is None and len(payload) <= 1 << 16
-        head = b""
-        if whole and payload:
-            self.pending = bytearray()
-            self.pickle_bytes += len(payload)
-            head = _encode_pickle(payload, self.flags, None)[0]
-        elif not whole:
+        last = b""  # the last PICKLE frame, if it goes out with the RECORD_END
+        if self.compression is None and len(self.pending) <= 1 << 16:
+            if self.pending:
+                self.pickle_bytes += len(self.pending)
+                last = _encode_pickle(self.pending, self.flags, None)[0]
+                self.pending = bytearray()
+        else:
             self.flush()
             self.drain()
         end = fmt.frame(Kind.RECORD_END, raw_size=self.pickle_bytes, param=buffers)
-        self.sink.write(head + end)
+        self.sink.write(last + end)
 
     def _pickle_frame(self, payload: bytes | bytearray | memoryview) -> None:
         self.pickle_bytes += len(payload)
