@@ -24,6 +24,8 @@ from .io import FileSource, MmapSource, SegmentSource, SocketSource
 from .writer import IN_FLIGHT_PER_THREAD
 
 AnySource = FileSource | SocketSource | MmapSource | SegmentSource
+#: Read per record, so kept as globals (``Codec.NONE`` costs ~70 ns on 3.11).
+_HEADER_SIZE, _NO_CODEC = fmt.FRAME_HEADER.size, Codec.NONE
 
 
 class FrameReader:
@@ -98,11 +100,11 @@ class FrameReader:
         """The next frame header, or None if the input ends cleanly before it.
         ``data``: its bytes, already read (by ``stream_header``)."""
         if data is None:
-            data = self.source.read(fmt.FRAME_HEADER.size)
+            data = self.source.read(_HEADER_SIZE)
         offset = self.source.position - len(data)
         if not data:
             return None
-        if len(data) < fmt.FRAME_HEADER.size:
+        if len(data) < _HEADER_SIZE:
             raise TruncatedStreamError(
                 f"input ended at offset {offset + len(data)} inside a frame header"
             )
@@ -122,7 +124,7 @@ class FrameReader:
         frame (at least its RECORD_END), so this never reads past the stream.
         The caller keeps ``h.stored_size`` within GROWTH_STEP."""
         n = h.stored_size
-        both = self.source.read(n + fmt.FRAME_HEADER.size)
+        both = self.source.read(n + _HEADER_SIZE)
         if len(both) < n:
             raise TruncatedStreamError(
                 f"input ended at offset {self.source.position} inside {h.where()}"
@@ -130,15 +132,15 @@ class FrameReader:
         data = both[:n]
         if h.checked and fmt.checksum(data) != h.payload_check:
             raise CorruptStreamError(f"payload check mismatch in {h.where()}")
-        if h.codec is not Codec.NONE:
+        if h.codec is not _NO_CODEC:
             data = self._decoded(h, data)
         if len(both) == n:
             return data, None
-        if len(both) < n + fmt.FRAME_HEADER.size:
+        if len(both) < n + _HEADER_SIZE:
             raise TruncatedStreamError(
                 f"input ended at offset {self.source.position} inside a frame header"
             )
-        after = self.source.position - fmt.FRAME_HEADER.size
+        after = self.source.position - _HEADER_SIZE
         return data, fmt.decode_frame_header(both[n:], after, self.source.remaining())
 
     def decoded_payload(self, h: FrameHeader) -> bytes:

@@ -23,6 +23,8 @@ from .io import AppendSink, FileSource, Sink, open_sink
 from .pagecache import check_policy
 from .writer import Compression, FrameWriter
 
+_pickle_dump = pickle.Pickler.dump  # the C pickler's, without super() per record
+
 CompressOption = str | None
 
 
@@ -113,8 +115,7 @@ class Pickler(pickle.Pickler):
 
     def dump(self, obj: Any) -> None:
         """Write ``obj`` as the next record; each record decodes on its own."""
-        pickle_dump = super().dump
-        self.write_record(lambda writer: pickle_dump(obj))
+        self.write_record(lambda writer: _pickle_dump(self, obj))
 
     def write_record(self, write: Callable[[FrameWriter], None]) -> None:
         """Write the next record: ``write`` hands the frame writer the record's

@@ -31,6 +31,8 @@ Pieces = Sequence[Any]  # bytes-likes written one after another
 IN_FLIGHT_PER_THREAD = 2
 #: Pickle frames smaller than this are not worth compressing.
 MIN_COMPRESSED_PICKLE = 256
+# Written per record, so kept as globals (``Kind.PICKLE`` costs ~70 ns on 3.11).
+_PICKLE, _RECORD_END = Kind.PICKLE, Kind.RECORD_END
 
 
 class Compression:
@@ -239,17 +241,23 @@ class FrameWriter:
         are few and uncompressed, as one write (a small message without
         buffers: one write, or one send, per message)."""
         buffers = len(self.buffer_offsets) - self.record_first_buffer
-        last = b""  # the last PICKLE frame, if it goes out with the RECORD_END
-        if self.compression is None and len(self.pending) <= 1 << 16:
-            if self.pending:
-                self.pickle_bytes += len(self.pending)
-                last = _encode_pickle(self.pending, self.flags, None)[0]
-                self.pending = bytearray()
-        else:
+        last = self.pending  # the last PICKLE frame, if it goes out with the RECORD_END
+        n = len(last)
+        if self.compression is not None or n > 1 << 16:
             self.flush()
             self.drain()
-        end = fmt.frame(Kind.RECORD_END, raw_size=self.pickle_bytes, param=buffers)
-        self.sink.write(last + end)
+            n = 0
+        self.pickle_bytes += n
+        end = fmt.frame(_RECORD_END, raw_size=self.pickle_bytes, param=buffers)
+        if not n:
+            self.sink.write(end)
+            return
+        check = fmt.checksum(last) if self.checked else 0
+        head = fmt.frame(
+            _PICKLE, stored_size=n, raw_size=n, flags=self.flags, payload_check=check
+        )
+        self.sink.write(b"".join((head, last, end)))
+        self.pending = bytearray()
 
     def _pickle_frame(self, payload: bytes | bytearray | memoryview) -> None:
         self.pickle_bytes += len(payload)
