@@ -43,17 +43,23 @@ class _WholeRecord:
     """The file the C unpickler reads for a record that is one PICKLE frame:
     its pickle bytes, all in memory. The unpickler takes them with one
     ``peek`` and consumes what it used with one ``read``, so ``pos`` ends
-    where STOP fell, even inside a pickle FRAME opcode's bytes."""
+    where STOP fell, even inside a pickle FRAME opcode's bytes. One per
+    Unpickler, reset for each such record."""
 
-    __slots__ = ("chunk", "pos")
+    __slots__ = ("chunk", "pos", "number")
 
-    def __init__(self, chunk: bytes, end: FrameHeader) -> None:
+    def begin(self, chunk: bytes, end: FrameHeader, number: int) -> None:
         if (end.raw_size, end.param) != (len(chunk), 0):
             raise CorruptStreamError(
                 f"{end.where()} counts {end.raw_size} pickle bytes and {end.param} "
                 f"buffers; the record has {len(chunk)} and 0"
             )
-        self.chunk, self.pos = chunk, 0
+        self.chunk, self.pos, self.number = chunk, 0, number
+
+    def finish(self) -> None:
+        """After STOP: it must be the last pickle byte."""
+        if self.pos != len(self.chunk):
+            raise CorruptStreamError(f"pickle bytes after STOP in record {self.number}")
 
     def read(self, n: int = -1) -> bytes:
         start = self.pos
@@ -297,6 +303,7 @@ class Unpickler:
         self._source = open_source(file, mmap_mode, page_cache)
         self._frames = FrameReader(self._source, threads)
         self._record = _RecordReader(self._frames, max_size)
+        self._whole = _WholeRecord()
         self._inner: _RecordUnpickler | None = None
         self._random_index: fmt.Index | None = None
         self._state = "new"
@@ -363,7 +370,7 @@ class Unpickler:
         """Unpickle the record whose first frame header is ``first``."""
         record = self._record
         record.failure = None
-        whole = None  # a record in one PICKLE frame: its pickle bytes
+        file: _RecordReader | _WholeRecord = record
         try:
             if first.kind is _PICKLE and first.stored_size <= _SMALL_FRAME:
                 # Most records of small messages are one PICKLE frame and their
@@ -372,24 +379,20 @@ class Unpickler:
                     raise _too_large(number, record.max_size, first)
                 chunk, after = self._frames.pickle_and_next_header(first)
                 if after is not None and after.kind is _RECORD_END:
-                    whole = _WholeRecord(chunk, after)
+                    file = self._whole
+                    file.begin(chunk, after, number)
                 else:
                     record.begin(after, number, chunk)
             else:
                 record.begin(first, number)
-            if whole is None:
-                inner = _RecordUnpickler(record, buffers=record)
-            else:
-                inner = _RecordUnpickler(whole, buffers=())  # it has no BUFFER frames
+            # A whole record has no BUFFER frames.
+            inner = _RecordUnpickler(file, buffers=record if file is record else ())
             self._inner = inner
             inner.find_class = self._find_class  # type: ignore[method-assign]
             if self.persistent_load is not None:
                 inner.persistent_load = self.persistent_load  # type: ignore[method-assign]
             obj = inner.load()
-            if whole is None:
-                record.finish()
-            elif whole.pos != len(chunk):
-                raise CorruptStreamError(f"pickle bytes after STOP in record {number}")
+            file.finish()
             return obj
         except StreamError:
             raise

@@ -161,6 +161,19 @@ class TestMemoryMap:
             sp.load(io.BytesIO(sp.dumps(1)), mmap_mode="r")
 
 
+class _NodelayLog(socket.socket):
+    """A socket that records the TCP_NODELAY values set on it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.nodelay_calls: list[int] = []
+
+    def setsockopt(self, level: int, option: int, value: Any, *rest: Any) -> None:
+        if (level, option) == (socket.IPPROTO_TCP, socket.TCP_NODELAY):
+            self.nodelay_calls.append(value)
+        super().setsockopt(level, option, value, *rest)
+
+
 class TestSocketsAndPipes:
     def test_socketpair_records_back_to_back_are_read_by_separate_readers(self) -> None:
         a, b = socket.socketpair()
@@ -294,21 +307,54 @@ class TestSocketsAndPipes:
         assert not isinstance(caught.value, BufferError)
         a.close()
 
-    def test_writing_to_tcp_turns_off_nagle(self) -> None:
-        """Nagle's algorithm stalls every large send's last packet until a
-        delayed acknowledgement (1 GiB over loopback: 2.3 s instead of 0.33 s)."""
+    @staticmethod
+    def _tcp_pair(nodelay: bool = False) -> tuple[_NodelayLog, socket.socket]:
         listener = socket.create_server(("127.0.0.1", 0))
         a = socket.create_connection(listener.getsockname())
         b, _ = listener.accept()
         listener.close()
-        assert not a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-        t = threading.Thread(target=lambda: sp.dump({"x": np.arange(1000)}, a))
-        t.start()
-        assert sp.load(b)["x"][-1] == 999
-        t.join()
-        assert a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-        a.close()
-        b.close()
+        if nodelay:
+            a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return _NodelayLog(a.family, a.type, a.proto, fileno=a.detach()), b
+
+    def test_small_records_over_tcp_keep_nagle_and_are_never_pushed(self) -> None:
+        """A stream of small messages shares packets, as with Nagle's
+        algorithm everywhere else (one packet each cost a third of the rate)."""
+        a, b = self._tcp_pair()
+        with a, b:
+            with sp.Pickler(a) as p:
+                for i in range(100):
+                    p.dump({"i": i, "s": "x" * 500})
+            assert [r["i"] for r in sp.Unpickler(b)] == list(range(100))
+            assert a.nodelay_calls == []
+            assert not a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+    def test_large_sends_over_tcp_are_pushed_out_at_once(self) -> None:
+        """Nagle's algorithm would hold each large send's last packet until a
+        delayed acknowledgement (1 GiB over loopback: 2.3 s instead of 0.33 s):
+        every large send, and the end of its record, is pushed (TCP_NODELAY
+        set, which flushes, then cleared)."""
+        a, b = self._tcp_pair()
+        obj = {"x": np.arange(1 << 20)}  # 8 MiB: two 4 MiB chunks
+        with a, b:
+            t = threading.Thread(target=lambda: sp.dump(obj, a, frame_size=4 << 20))
+            t.start()
+            np.testing.assert_array_equal(sp.load(b)["x"], obj["x"])
+            t.join()
+            pushes = len(a.nodelay_calls) // 2
+            assert a.nodelay_calls == [1, 0] * pushes
+            assert pushes == 3  # two chunks and the record's end
+            assert not a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+    def test_a_tcp_socket_with_nodelay_set_is_left_as_it_is(self) -> None:
+        a, b = self._tcp_pair(nodelay=True)
+        with a, b:
+            t = threading.Thread(target=lambda: sp.dump({"x": np.arange(1 << 18)}, a))
+            t.start()
+            assert sp.load(b)["x"][-1] == (1 << 18) - 1
+            t.join()
+            assert a.nodelay_calls == []
+            assert a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
     def test_peer_closing_mid_record_raises_truncated(self) -> None:
         data = sp.dumps({"a": np.arange(100_000)})
