@@ -159,29 +159,34 @@ class Unpickler:
                 return
 
     async def _receive_buffer(self, h: fmt.FrameHeader) -> bool:
-        """Read a BUFFER's payload into its final array, checking each chunk."""
+        """Read a BUFFER's payload into its final array, then check it. Pieces
+        are taken as the stream buffers them (``read``, not a ``readexactly``
+        of a whole chunk, which first grows the StreamReader's buffer to the
+        chunk's size, pausing and resuming the transport all the while)."""
         try:
             out = np.empty(h.raw_size, dtype=np.uint8)
         except MemoryError:
             raise CorruptStreamError(
                 f"{h.where()} claims {h.raw_size} bytes, more than can be allocated"
             ) from None
-        sums = []
-        for start in range(0, h.raw_size, h.param):
-            piece = await self._read(min(h.param, h.raw_size - start))
-            out[start : start + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
-            if len(piece) < min(h.param, h.raw_size - start):
-                self._received.push(out[: start + len(piece)])
+        view = memoryview(out.data)
+        got = 0
+        while got < h.raw_size:
+            piece = await self._reader.read(h.raw_size - got)
+            if not piece:
+                self._received.push(out[:got])
                 return False
-            if h.checked:
-                sums.append(fmt.checksum(piece))
+            view[got : got + len(piece)] = piece
+            got += len(piece)
+            self._offset += len(piece)
         table = await self._read(h.check_table_size())
         if len(table) < h.check_table_size():
             self._received.push(out)
             self._received.push(table)
             return False
         if h.checked:
-            verify_chunks(h, sums, table)
+            starts = range(0, h.raw_size, h.param)
+            verify_chunks(h, [fmt.checksum(view[s : s + h.param]) for s in starts], table)
         self._received.push(out)
         self._received.push(table)
         return True

@@ -130,6 +130,24 @@ class TestBadPeers:
         with pytest.raises(sp.CorruptStreamError, match="check mismatch"):
             self.feed(bytes(data))
 
+    def test_a_cut_at_every_offset_raises_truncated(self) -> None:
+        """Inside the headers, the pickle bytes, the buffer (read in pieces as
+        they arrive) and its check table."""
+        data = sp.dumps({"w": np.arange(512, dtype=np.float32)})
+        for cut in range(1, len(data)):
+            with pytest.raises(sp.TruncatedStreamError):
+                self.feed(data[:cut])
+
+    def test_a_flipped_bit_anywhere_in_a_buffer_raises_corrupt(self) -> None:
+        w = np.arange(512, dtype=np.float32)
+        data = sp.dumps({"w": w})
+        start = data.index(w.tobytes())
+        for i in range(start, start + w.nbytes, 7):
+            damaged = bytearray(data)
+            damaged[i] ^= 1 << (i % 8)
+            with pytest.raises(sp.CorruptStreamError, match="check mismatch"):
+                self.feed(bytes(damaged))
+
     def test_max_size_refuses_large_records(self) -> None:
         with pytest.raises(sp.StreamError, match="max_size"):
             self.feed(sp.dumps(sample(1)), max_size=10_000)
