@@ -23,6 +23,7 @@ import argparse
 import datetime as dt
 import os
 import pickle
+import random
 import shutil
 import sys
 import tempfile
@@ -330,6 +331,10 @@ def measure(args: argparse.Namespace, data: Path) -> Samples:
     for workload in args.workloads:
         todo = plan(workload)
         for rep in range(max(n for _, n in todo)):
+            # A fresh order each repetition: whoever runs first after another
+            # workload or a large run meets this VM's slow first-touch memory
+            # and page cache; it must not always be the same contender.
+            random.Random(rep).shuffle(todo)
             for key, runs in todo:
                 if rep >= runs:
                     continue

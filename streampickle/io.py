@@ -14,6 +14,7 @@ import io
 import mmap
 import os
 import socket
+import sys
 import tempfile
 from typing import Any, BinaryIO, Protocol
 
@@ -93,9 +94,11 @@ class SocketSink:
     packet until the peer acknowledges what came before, while the peer,
     waiting for exactly those bytes, delays its acknowledgement: one stall per
     buffer chunk (1 GiB over loopback took 2.3 s instead of 0.33 s). So each
-    large send, and the end of a record that had one, is pushed out at once
-    (setting TCP_NODELAY flushes, and it is cleared again). A socket whose
-    owner set TCP_NODELAY is left as it is."""
+    large send, and the end of a record that sent 64 KiB or more, is pushed
+    out at once: on Linux, setting TCP_NODELAY sends what Nagle holds, and it
+    is cleared again. Elsewhere (macOS only flips a flag) a TCP socket gets
+    TCP_NODELAY for good. A socket whose owner set TCP_NODELAY is left as it
+    is."""
 
     seekable = False
     base = 0
@@ -114,7 +117,12 @@ class SocketSink:
             and sock.type == socket.SOCK_STREAM
         ):
             try:
-                self.nagle = not sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                if not sys.platform.startswith("linux"):
+                    # Elsewhere setting TCP_NODELAY need not send what Nagle
+                    # holds (XNU only flips a flag): turn Nagle off for good.
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                else:
+                    self.nagle = not sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             except OSError:  # closed: writing will say
                 pass
 
@@ -123,7 +131,8 @@ class SocketSink:
         if n < self.GATHER:
             self.pending += data
             if len(self.pending) >= self.GATHER:
-                self.flush()
+                self._send_pending()
+                self.pushed = not self.nagle  # the record's end pushes
             self.position += n
             return
         if self.pending and self.gathers:
@@ -145,8 +154,16 @@ class SocketSink:
             self.pushed = False  # the small writes after it must be pushed too
 
     def _push(self) -> None:
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        """Send what Nagle's algorithm holds back, unless the owner has since
+        turned it off (then their setting stays, and no push is needed)."""
+        try:
+            if self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
+                self.nagle = False
+                return
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        except OSError:  # the connection is closed: nothing is held any more
+            pass
 
     def _send_together(self, first: memoryview, second: memoryview) -> None:
         parts = [first, second]

@@ -271,11 +271,10 @@ class _RecordUnpickler(pickle.Unpickler):
     """The C unpickler for one record. Each record gets a fresh one: the C
     memo's next index survives ``memo.clear()``, so a reused unpickler would
     number the next record's memo entries wrongly. A subclass only so that
-    ``find_class`` can be set on the instance (C looks it up there), in a slot:
-    no instance dict per record. Without a Python ``__init__``, making one per
-    small message costs what the C one does."""
-
-    __slots__ = ("find_class",)
+    hooks can be set on the instance (C looks them up there; no ``__slots__``:
+    on Python 3.13 ``persistent_load`` is a method, set in the instance dict);
+    without a Python ``__init__``, making one per small message costs what the
+    C one does."""
 
 
 class Unpickler:

@@ -161,17 +161,36 @@ class TestMemoryMap:
             sp.load(io.BytesIO(sp.dumps(1)), mmap_mode="r")
 
 
+#: The Nagle handling of TCP sockets tested here is Linux's (elsewhere a TCP
+#: socket simply gets TCP_NODELAY).
+LINUX_PUSH = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="TCP pushes are Linux-only"
+)
+
+
 class _NodelayLog(socket.socket):
-    """A socket that records the TCP_NODELAY values set on it."""
+    """A socket that records the TCP_NODELAY values set on it, and in
+    ``events`` those and the size of every send, in order."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.nodelay_calls: list[int] = []
+        self.events: list[tuple[str, int]] = []
 
     def setsockopt(self, level: int, option: int, value: Any, *rest: Any) -> None:
         if (level, option) == (socket.IPPROTO_TCP, socket.TCP_NODELAY):
             self.nodelay_calls.append(value)
+            self.events.append(("nodelay", value))
         super().setsockopt(level, option, value, *rest)
+
+    def sendall(self, data: Any, *rest: Any) -> None:
+        self.events.append(("send", memoryview(data).nbytes))
+        super().sendall(data, *rest)
+
+    def sendmsg(self, buffers: Any, *rest: Any) -> int:
+        sent = super().sendmsg(buffers, *rest)
+        self.events.append(("send", sent))
+        return sent
 
 
 class TestSocketsAndPipes:
@@ -317,6 +336,7 @@ class TestSocketsAndPipes:
             a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return _NodelayLog(a.family, a.type, a.proto, fileno=a.detach()), b
 
+    @LINUX_PUSH
     def test_small_records_over_tcp_keep_nagle_and_are_never_pushed(self) -> None:
         """A stream of small messages shares packets, as with Nagle's
         algorithm everywhere else (one packet each cost a third of the rate)."""
@@ -329,6 +349,7 @@ class TestSocketsAndPipes:
             assert a.nodelay_calls == []
             assert not a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
+    @LINUX_PUSH
     def test_large_sends_over_tcp_are_pushed_out_at_once(self) -> None:
         """Nagle's algorithm would hold each large send's last packet until a
         delayed acknowledgement (1 GiB over loopback: 2.3 s instead of 0.33 s):
@@ -345,6 +366,42 @@ class TestSocketsAndPipes:
             assert a.nodelay_calls == [1, 0] * pushes
             assert pushes == 3  # two chunks and the record's end
             assert not a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+    @LINUX_PUSH
+    @pytest.mark.parametrize(
+        "obj",
+        [
+            {"big": np.zeros(1 << 15), "smalls": [np.zeros(512) for _ in range(40)]},
+            {"smalls": [np.zeros(256) for _ in range(60)]},  # small writes only
+        ],
+        ids=["large-then-small", "small-writes-past-64KiB"],
+    )
+    def test_a_record_that_sent_64_kib_or_more_ends_with_a_push(self, obj: Any) -> None:
+        """Its last small packet must not wait for the peer's delayed ACK."""
+        a, b = self._tcp_pair()
+        with a, b:
+            t = threading.Thread(target=lambda: sp.Pickler(a).dump(obj))
+            t.start()
+            got = sp.Unpickler(b).load()
+            t.join()
+            assert len(got["smalls"]) == len(obj["smalls"])
+            sends = [n for event, n in a.events if event == "send"]
+            assert sum(sends) >= 1 << 16
+            assert a.events[-2:] == [("nodelay", 1), ("nodelay", 0)]
+            assert not a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+    @LINUX_PUSH
+    def test_nodelay_set_by_the_owner_after_the_pickler_is_made_is_kept(self) -> None:
+        a, b = self._tcp_pair()
+        with a, b:
+            p = sp.Pickler(a)
+            a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            t = threading.Thread(target=lambda: p.dump({"x": np.arange(1 << 18)}))
+            t.start()
+            assert sp.Unpickler(b).load()["x"][-1] == (1 << 18) - 1
+            t.join()
+            assert a.nodelay_calls == [1]  # the owner's call only
+            assert a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
     def test_a_tcp_socket_with_nodelay_set_is_left_as_it_is(self) -> None:
         a, b = self._tcp_pair(nodelay=True)
