@@ -8,6 +8,7 @@ zstd contexts are not thread-safe, so each thread keeps its own.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -118,6 +119,36 @@ def scratch(name: str, nbytes: int) -> np.ndarray:
     return buf[:nbytes]
 
 
+#: Arrays ``recycled`` keeps per thread for reuse (a thread's chunks in
+#: flight and the one it makes), and the largest it keeps: they stay
+#: allocated while the thread lives.
+RECYCLED_PER_THREAD, RECYCLED_MAX_BYTES = 3, 16 << 20
+
+
+def recycled(nbytes: int) -> np.ndarray:
+    """A uint8 array of ``nbytes`` for output that outlives the call (a
+    shuffled chunk, written later by another thread): one this thread made
+    before and that nothing references any more, else a new one. Fresh
+    multi-MiB arrays per chunk cost page faults on every chunk (twice the
+    system time of a compressed dump on 2 threads)."""
+    kept: list[np.ndarray] = _local.__dict__.setdefault("recycled", [])
+    unused = None  # a free array of another size, to replace
+    for i in range(len(kept)):
+        # Free if only the list (and getrefcount's argument) refer to it; a
+        # view of it may otherwise still be waiting to be written.
+        if sys.getrefcount(kept[i]) == 2:
+            if kept[i].nbytes == nbytes:
+                return kept[i]
+            unused = i
+    arr = np.empty(nbytes, dtype=np.uint8)
+    if nbytes <= RECYCLED_MAX_BYTES:
+        if len(kept) < RECYCLED_PER_THREAD:
+            kept.append(arr)
+        elif unused is not None:
+            kept[unused] = arr
+    return arr
+
+
 def _shuffle_words(words: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> None:
     """Byte lanes of ``words`` (uint16 or uint32) into the rows of ``out``."""
     out[0] = words  # the cast keeps the low byte
@@ -137,7 +168,7 @@ def shuffle(data: Any, itemsize: int) -> np.ndarray:
     """
     raw = np.frombuffer(data, dtype=np.uint8)
     m = raw.size // itemsize
-    out = np.empty((itemsize, m), dtype=np.uint8)
+    out = recycled(itemsize * m).reshape(itemsize, m)
     if m and (itemsize in _WORDS or itemsize == 8):
         dtype = _WORDS.get(itemsize, _WORDS[4])
         size = min(m, _BLOCK) * dtype.itemsize

@@ -214,6 +214,48 @@ class TestShuffle:
         np.testing.assert_array_equal(back, data)
 
 
+class _KeepsViews:
+    """A file that keeps what is written to it, uncopied (as aio's frame list
+    does until the transport takes it)."""
+
+    def __init__(self) -> None:
+        self.pieces: list[Any] = []
+
+    def write(self, data: Any) -> int:
+        self.pieces.append(data)
+        return memoryview(data).nbytes
+
+    def getvalue(self) -> bytes:
+        return b"".join(bytes(memoryview(p).cast("B")) for p in self.pieces)
+
+
+class TestRecycledMemory:
+    """Shuffled chunks go out in arrays each thread reuses, but only once
+    nothing refers to them any more."""
+
+    def test_an_array_still_referenced_is_never_handed_out_again(self) -> None:
+        first = codecs.shuffle(bytes(range(64)) * 1024, 4)
+        copy = bytes(first)
+        others = [codecs.shuffle(bytes(64 * 1024), 4) for _ in range(10)]
+        assert bytes(first) == copy
+        assert all(o.base is not first.base for o in others)
+
+    def test_a_released_array_is_reused(self) -> None:
+        first = codecs.shuffle(bytes(64 * 1024), 4)
+        kept = id(first.base)  # not the array itself: that would hold it
+        del first
+        assert id(codecs.shuffle(bytes(range(64)) * 1024, 4).base) == kept
+
+    def test_a_sink_that_keeps_every_chunk_uncopied_gets_them_all_intact(self) -> None:
+        arrays = {f"a{i}": RNG.random(1 << 20, dtype=np.float32) for i in range(6)}
+        out = _KeepsViews()
+        with sp.Pickler(out, compress="zstd", frame_size=1 << 20) as p:
+            p.dump(arrays)
+        got = sp.loads(out.getvalue())
+        for k, a in arrays.items():
+            np.testing.assert_array_equal(got[k], a)
+
+
 def chunk_stream(payload: bytes, raw_size: int, *, codec: Codec = Codec.ZSTD) -> bytes:
     """A stream whose one record is a compressed BUFFER of one CHUNK."""
     pickled = pickle.dumps(
