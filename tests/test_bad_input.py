@@ -866,6 +866,31 @@ def garbage_cases() -> list[tuple[str, bytes]]:
     return cases
 
 
+class TestBitFlipsInALargeBuffer:
+    """A buffer of many check chunks, whose checks run in the thread pool while
+    later chunks are read: a flip in any chunk names that chunk, on every
+    source and with checks inline (threads=0) too."""
+
+    ARRAY = np.arange(16 * FRAME_SIZE // 8, dtype=np.int64)  # 16 check chunks
+
+    @pytest.mark.parametrize("threads", [None, 0])
+    @pytest.mark.parametrize("source", ["bytes", "nonseekable"])
+    def test_a_flip_in_any_chunk_raises_corrupt_stream_error_naming_it(
+        self, threads: int | None, source: str
+    ) -> None:
+        data = sp.dumps({"a": self.ARRAY}, frame_size=FRAME_SIZE)
+        start = data.index(self.ARRAY.tobytes())
+        for chunk in range(16):
+            damaged = bytearray(data)
+            damaged[start + chunk * FRAME_SIZE + 100] ^= 0x08
+            file: Any = io.BytesIO(damaged) if source == "bytes" else NonSeekable(damaged)
+            message = f"check mismatch in chunk {chunk} "
+            with pytest.raises(sp.CorruptStreamError, match=message):
+                sp.load(file, threads=threads)
+        got = sp.load(io.BytesIO(data), threads=threads)
+        np.testing.assert_array_equal(got["a"], self.ARRAY)
+
+
 class TestGarbage:
     """Bytes that are not a streampickle stream raise CorruptStreamError."""
 
