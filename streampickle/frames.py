@@ -177,11 +177,12 @@ class FrameReader:
         if h.codec is not Codec.NONE:
             self._chunks(h, view)
             return out
-        # Chunks are checked in the pool while the next ones are read (XXH3
-        # releases the GIL): inline, checking cost 12% of a warm load.
-        pool = (
-            codecs.pool(self.threads) if h.checked and self.threads and n > chunk else None
-        )
+        # From a file, chunks are checked in the pool while the next ones are
+        # read (XXH3 releases the GIL): inline, checking cost 12% of a warm
+        # load. Not from a socket: the sending process needs the other core.
+        from_file = isinstance(self.source, FileSource)
+        pooled = h.checked and self.threads and n > chunk and from_file
+        pool = codecs.pool(self.threads) if pooled else None
         sums: list[Future[int] | int] = []
         for start in range(0, n, chunk):
             piece = view[start : start + chunk]
