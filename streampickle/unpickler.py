@@ -333,10 +333,20 @@ class Unpickler:
         assert self._inner is not None, "find_class is called while loading"
         return pickle.Unpickler.find_class(self._inner, module, name)
 
+    def _refuse_reentry(self) -> None:
+        """A hook or a class's ``__setstate__`` that reads from this Unpickler
+        while it loads a record would move the stream under it."""
+        if self._inner is not None:
+            raise RuntimeError(
+                f"record {self._count} is being loaded: this Unpickler cannot read "
+                "another record until it is done (use a second Unpickler)"
+            )
+
     def load(self) -> Any:
         """The next record; EOFError at the clean end of the stream."""
         state = self._state
-        if state != "open":
+        if state != "open" or self._inner is not None:
+            self._refuse_reentry()
             if state == "ended":
                 raise EOFError("end of streampickle stream")
             if state == "closed":
@@ -442,6 +452,7 @@ class Unpickler:
     def __getitem__(self, i: int) -> Any:
         """Record ``i`` (negative counts from the end), read through the index
         without reading the records before it."""
+        self._refuse_reentry()
         records = self._index().records
         n = operator.index(i)
         if n < 0:

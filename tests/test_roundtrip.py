@@ -5,6 +5,7 @@ from __future__ import annotations
 import copyreg
 import io
 import pickle
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -281,6 +282,33 @@ class TestPickleSemantics:
             renamed = data.replace(Point.__module__.encode(), b"x" * len(Point.__module__))
             with pytest.raises(ModuleNotFoundError):
                 sp.loads(renamed)
+
+    @pytest.mark.parametrize("reach", ["load", "index"])
+    @pytest.mark.parametrize("second", [["handle", 1], ["handle", np.arange(1000)]])
+    def test_a_hook_that_reads_the_same_unpickler_mid_load_is_refused(
+        self, tmp_path: Path, reach: str, second: list[Any]
+    ) -> None:
+        """Reading another record from inside a load would move the stream
+        under the record being read: a clear error, and the records stay
+        readable by another Unpickler."""
+
+        class P(sp.Pickler):
+            def persistent_id(self, obj: Any) -> Any:
+                return "db-1" if isinstance(obj, str) and obj == "handle" else None
+
+        path = tmp_path / "s.sp"
+        with P(path) as p:
+            p.dump(["first"])
+            p.dump(second)
+        u = sp.Unpickler(path)
+        assert u.load() == ["first"]
+        u.persistent_load = lambda pid: u.load() if reach == "load" else u[0]
+        with pytest.raises(RuntimeError, match="record 1 is being loaded"):
+            u.load()
+        u.close()
+        fresh = sp.Unpickler(path)
+        fresh.persistent_load = lambda pid: pid
+        assert [r[0] for r in fresh] == ["first", "db-1"]
 
     def test_dispatch_table_is_used(self) -> None:
         class P(sp.Pickler):
