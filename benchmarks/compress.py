@@ -680,9 +680,7 @@ def main() -> None:
         "",
         *report(args, samples, speed, hashes),
     ]
-    h.write_section("checksum" if args.checksum_only else "compress", lines, args.output)
-    print("\n".join(lines))
-    h.log(f"wrote {args.output}")
+    h.publish("checksum" if args.checksum_only else "compress", lines, args.output)
 
 
 if __name__ == "__main__":

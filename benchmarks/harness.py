@@ -282,6 +282,13 @@ def write_section(name: str, lines: list[str], path: Path = RESULTS) -> None:
     path.write_text(text.rstrip() + "\n")
 
 
+def publish(name: str, lines: list[str], path: Path = RESULTS) -> None:
+    """Write section ``name`` (``write_section``), print it, and say where."""
+    write_section(name, lines, path)
+    print("\n".join(lines))
+    log(f"wrote {path}")
+
+
 def table(head: list[str], rows: list[list[str]], align: str | None = None) -> list[str]:
     align = align or "|---" + "|---:" * (len(head) - 1) + "|"
     return [

@@ -309,9 +309,7 @@ def main() -> None:
             align="|---|---|---:|---:|",
         ),
     ]
-    h.write_section("huge", lines, args.output)
-    print("\n".join(lines))
-    h.log(f"wrote {args.output}")
+    h.publish("huge", lines, args.output)
 
 
 if __name__ == "__main__":

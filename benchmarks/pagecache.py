@@ -195,9 +195,7 @@ def main() -> None:
             "|---|---|---|---:|---:|---:|",
         ),
     ]
-    h.write_section("pagecache", lines, args.output)
-    print("\n".join(lines))
-    h.log(f"wrote {args.output}")
+    h.publish("pagecache", lines, args.output)
 
 
 if __name__ == "__main__":

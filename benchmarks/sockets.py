@@ -478,9 +478,7 @@ def main() -> None:
         "",
         *h.table(["transport", "contender", "messages/s"], rows, "|---|---|---:|"),
     ]
-    h.write_section("sockets", lines, args.output)
-    print("\n".join(lines))
-    h.log(f"wrote {args.output}")
+    h.publish("sockets", lines, args.output)
 
 
 if __name__ == "__main__":
