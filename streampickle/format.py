@@ -13,6 +13,7 @@ stream header (offset 0), not from the start of the file that holds it.
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -257,6 +258,16 @@ def frame(
         kind, codec, flags, 0, param, stored_size, raw_size, payload_check
     )
     return head + CHECK.pack(_xxh3(head) & 0xFFFFFFFF)
+
+
+@functools.lru_cache(maxsize=1024)
+def whole_record_end(pickle_bytes: int) -> bytes:
+    """The RECORD_END header that closes a record of ``pickle_bytes`` pickle
+    bytes and no buffers, as writers encode it. A reader that finds exactly
+    these bytes after a record's first PICKLE frame knows the record ends
+    there, valid, without decoding them (small messages: the same few sizes
+    recur, hence the cache)."""
+    return frame(Kind.RECORD_END, raw_size=pickle_bytes)
 
 
 def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHeader:

@@ -98,7 +98,8 @@ class FrameReader:
 
     def next_header(self, data: bytes | None = None) -> FrameHeader | None:
         """The next frame header, or None if the input ends cleanly before it.
-        ``data``: its bytes, already read (by ``stream_header``)."""
+        ``data``: its bytes, already read (by ``stream_header`` or
+        ``pickle_and_after``)."""
         if data is None:
             data = self.source.read(_HEADER_SIZE)
         offset = self.source.position - len(data)
@@ -117,12 +118,13 @@ class FrameReader:
             raise CorruptStreamError(f"payload check mismatch in {h.where()}")
         return data
 
-    def pickle_and_next_header(self, h: FrameHeader) -> tuple[bytes, FrameHeader | None]:
-        """The decoded payload of PICKLE frame ``h`` and the header of the frame
-        after it (None if the input ends cleanly there), read together: one
-        ``recv`` per small record on a socket. A frame always follows a PICKLE
-        frame (at least its RECORD_END), so this never reads past the stream.
-        The caller keeps ``h.stored_size`` within GROWTH_STEP."""
+    def pickle_and_after(self, h: FrameHeader) -> tuple[bytes, bytes]:
+        """The decoded payload of PICKLE frame ``h`` and the (up to 32) bytes
+        after it, read together: one ``recv`` per small record on a socket. A
+        frame always follows a PICKLE frame (at least its RECORD_END), so this
+        never reads past the stream; fewer bytes after it mean the input ended
+        (``next_header`` given them says so). The caller keeps
+        ``h.stored_size`` within GROWTH_STEP."""
         n = h.stored_size
         both = self.source.read(n + _HEADER_SIZE)
         if len(both) < n:
@@ -134,14 +136,7 @@ class FrameReader:
             raise CorruptStreamError(f"payload check mismatch in {h.where()}")
         if h.codec is not _NO_CODEC:
             data = self._decoded(h, data)
-        if len(both) == n:
-            return data, None
-        if len(both) < n + _HEADER_SIZE:
-            raise TruncatedStreamError(
-                f"input ended at offset {self.source.position} inside a frame header"
-            )
-        after = self.source.position - _HEADER_SIZE
-        return data, fmt.decode_frame_header(both[n:], after, self.source.remaining())
+        return data, both[n:]
 
     def decoded_payload(self, h: FrameHeader) -> bytes:
         """The payload of a PICKLE frame, checked and decompressed."""

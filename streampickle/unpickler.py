@@ -47,14 +47,9 @@ class _WholeRecord:
     Unpickler, reset for each such record."""
 
     __slots__ = ("chunk", "pos", "number")
-
-    def begin(self, chunk: bytes, end: FrameHeader, number: int) -> None:
-        if (end.raw_size, end.param) != (len(chunk), 0):
-            raise CorruptStreamError(
-                f"{end.where()} counts {end.raw_size} pickle bytes and {end.param} "
-                f"buffers; the record has {len(chunk)} and 0"
-            )
-        self.chunk, self.pos, self.number = chunk, 0, number
+    chunk: bytes
+    pos: int
+    number: int
 
     def finish(self) -> None:
         """After STOP: it must be the last pickle byte."""
@@ -276,6 +271,11 @@ class _RecordUnpickler(pickle.Unpickler):
     without a Python ``__init__``, making one per small message costs what the
     C one does."""
 
+    def find_class(self, module: str, name: str) -> Any:
+        # A Python frame, so a missing module's error reaches the caller as is
+        # (errors raised straight from the C unpickler mean a corrupt record).
+        return pickle.Unpickler.find_class(self, module, name)
+
 
 class Unpickler:
     """Reads the records of a streampickle stream, one per ``load``.
@@ -310,10 +310,12 @@ class Unpickler:
         self._random_index: fmt.Index | None = None
         self._state = "new"
         self._count = 0
-        # Set on each record's unpickler: a subclass's override or ours (a
-        # Python frame, so a missing module's error reaches the caller as is),
-        # behind the safe-mode check if asked.
-        self._find_class = self.find_class
+        # Set on each record's unpickler: a subclass's override, behind the
+        # safe-mode check if asked; else the record unpickler's own serves.
+        overridden = type(self).find_class is not Unpickler.find_class
+        self._find_class: Callable[[str, str], Any] | None = (
+            self.find_class if overridden else None
+        )
         if safe:
             allowed = SAFE_GLOBALS | frozenset(allow)
             find = self.find_class  # the override runs only after the check
@@ -389,18 +391,19 @@ class Unpickler:
                 # RECORD_END: read both at once (one recv on a socket).
                 if record.max_size is not None and first.raw_size > record.max_size:
                     raise _too_large(number, record.max_size, first)
-                chunk, after = self._frames.pickle_and_next_header(first)
-                if after is not None and after.kind is _RECORD_END:
-                    file = self._whole
-                    file.begin(chunk, after, number)
-                else:
-                    record.begin(after, number, chunk)
+                chunk, after = self._frames.pickle_and_after(first)
+                if after == fmt.whole_record_end(len(chunk)):
+                    file = whole = self._whole
+                    whole.chunk, whole.pos, whole.number = chunk, 0, number
+                else:  # more frames, or a RECORD_END to decode and check
+                    record.begin(self._frames.next_header(after), number, chunk)
             else:
                 record.begin(first, number)
             # A whole record has no BUFFER frames.
             inner = _RecordUnpickler(file, buffers=record if file is record else ())
             self._inner = inner
-            inner.find_class = self._find_class  # type: ignore[method-assign]
+            if self._find_class is not None:
+                inner.find_class = self._find_class  # type: ignore[method-assign,assignment]
             if self.persistent_load is not None:
                 inner.persistent_load = self.persistent_load  # type: ignore[method-assign]
             obj = inner.load()

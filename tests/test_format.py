@@ -123,6 +123,23 @@ class TestFrameCodec:
         ]
         assert sp.dumps(None).hex() == "".join(expected)
 
+    @pytest.mark.parametrize(
+        "obj",
+        [None, {"id": 7, "values": [0.5] * 100}, "x" * 200_000],
+        ids=["none", "dict", "str"],
+    )
+    def test_whole_record_end_is_what_the_writer_puts_after_a_one_frame_record(
+        self, obj: Any
+    ) -> None:
+        """Readers take a record of one PICKLE frame whose RECORD_END has exactly
+        these bytes without decoding it; were they to differ from the writer's,
+        every small message would silently take the slower path."""
+        data = sp.dumps(obj)
+        first = fmt.decode_frame_header(data[16:48], 16, None)
+        assert first.kind is Kind.PICKLE
+        end = 48 + first.stored_size
+        assert data[end : end + 32] == fmt.whole_record_end(first.raw_size)
+
     @pytest.mark.parametrize("position", range(0, 256, 7))
     def test_buffer_payload_after_pad_is_aligned(self, position: int) -> None:
         pad = fmt.pad_before_buffer(position)
