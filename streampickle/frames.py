@@ -125,17 +125,29 @@ class FrameReader:
         never reads past the stream; fewer bytes after it mean the input ended
         (``next_header`` given them says so). The caller keeps
         ``h.stored_size`` within GROWTH_STEP."""
-        n = h.stored_size
+        check = h.payload_check if h.checked else None
+        data, after = self.payload_and_after(h.stored_size, check, h.offset)
+        if h.codec is not _NO_CODEC:
+            data = self._decoded(h, data)
+        return data, after
+
+    def payload_and_after(
+        self, n: int, check: int | None, offset: int
+    ) -> tuple[bytes, bytes]:
+        """``pickle_and_after`` for the PICKLE frame whose header, at
+        ``offset``, was just read: its ``n`` stored bytes, verified against
+        ``check`` unless None, and the bytes after them."""
         both = self.source.read(n + _HEADER_SIZE)
         if len(both) < n:
             raise TruncatedStreamError(
-                f"input ended at offset {self.source.position} inside {h.where()}"
+                f"input ended at offset {self.source.position} "
+                f"inside PICKLE frame at offset {offset}"
             )
         data = both[:n]
-        if h.checked and fmt.checksum(data) != h.payload_check:
-            raise CorruptStreamError(f"payload check mismatch in {h.where()}")
-        if h.codec is not _NO_CODEC:
-            data = self._decoded(h, data)
+        if check is not None and fmt.checksum(data) != check:
+            raise CorruptStreamError(
+                f"payload check mismatch in PICKLE frame at offset {offset}"
+            )
         return data, both[n:]
 
     def decoded_payload(self, h: FrameHeader) -> bytes:

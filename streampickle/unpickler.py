@@ -37,6 +37,7 @@ from .pickler import check_threads
 _PICKLE, _RECORD_END = Kind.PICKLE, Kind.RECORD_END
 _STREAM_ENDS = frozenset({Kind.INDEX, Kind.END})
 _SMALL_FRAME = FrameReader.GROWTH_STEP
+_HEADER_SIZE = fmt.FRAME_HEADER.size
 
 
 class _WholeRecord:
@@ -308,6 +309,12 @@ class Unpickler:
         self._whole = _WholeRecord()
         self._inner: _RecordUnpickler | None = None
         self._random_index: fmt.Index | None = None
+        # Records that start with a checked PICKLE frame up to this size are
+        # read without decoding its header into a FrameHeader; larger ones go
+        # the general way, which also refuses those over max_size.
+        self._plain_limit = (
+            _SMALL_FRAME if max_size is None else min(max_size, _SMALL_FRAME)
+        )
         self._state = "new"
         self._count = 0
         # Set on each record's unpickler: a subclass's override, behind the
@@ -357,7 +364,13 @@ class Unpickler:
                 raise StreamError("stream unreadable after an earlier error")
         try:
             if state == "open":
-                h = self._frames.next_header()
+                data = self._source.read(_HEADER_SIZE)
+                plain = fmt.plain_pickle_frame(data) if len(data) == _HEADER_SIZE else None
+                if plain is not None and plain[0] <= self._plain_limit:
+                    obj = self._read_record(None, self._count, plain)
+                    self._count += 1
+                    return obj
+                h = self._frames.next_header(data)
             else:  # new: the first header comes with the stream's
                 _, first = self._frames.stream_header(then=fmt.FRAME_HEADER.size)
                 self._state = "open"
@@ -380,25 +393,38 @@ class Unpickler:
         self._count += 1
         return obj
 
-    def _read_record(self, first: FrameHeader, number: int) -> Any:
-        """Unpickle the record whose first frame header is ``first``."""
+    def _read_record(
+        self, first: FrameHeader | None, number: int, plain: tuple[int, int] | None = None
+    ) -> Any:
+        """Unpickle the record whose first frame header is ``first`` or, given
+        ``plain`` (from ``fmt.plain_pickle_frame``), the record whose first
+        frame is the small checked PICKLE frame whose header was just read."""
         record = self._record
         record.failure = None
         file: _RecordReader | _WholeRecord = record
+        chunk: bytes | None = None
         try:
-            if first.kind is _PICKLE and first.stored_size <= _SMALL_FRAME:
-                # Most records of small messages are one PICKLE frame and their
-                # RECORD_END: read both at once (one recv on a socket).
+            if plain is not None:
+                offset = self._source.position - _HEADER_SIZE
+                chunk, after = self._frames.payload_and_after(*plain, offset)
+            elif (
+                first is not None
+                and first.kind is _PICKLE
+                and first.stored_size <= _SMALL_FRAME
+            ):
                 if record.max_size is not None and first.raw_size > record.max_size:
                     raise _too_large(number, record.max_size, first)
                 chunk, after = self._frames.pickle_and_after(first)
+            else:
+                record.begin(first, number)
+            if chunk is not None:
+                # Most records of small messages are one PICKLE frame and their
+                # RECORD_END, read together (one recv on a socket).
                 if after == fmt.whole_record_end(len(chunk)):
                     file = whole = self._whole
                     whole.chunk, whole.pos, whole.number = chunk, 0, number
                 else:  # more frames, or a RECORD_END to decode and check
                     record.begin(self._frames.next_header(after), number, chunk)
-            else:
-                record.begin(first, number)
             # A whole record has no BUFFER frames.
             inner = _RecordUnpickler(file, buffers=record if file is record else ())
             self._inner = inner

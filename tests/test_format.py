@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import streampickle as sp
 from streampickle import format as fmt
@@ -139,6 +141,47 @@ class TestFrameCodec:
         assert first.kind is Kind.PICKLE
         end = 48 + first.stored_size
         assert data[end : end + 32] == fmt.whole_record_end(first.raw_size)
+
+    @given(
+        size=st.sampled_from([0, fmt.MAX_FRAME_SIZE, fmt.MAX_FRAME_SIZE + 1, 2**64 - 1])
+        | st.integers(0, 2**64 - 1),
+        check=st.integers(0, 2**32 - 1),
+        flips=st.lists(st.tuples(st.integers(0, 31), st.integers(1, 255)), max_size=3),
+        recheck=st.booleans(),
+    )
+    def test_plain_pickle_frame_agrees_with_the_general_header_decoder(
+        self, size: int, check: int, flips: list[tuple[int, int]], recheck: bool
+    ) -> None:
+        """The fast reading of the header most records start with accepts
+        exactly the checked, uncompressed PICKLE headers the general decoder
+        accepts, with the same sizes: damaged fields, with a valid header check
+        or not, send it to the general decoder."""
+        data = bytearray(
+            fmt.frame(
+                Kind.PICKLE,
+                stored_size=size,
+                raw_size=size,
+                flags=Flag.CHECKED,
+                payload_check=check,
+            )
+        )
+        for at, xor in flips:
+            data[at] ^= xor
+        if recheck:
+            data[28:] = fmt.CHECK.pack(fmt.checksum(bytes(data[:28])))
+        try:
+            h = fmt.decode_frame_header(bytes(data), 0, None)
+        except sp.CorruptStreamError:
+            h = None
+        plain_pickle = h is not None and (h.kind, h.codec, h.flags) == (
+            Kind.PICKLE,
+            fmt.Codec.NONE,
+            Flag.CHECKED,
+        )
+        expected = (
+            (h.stored_size, h.payload_check) if h is not None and plain_pickle else None
+        )
+        assert fmt.plain_pickle_frame(bytes(data)) == expected
 
     @pytest.mark.parametrize("position", range(0, 256, 7))
     def test_buffer_payload_after_pad_is_aligned(self, position: int) -> None:
