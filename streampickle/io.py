@@ -115,8 +115,10 @@ class SocketSink:
         self.pushed = True  # nothing sent since the last push, or no need
         # The C socket's fields: socket.socket's family and type properties
         # make enums in Python, ~0.5 us each for every sp.dump of a message.
-        family: int = _socket.socket.family.__get__(sock)
-        kind: int = _socket.socket.type.__get__(sock)
+        # (gevent's socket class wraps a C socket instead of being one.)
+        c_socket = isinstance(sock, _socket.socket)
+        family = _socket.socket.family.__get__(sock) if c_socket else int(sock.family)
+        kind = _socket.socket.type.__get__(sock) if c_socket else int(sock.type)
         if family in (socket.AF_INET, socket.AF_INET6) and kind == socket.SOCK_STREAM:
             try:
                 if not sys.platform.startswith("linux"):

@@ -70,6 +70,13 @@ class _WholeRecord:
         return self.read(end - self.pos)
 
 
+def _bad_counts(end: FrameHeader, pickle_bytes: int, buffers: int) -> CorruptStreamError:
+    return CorruptStreamError(
+        f"{end.where()} counts {end.raw_size} pickle bytes and {end.param} "
+        f"buffers; the record has {pickle_bytes} and {buffers}"
+    )
+
+
 def _too_large(number: int, max_size: int, h: FrameHeader) -> StreamError:
     return StreamError(f"record {number} exceeds max_size={max_size} bytes at {h.where()}")
 
@@ -215,10 +222,7 @@ class _RecordReader:
             )
         end = self.end
         if (end.raw_size, end.param) != (self.pickle_bytes, self.buffer_count):
-            raise CorruptStreamError(
-                f"{end.where()} counts {end.raw_size} pickle bytes and {end.param} "
-                f"buffers; the record has {self.pickle_bytes} and {self.buffer_count}"
-            )
+            raise _bad_counts(end, self.pickle_bytes, self.buffer_count)
 
 
 #: Globals ``safe=True`` allows: builtins' plain data types and what numpy
@@ -315,11 +319,14 @@ class Unpickler:
         self._plain_limit = (
             _SMALL_FRAME if max_size is None else min(max_size, _SMALL_FRAME)
         )
+        # Where the input's size is known, a payload past its end is refused
+        # before it is read, as ``decode_frame_header`` does.
+        self._unsized = self._source.remaining() is None
         self._state = "new"
         self._count = 0
         # Set on each record's unpickler: a subclass's override, behind the
         # safe-mode check if asked; else the record unpickler's own serves.
-        overridden = type(self).find_class is not Unpickler.find_class
+        overridden = getattr(self.find_class, "__func__", None) is not _OWN_FIND_CLASS
         self._find_class: Callable[[str, str], Any] | None = (
             self.find_class if overridden else None
         )
@@ -366,7 +373,11 @@ class Unpickler:
             if state == "open":
                 data = self._source.read(_HEADER_SIZE)
                 plain = fmt.plain_pickle_frame(data) if len(data) == _HEADER_SIZE else None
-                if plain is not None and plain[0] <= self._plain_limit:
+                if (
+                    plain is not None
+                    and plain[0] <= self._plain_limit
+                    and (self._unsized or plain[0] <= (self._source.remaining() or 0))
+                ):
                     obj = self._read_record(None, self._count, plain)
                     self._count += 1
                     return obj
@@ -423,8 +434,13 @@ class Unpickler:
                 if after == fmt.whole_record_end(len(chunk)):
                     file = whole = self._whole
                     whole.chunk, whole.pos, whole.number = chunk, 0, number
-                else:  # more frames, or a RECORD_END to decode and check
-                    record.begin(self._frames.next_header(after), number, chunk)
+                else:
+                    nxt = self._frames.next_header(after)
+                    if nxt is not None and nxt.kind is _RECORD_END:
+                        # Its counts are wrong (right ones make whole_record_end's
+                        # bytes): refused before the pickle runs its REDUCEs.
+                        raise _bad_counts(nxt, len(chunk), 0)
+                    record.begin(nxt, number, chunk)  # more frames, or truncated
             # A whole record has no BUFFER frames.
             inner = _RecordUnpickler(file, buffers=record if file is record else ())
             self._inner = inner
@@ -561,6 +577,11 @@ class Unpickler:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+#: Ours, to tell a find_class replaced in a subclass, on the class or on an
+#: instance (then set on each record's unpickler) from the default.
+_OWN_FIND_CLASS = Unpickler.find_class
 
 
 def load(

@@ -25,6 +25,7 @@ import pickle
 import random
 import resource
 import signal
+import socket
 import struct
 import threading
 import time
@@ -478,6 +479,21 @@ def stream(*parts: bytes) -> bytes:
 #: A list pickled with protocol 5: PROTO, FRAME (length in bytes 3..10), ...
 LIST = list(range(100))
 LIST_PICKLE = pickle.dumps(LIST, protocol=5)
+REDUCED_CALLS: list[str] = []
+
+
+def _note_call(what: str) -> str:
+    REDUCED_CALLS.append(what)
+    return what
+
+
+class _Reduced:
+    """Unpickles by calling ``_note_call``: shows whether a pickle ran."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_note_call, ("ran",))
+
+
 #: A split point inside the pickle's FRAME body, so the C unpickler is in the
 #: middle of one read when the reader meets the frame that follows the split.
 MID_READ = 20
@@ -1364,6 +1380,53 @@ class TestMalformedRecords:
                            match=f"RECORD_END frame at offset \\d+ counts {n} pickle bytes "
                                  f"and {buffers} buffers"):
             read(data)
+
+    @pytest.mark.parametrize("pickle_bytes, buffers", [(1, 0), (None, 1)])
+    def test_record_end_whose_counts_disagree_is_refused_before_the_pickle_runs(
+        self, pickle_bytes: int | None, buffers: int, read: Callable[[bytes], Any]
+    ) -> None:
+        """A record of one PICKLE frame is checked against its RECORD_END
+        before it is unpickled: its REDUCEs (here, a call that records itself)
+        never run, and the error is the stream's, not the pickle's."""
+        pickled = pickle.dumps(_Reduced(), protocol=5)
+        n = len(pickled) if pickle_bytes is None else pickle_bytes
+        REDUCED_CALLS.clear()
+        data = stream(pickle_frame(pickled), record_end(n, buffers), END)
+        with pytest.raises(sp.CorruptStreamError, match=f"counts {n} pickle bytes"):
+            read(data)
+        assert REDUCED_CALLS == []
+
+    @pytest.mark.parametrize("source", ["bytesio", "nonseekable", "socket"])
+    def test_a_later_record_whose_counts_disagree_is_refused_before_it_runs(
+        self, source: str
+    ) -> None:
+        """The same for a record after the first (read without decoding its
+        first header into a FrameHeader)."""
+        pickled = pickle.dumps(_Reduced(), protocol=5)
+        REDUCED_CALLS.clear()
+        data = stream(record(b"\x80\x05N."), pickle_frame(pickled), record_end(0), END)
+        a, b = socket.socketpair()
+        try:
+            a.sendall(data)
+            a.close()
+            files = {"bytesio": io.BytesIO(data), "nonseekable": NonSeekable(data)}
+            u = sp.Unpickler(files.get(source, b))
+            assert u.load() is None
+            with pytest.raises(sp.CorruptStreamError, match="counts 0 pickle bytes"):
+                u.load()
+        finally:
+            b.close()
+        assert REDUCED_CALLS == []
+
+    def test_a_later_record_cut_in_a_file_is_refused_before_it_is_read(self) -> None:
+        """Where the input's size is known, a PICKLE frame longer than what
+        remains is refused from its header, for later records as for the first."""
+        data = stream(record(b"\x80\x05N."), record(LIST_PICKLE))
+        cut = data[: len(data) - 40]
+        u = sp.Unpickler(io.BytesIO(cut))
+        assert u.load() is None
+        with pytest.raises(sp.TruncatedStreamError, match="claims .* but only .* remain"):
+            u.load()
 
     @pytest.mark.parametrize("kind", [Kind.END, Kind.INDEX])
     def test_end_or_index_frame_inside_a_record_raises_corrupt_stream_error(

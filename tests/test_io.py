@@ -212,6 +212,34 @@ class TestSocketsAndPipes:
         assert b.recv(1) == b""  # nothing left over, nothing lost
         b.close()
 
+    @pytest.mark.parametrize("transport", ["pair", "tcp"])
+    def test_a_socket_class_that_wraps_a_c_socket_is_written_to(
+        self, transport: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """gevent's patched socket.socket wraps a C socket instead of being
+        one: the C socket's fields cannot be read from it directly."""
+
+        class WrappedSocket:
+            def __init__(self, sock: socket.socket) -> None:
+                self._sock = sock
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._sock, name)
+
+        if transport == "pair":
+            a, b = socket.socketpair()
+        else:
+            with socket.create_server(("127.0.0.1", 0)) as listener:
+                a = socket.create_connection(listener.getsockname())
+                b, _ = listener.accept()
+        wrapped = WrappedSocket(a)
+        monkeypatch.setattr(socket, "socket", WrappedSocket)
+        sp.dump({"x": np.arange(1000)}, wrapped)  # fits in the socket buffer
+        monkeypatch.undo()
+        a.close()
+        with b:
+            assert (sp.load(b)["x"] == np.arange(1000)).all()
+
     def test_pickler_on_a_socket_streams_records_as_dumped(self) -> None:
         a, b = socket.socketpair()
         p = sp.Pickler(a)

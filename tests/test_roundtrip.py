@@ -349,6 +349,37 @@ class TestPickleSemantics:
             out = u.load()
         assert isinstance(out, Renamed) and out.x == 1
 
+    def test_find_class_replaced_on_the_class_or_the_instance_is_used(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Every way of replacing find_class counts, not only a subclass's
+        method: patching Unpickler itself, or an attribute set on the instance
+        before Unpickler.__init__ (on every record, the first and later ones)."""
+
+        def deny(module: str, name: str) -> Any:
+            raise sp.ForbiddenGlobalError(f"denied {module}.{name}")
+
+        data = io.BytesIO()
+        with sp.Pickler(data) as p:
+            p.dump(None)
+            p.dump(Point(1))
+
+        class SetsItFirst(sp.Unpickler):
+            def __init__(self, file: Any) -> None:
+                self.find_class = deny  # type: ignore[method-assign]
+                super().__init__(file)
+
+        with SetsItFirst(io.BytesIO(data.getvalue())) as u:
+            assert u.load() is None
+            with pytest.raises(sp.ForbiddenGlobalError, match="denied"):
+                u.load()
+
+        monkeypatch.setattr(sp.Unpickler, "find_class", lambda self, m, n: deny(m, n))
+        with sp.Unpickler(io.BytesIO(data.getvalue())) as u:
+            assert u.load() is None
+            with pytest.raises(sp.ForbiddenGlobalError, match="denied"):
+                u.load()
+
     def test_unpicklable_object_raises_picklings_error(self) -> None:
         with pytest.raises((pickle.PicklingError, TypeError, AttributeError)):
             sp.dumps(lambda: None)
