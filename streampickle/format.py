@@ -263,6 +263,15 @@ def frame(
 #: The first four header bytes, read as ``_HEADER_TYPES`` keys them, of a
 #: checked, uncompressed PICKLE frame: the frame most records start with.
 _PLAIN_PICKLE = int(Kind.PICKLE) | int(Flag.CHECKED) << 16
+_PLAIN_PICKLE_HEAD = struct.Struct("<IIQQI")  # the checked part, first four bytes as one
+
+
+def plain_pickle_header(size: int, check: int) -> bytes:
+    """The header of a checked, uncompressed PICKLE frame of ``size`` bytes
+    whose payload check is ``check``: ``frame(Kind.PICKLE, ...)``'s bytes,
+    made in half its time (one per small message)."""
+    head = _PLAIN_PICKLE_HEAD.pack(_PLAIN_PICKLE, 0, size, size, check)
+    return head + CHECK.pack(_xxh3(head) & 0xFFFFFFFF)
 
 
 def plain_pickle_frame(data: bytes) -> tuple[int, int] | None:

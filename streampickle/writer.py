@@ -248,14 +248,18 @@ class FrameWriter:
             self.drain()
             n = 0
         self.pickle_bytes += n
-        end = fmt.frame(_RECORD_END, raw_size=self.pickle_bytes, param=buffers)
+        end = (
+            fmt.frame(_RECORD_END, raw_size=self.pickle_bytes, param=buffers)
+            if buffers
+            else fmt.whole_record_end(self.pickle_bytes)  # cached: sizes recur
+        )
         if not n:
             self.sink.write(end)
             return
-        check = fmt.checksum(last) if self.checked else 0
-        head = fmt.frame(
-            _PICKLE, stored_size=n, raw_size=n, flags=self.flags, payload_check=check
-        )
+        if self.checked:
+            head = fmt.plain_pickle_header(n, fmt.checksum(last))
+        else:
+            head = fmt.frame(_PICKLE, stored_size=n, raw_size=n, flags=self.flags)
         self.sink.write(b"".join((head, last, end)))
         self.pending = bytearray()
 

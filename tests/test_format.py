@@ -183,6 +183,20 @@ class TestFrameCodec:
         )
         assert fmt.plain_pickle_frame(bytes(data)) == expected
 
+    @given(size=st.integers(0, fmt.MAX_FRAME_SIZE), check=st.integers(0, 2**32 - 1))
+    def test_plain_pickle_header_is_the_general_encoders_bytes(
+        self, size: int, check: int
+    ) -> None:
+        header = fmt.plain_pickle_header(size, check)
+        assert header == fmt.frame(
+            Kind.PICKLE,
+            stored_size=size,
+            raw_size=size,
+            flags=Flag.CHECKED,
+            payload_check=check,
+        )
+        assert fmt.plain_pickle_frame(header) == (size, check)
+
     @pytest.mark.parametrize("position", range(0, 256, 7))
     def test_buffer_payload_after_pad_is_aligned(self, position: int) -> None:
         pad = fmt.pad_before_buffer(position)
