@@ -174,12 +174,18 @@ _xxh3 = xxhash.xxh3_64_intdigest
 
 def encode_stream_header() -> bytes:
     """The 16 bytes every stream starts with."""
+    return _STREAM_HEADER_BYTES
+
+
+def _encode_stream_header() -> bytes:
     head = STREAM_HEADER.pack(MAGIC, VERSION, 0, 0)[:12]
     return head + CHECK.pack(checksum(head))
 
 
 def decode_stream_header(data: bytes) -> int:
     """Validate a stream header and return its version."""
+    if data == _STREAM_HEADER_BYTES:  # what this writer writes (one per sp.dump)
+        return VERSION
     magic, version, flags, check = STREAM_HEADER.unpack(data)
     if magic != MAGIC:
         raise CorruptStreamError(
@@ -480,7 +486,7 @@ def encode_tail(index: Index | None, at: int) -> bytes:
     """The frames that end a stream whose tail starts at offset ``at``: the
     INDEX (when given) and END, which points to it."""
     if index is None:
-        return frame(Kind.END)
+        return NO_INDEX_END
     body = index.encode()
     return (
         frame(
@@ -493,3 +499,9 @@ def encode_tail(index: Index | None, at: int) -> bytes:
         + body
         + frame(Kind.END, raw_size=at)
     )
+
+
+#: Made once (sp.dump and sp.load handle one of each per message).
+_STREAM_HEADER_BYTES = _encode_stream_header()
+#: The END frame of a stream without an index (written to pipes and sockets).
+NO_INDEX_END = frame(Kind.END)

@@ -372,20 +372,19 @@ class Unpickler:
         try:
             if state == "open":
                 data = self._source.read(_HEADER_SIZE)
-                plain = fmt.plain_pickle_frame(data) if len(data) == _HEADER_SIZE else None
-                if (
-                    plain is not None
-                    and plain[0] <= self._plain_limit
-                    and (self._unsized or plain[0] <= (self._source.remaining() or 0))
-                ):
-                    obj = self._read_record(None, self._count, plain)
-                    self._count += 1
-                    return obj
-                h = self._frames.next_header(data)
             else:  # new: the first header comes with the stream's
-                _, first = self._frames.stream_header(then=fmt.FRAME_HEADER.size)
+                _, data = self._frames.stream_header(then=_HEADER_SIZE)
                 self._state = "open"
-                h = self._frames.next_header(first)
+            plain = fmt.plain_pickle_frame(data) if len(data) == _HEADER_SIZE else None
+            if (
+                plain is not None
+                and plain[0] <= self._plain_limit
+                and (self._unsized or plain[0] <= (self._source.remaining() or 0))
+            ):
+                obj = self._read_record(None, self._count, plain)
+                self._count += 1
+                return obj
+            h = self._frames.next_header(data)
             if h is None:
                 raise TruncatedStreamError(
                     f"input ended at offset {self._source.position} after "
@@ -538,7 +537,11 @@ class Unpickler:
 
     def _expect_end(self) -> None:
         """Consume the END of a one-record stream (what ``load()`` reads)."""
-        h = self._frames.next_header()
+        data = self._source.read(_HEADER_SIZE)
+        if data == fmt.NO_INDEX_END:  # what a pipe or socket gets: nothing to check
+            self._state = "ended"
+            return
+        h = self._frames.next_header(data)
         if h is None:
             raise TruncatedStreamError(
                 f"input ended at offset {self._source.position} before the END frame"
