@@ -70,12 +70,6 @@ class _WholeRecord:
         return self.read(end - self.pos)
 
 
-def _no_buffer(number: int) -> CorruptStreamError:
-    return CorruptStreamError(
-        f"record {number} uses an out-of-band buffer that precedes none"
-    )
-
-
 def _bad_counts(end: FrameHeader, pickle_bytes: int, buffers: int) -> CorruptStreamError:
     return CorruptStreamError(
         f"{end.where()} counts {end.raw_size} pickle bytes and {end.param} "
@@ -212,7 +206,9 @@ class _RecordReader:
 
     def __next__(self) -> Any:
         if not self.buffers:
-            raise _no_buffer(self.number)
+            raise CorruptStreamError(
+                f"record {self.number} uses an out-of-band buffer that precedes none"
+            )
         return self.buffers.popleft()
 
     def finish(self) -> None:
@@ -444,13 +440,8 @@ class Unpickler:
                         # bytes): refused before the pickle runs its REDUCEs.
                         raise _bad_counts(nxt, len(chunk), 0)
                     record.begin(nxt, number, chunk)  # more frames, or truncated
-            # A whole record has no BUFFER frames: no buffers argument (its
-            # parsing costs ~0.2 us), so a NEXT_BUFFER in it is an error.
-            inner = (
-                _RecordUnpickler(file, buffers=record)
-                if file is record
-                else _RecordUnpickler(file)
-            )
+            # A whole record has no BUFFER frames.
+            inner = _RecordUnpickler(file, buffers=record if file is record else ())
             self._inner = inner
             if self._find_class is not None:
                 inner.find_class = self._find_class  # type: ignore[method-assign,assignment]
@@ -468,9 +459,6 @@ class Unpickler:
                 raise record.failure from None
             if not _raised_by_unpickler(exc):
                 raise  # the user's hook or class failed: their error, as is
-            if file is not record and isinstance(exc, pickle.UnpicklingError):
-                if "out-of-band" in str(exc):  # a NEXT_BUFFER in a whole record
-                    raise _no_buffer(number) from None
             raise CorruptStreamError(
                 f"record {number} is not a valid pickle: {type(exc).__name__}: {exc}"
             ) from exc
