@@ -95,8 +95,10 @@ def _encode_chunk(piece: memoryview, plan: codecs.Plan, flags: Flag) -> Pieces:
     lanes = codecs.shuffle(piece, plan.itemsize).reshape(plan.itemsize, -1)
     frames: list[Any] = []
     for lane, setting in zip(lanes, plan.compress, strict=True):
+        # A memoryview: a lane stored raw goes to sinks that take bytes-likes
+        # (an array would be added to a socket's pending bytes as numbers).
         frames += _chunk_frame(
-            lane, lane.nbytes, flags | Flag.SHUFFLE, plan.itemsize, setting
+            lane.data, lane.nbytes, flags | Flag.SHUFFLE, plan.itemsize, setting
         )
     return frames
 

@@ -104,6 +104,19 @@ class TestRoundTrip:
         b.close()
 
 
+def test_compressed_buffer_with_lanes_stored_raw_goes_through_a_transport() -> None:
+    """Lanes stored raw reach transport.write as bytes-likes, not arrays."""
+    x = np.random.default_rng(1).normal(size=50_000).cumsum()  # 8 lanes of 50 kB
+
+    async def body(left: Streams, right: Streams) -> Any:
+        sender = asyncio.create_task(aio.dump(x, left[1], compress="zstd", threads=0))
+        got = await aio.load(right[0])
+        await sender
+        return got
+
+    np.testing.assert_array_equal(run_pair(body), x)
+
+
 class TestBadPeers:
     def feed(self, data: bytes, **kw: Any) -> Any:
         async def main() -> Any:

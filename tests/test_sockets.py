@@ -68,6 +68,24 @@ class TestDelivery:
         b.close()
 
 
+@pytest.mark.parametrize("threads", [0, 2])
+def test_compressed_buffer_with_lanes_stored_raw_goes_over_a_socket(threads: int) -> None:
+    """A byte-shuffled chunk whose noisy lanes do not shrink stores them raw;
+    those under 64 KiB are gathered into the socket's pending bytes."""
+    x = np.random.default_rng(1).normal(size=50_000).cumsum()  # 8 lanes of 50 kB
+    a, b = socket.socketpair()
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(sp.load(b)))
+    t.start()
+    try:
+        sp.dump(x, a, compress="zstd", threads=threads)
+    finally:
+        a.close()  # the reader ends either way
+    t.join(30)
+    b.close()
+    np.testing.assert_array_equal(got[0], x)
+
+
 class TestPeerDeath:
     @pytest.mark.parametrize("phase", ["before", "stream header", "pickle bytes", "buffer"])
     def test_peer_closing_at_any_phase_fails_cleanly(self, phase: str) -> None:
