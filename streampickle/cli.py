@@ -203,7 +203,9 @@ def sniff(path: str) -> str:
                 tail = block[-len(needle) :]
             return "pickle"
     raise CliError(
-        "not a streampickle stream, a pickle or a joblib file" if head else "empty file"
+        "not a streampickle stream, a pickle (protocol 2 or later) or a joblib file"
+        if head
+        else "empty file"
     )
 
 
@@ -313,7 +315,8 @@ class Parser(argparse.ArgumentParser):
 
 
 CONVERT_HELP = """Rewrite a stream with other options, or import a plain pickle file
-(every pickle in it becomes a record) or a joblib file (needs joblib).
+(protocol 2 or later; every pickle in it becomes a record) or a joblib file (needs
+joblib).
 
 A stream is copied frame by frame and never unpickled: pickle bytes are reframed, and
 each buffer is read, checked and written one chunk at a time (recompressed, or

@@ -426,6 +426,9 @@ def test_convert_bad_arguments(stream: Path, tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     assert "not a streampickle stream, a pickle" in error("convert", text, out)
+    old_pickle = tmp_path / "p0.pkl"  # protocols 0 and 1 have no header to know them by
+    old_pickle.write_bytes(pickle.dumps({"a": 1}, protocol=0))
+    assert "a pickle (protocol 2 or later)" in error("convert", old_pickle, out)
     assert not out.exists()
 
 
