@@ -269,7 +269,8 @@ def frame(
 #: The first four header bytes, read as ``_HEADER_TYPES`` keys them, of a
 #: checked, uncompressed PICKLE frame: the frame most records start with.
 _PLAIN_PICKLE = int(Kind.PICKLE) | int(Flag.CHECKED) << 16
-_PLAIN_PICKLE_HEAD = struct.Struct("<IIQQI")  # the checked part, first four bytes as one
+#: The checked part of a header, its first four bytes as one word.
+_PLAIN_PICKLE_HEAD = struct.Struct(_HEADER_WORDS.format[:-1])
 
 
 def plain_pickle_header(size: int, check: int) -> bytes:

@@ -98,8 +98,8 @@ class FrameReader:
 
     def next_header(self, data: bytes | None = None) -> FrameHeader | None:
         """The next frame header, or None if the input ends cleanly before it.
-        ``data``: its bytes, already read (by ``stream_header`` or
-        ``pickle_and_after``)."""
+        ``data``: its bytes, already read by the caller (with the stream
+        header, after a PICKLE payload, or to try a faster reading first)."""
         if data is None:
             data = self.source.read(_HEADER_SIZE)
         offset = self.source.position - len(data)
