@@ -32,6 +32,12 @@ from .io import FileSource, MmapSource, open_source
 from .pagecache import check_policy
 from .pickler import check_threads
 
+_plain_end: Callable[[bytes], int] | None
+try:  # compiled at install where a C compiler was (setup.py)
+    from ._pickle_scan import plain_pickle_end as _plain_end
+except ImportError:  # then every record is read through an unpickler of ours
+    _plain_end = None
+
 # Enum members read per record, as module globals: ``Kind.PICKLE`` costs ~70 ns
 # on CPython 3.11 (a metaclass attribute lookup), a global ~15.
 _PICKLE, _RECORD_END = Kind.PICKLE, Kind.RECORD_END
@@ -431,6 +437,10 @@ class Unpickler:
                 # Most records of small messages are one PICKLE frame and their
                 # RECORD_END, read together (one recv on a socket).
                 if after == fmt.whole_record_end(len(chunk)):
+                    if _plain_end is not None and _plain_end(chunk) == len(chunk):
+                        # Plain data with STOP last: it runs no code, so no hook
+                        # applies, and pickle.loads needs no unpickler of ours.
+                        return pickle.loads(chunk)
                     file = whole = self._whole
                     whole.chunk, whole.pos, whole.number = chunk, 0, number
                 else:
