@@ -260,10 +260,10 @@ def _fsync_folder(folder: str) -> None:
 
 
 def open_sink(file: Any, page_cache: str = "auto") -> Sink:
+    if isinstance(file, socket.socket):  # first: os.PathLike's check is slower
+        return SocketSink(file)
     if isinstance(file, (str, os.PathLike)):
         return AtomicPathSink(file, page_cache)
-    if isinstance(file, socket.socket):
-        return SocketSink(file)
     if callable(getattr(file, "write", None)):
         return FileSink(file)
     raise TypeError(
@@ -499,6 +499,10 @@ def open_source(
 ) -> FileSource | SocketSource | MmapSource | SegmentSource:
     if mmap_mode not in (None, "r", "c"):
         raise ValueError(f"mmap_mode must be None, 'r' or 'c', not {mmap_mode!r}")
+    if isinstance(file, socket.socket):  # first: os.PathLike's check is slower
+        if mmap_mode is not None:
+            raise ValueError("mmap_mode needs a file, not a socket")
+        return SocketSource(file)
     if isinstance(file, (str, os.PathLike)):
         f = open(file, "rb", buffering=0)
         if hasattr(os, "posix_fadvise"):  # we read front to back: ask for readahead
@@ -506,10 +510,6 @@ def open_source(
         if mmap_mode is not None:
             return MmapSource(f, mmap_mode, owned=True)
         return FileSource(f, owned=True, page_cache=page_cache)
-    if isinstance(file, socket.socket):
-        if mmap_mode is not None:
-            raise ValueError("mmap_mode needs a file, not a socket")
-        return SocketSource(file)
     if isinstance(file, SegmentSource):
         return file
     if not callable(getattr(file, "read", None)):

@@ -33,6 +33,7 @@ IN_FLIGHT_PER_THREAD = 2
 MIN_COMPRESSED_PICKLE = 256
 # Written per record, so kept as globals (``Kind.PICKLE`` costs ~70 ns on 3.11).
 _PICKLE, _RECORD_END = Kind.PICKLE, Kind.RECORD_END
+_CHECKED, _NO_FLAGS = Flag.CHECKED, Flag(0)
 
 
 class Compression:
@@ -170,7 +171,7 @@ class FrameWriter:
         self.sink = sink
         self.frame_size = frame_size
         self.checked = checked
-        self.flags = Flag.CHECKED if checked else Flag(0)
+        self.flags = _CHECKED if checked else _NO_FLAGS
         self.compression = compression
         self.pending = bytearray()
         self.pickle_bytes = 0  # in the current record
@@ -307,7 +308,7 @@ class FrameWriter:
         """
         self.drain()  # the BUFFER header's offset goes in the index
         ordinal = len(self.buffer_offsets) - self.record_first_buffer
-        flags = self.flags | (Flag.READONLY if readonly else Flag(0))
+        flags = self.flags | (Flag.READONLY if readonly else _NO_FLAGS)
         feed = Feed(pieces, n)
         plan = None
         if self.compression is not None:
