@@ -9,8 +9,10 @@
  * It accepts only opcodes that build plain data (numbers, strings, bytes,
  * containers, memo references; protocols 0 to 5) and refuses any that can
  * reach code or a hook: globals, REDUCE, BUILD, object creation, extension
- * codes, persistent IDs, out-of-band buffers. Such a pickle runs no Python
- * code when loaded, so no hook or safe-mode check has anything to decide.
+ * codes, persistent IDs, out-of-band buffers. Such a pickle calls nothing
+ * of its own choosing when loaded (only CPython's own machinery, such as the
+ * DeprecationWarning for a bad escape in a protocol-0 string), so no hook or
+ * safe-mode check has anything to decide.
  *
  * Every argument is read as CPython's unpickler reads it (see pickletools
  * for the opcode table): a FRAME's bytes are more opcodes; a length that

@@ -438,8 +438,8 @@ class Unpickler:
                 # RECORD_END, read together (one recv on a socket).
                 if after == fmt.whole_record_end(len(chunk)):
                     if _plain_end is not None and _plain_end(chunk) == len(chunk):
-                        # Plain data with STOP last: it runs no code, so no hook
-                        # applies, and pickle.loads needs no unpickler of ours.
+                        # Plain data with STOP last: it calls nothing of its own,
+                        # so no hook applies; pickle.loads needs no unpickler of ours.
                         return pickle.loads(chunk)
                     file = whole = self._whole
                     whole.chunk, whole.pos, whole.number = chunk, 0, number
