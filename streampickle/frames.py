@@ -37,10 +37,6 @@ class FrameReader:
     def __init__(self, source: AnySource, threads: int | None = None) -> None:
         self.source = source
         self.threads = codecs.CPUS if threads is None else threads
-        # Bytes a socket source reads past the frame after a record's first
-        # PICKLE frame and puts back, where the stream is known to go on that
-        # far: ``load`` of a one-record stream, whose END then costs no recv.
-        self.ahead = 0
         self.warned_mmap = False
 
     def exact(self, n: int, what: str) -> bytes:
@@ -141,7 +137,7 @@ class FrameReader:
         """``pickle_and_after`` for the PICKLE frame whose header, at
         ``offset``, was just read: its ``n`` stored bytes, verified against
         ``check`` unless None, and the bytes after them."""
-        both = self.source.read(n + _HEADER_SIZE + self.ahead)
+        both = self.source.read(n + _HEADER_SIZE)
         if len(both) < n:
             raise TruncatedStreamError(
                 f"input ended at offset {self.source.position} "
@@ -152,10 +148,6 @@ class FrameReader:
             raise CorruptStreamError(
                 f"payload check mismatch in PICKLE frame at offset {offset}"
             )
-        if self.ahead and len(both) > n + _HEADER_SIZE:
-            assert isinstance(self.source, SocketSource)
-            self.source.unread(both[n + _HEADER_SIZE :])
-            return data, both[n : n + _HEADER_SIZE]
         return data, both[n:]
 
     def decoded_payload(self, h: FrameHeader) -> bytes:

@@ -1,10 +1,10 @@
 """Adapters between the frame codec and the places bytes live.
 
 A sink takes bytes and memoryviews in stream order; a source fills caller
-memory with exactly the bytes asked for and never reads past its stream's
-end, so the next message on a socket or pipe stays there for the next
-reader. Each adapter is a few dozen lines; the format lives in
-``format.py`` and the logic in the pickler and unpickler.
+memory with exactly the bytes asked for and never reads ahead, so the next
+message on a socket or pipe stays there for the next reader. Each adapter is a
+few dozen lines; the format lives in ``format.py`` and the logic in the
+pickler and unpickler.
 """
 
 from __future__ import annotations
@@ -352,29 +352,16 @@ def _timed_out(position: int) -> TimeoutError:
 
 
 class SocketSource:
-    """A connected socket, read with ``recv_into``: never past what we ask.
-    Bytes read ahead within the stream (``unread``) are served first."""
+    """A connected socket, read with ``recv_into``: never past what we ask."""
 
     seekable = False
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.position = 0
-        self.ahead = b""
-
-    def unread(self, data: bytes) -> None:
-        """Put back ``data``, the bytes just read: read ahead because the
-        stream goes on at least that far (``load`` reads END with a record)."""
-        self.ahead = data + self.ahead
-        self.position -= len(data)
 
     def readinto(self, view: memoryview) -> int:
         got, want = 0, view.nbytes
-        if self.ahead:
-            got = min(want, len(self.ahead))
-            view[:got] = self.ahead[:got]
-            self.ahead = self.ahead[got:]
-            self.position += got
         try:
             while got < want and (n := self.sock.recv_into(view[got:], want - got)):
                 got += n
@@ -386,10 +373,6 @@ class SocketSource:
     def read(self, n: int) -> bytes:
         """Up to ``n`` bytes (fewer only where the peer closed) as one bytes:
         small reads skip readinto's buffer and copy."""
-        if self.ahead:
-            data, self.ahead = self.ahead[:n], self.ahead[n:]
-            self.position += len(data)
-            return data + self.read(n - len(data)) if len(data) < n else data
         try:
             data = self.sock.recv(n)
             self.position += len(data)

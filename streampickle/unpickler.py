@@ -28,7 +28,7 @@ from .errors import (
 from .format import Codec, FrameHeader, Kind
 from .frames import FrameReader
 from .index import index_from_end, scan_index
-from .io import FileSource, MmapSource, SocketSource, open_source
+from .io import FileSource, MmapSource, open_source
 from .pagecache import check_policy
 from .pickler import check_threads
 
@@ -620,8 +620,6 @@ def load(
         max_size=max_size,
         page_cache=page_cache,
     ) as unpickler:
-        if isinstance(unpickler._source, SocketSource):
-            unpickler._frames.ahead = _HEADER_SIZE  # the END frame, at least
         obj = unpickler.load()
         unpickler._expect_end()
     return obj
