@@ -115,18 +115,13 @@ class Pickler(pickle.Pickler):
 
     def dump(self, obj: Any) -> None:
         """Write ``obj`` as the next record; each record decodes on its own."""
-        self._write_record(obj, None)
+        self.write_record(lambda writer: _pickle_dump(self, obj))
 
     def write_record(self, write: Callable[[FrameWriter], None]) -> None:
         """Write the next record: ``write`` hands the frame writer the record's
         pickle bytes and buffers, in stream order (as the C pickler does for
         ``dump``); then the record ends as every record does. ``streampickle
         convert`` copies records this way, without unpickling them."""
-        self._write_record(None, write)
-
-    def _write_record(self, obj: Any, write: Callable[[FrameWriter], None] | None) -> None:
-        """``obj`` pickled as the next record, or the record ``write`` writes
-        (one method, not a closure per ``dump``: small messages)."""
         if self._state != "open":
             raise ValueError(f"cannot dump to a {self._state} Pickler")
         writer = self._writer
@@ -136,10 +131,7 @@ class Pickler(pickle.Pickler):
         writer.begin_record()
         self.clear_memo()
         try:
-            if write is None:
-                _pickle_dump(self, obj)
-            else:
-                write(writer)
+            write(writer)
             writer.end_record()
             if self._flush_records:  # a reader on a pipe or socket gets it now
                 self._sink.flush()
