@@ -144,17 +144,27 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* The tables are filled once, before any walk, and only read after: the
+ * module holds no other state, so it needs no GIL where a build has none. */
+static PyModuleDef_Slot slots[] = {
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "streampickle._pickle_scan",
     .m_doc = "Where a pickle of plain data ends (see _pickle_scan.c).",
     .m_size = 0,
     .m_methods = methods,
+    .m_slots = slots,
 };
 
 PyMODINIT_FUNC
 PyInit__pickle_scan(void)
 {
     fill_table();
-    return PyModule_Create(&module);
+    return PyModuleDef_Init(&module);
 }

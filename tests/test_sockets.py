@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import socket
 import threading
 from typing import Any
@@ -105,6 +106,28 @@ class TestPeerDeath:
         with pytest.raises(error):
             sp.load(b)
         t.join()
+        b.close()
+
+    def test_end_inside_a_record_is_refused_at_once_and_nothing_after_it_is_read(
+        self,
+    ) -> None:
+        """A damaged message whose record ends with END: the reader must not
+        wait for bytes past END (the peer keeps the connection open) nor take
+        any of the next message's (a read-ahead once did both)."""
+        pickled = pickle.dumps(None, protocol=5)
+        first = fmt.frame(
+            Kind.PICKLE, stored_size=len(pickled), raw_size=len(pickled),
+            flags=fmt.Flag.CHECKED, payload_check=fmt.checksum(pickled),
+        )  # fmt: skip
+        damaged = fmt.encode_stream_header() + first + pickled + fmt.NO_INDEX_END
+        a, b = socket.socketpair()
+        b.settimeout(5)
+        a.sendall(damaged)
+        with pytest.raises(sp.CorruptStreamError, match="END frame at offset 52"):
+            sp.load(b)  # at once: a wait for more bytes would time out
+        sp.dump({"next": 1}, a)
+        assert sp.load(b) == {"next": 1}
+        a.close()
         b.close()
 
     def test_stalled_peer_raises_timeout_naming_the_offset(self) -> None:
