@@ -17,7 +17,8 @@ Contenders: "sp" (Pickler / Unpickler), "mpconn" (Connection.send / recv) and
 "lean": our sender, with a receiver reduced to what the format asks of it (a
 checked header, the payload with the RECORD_END header, a C unpickler per
 record reading through a minimal ``peek``/``read`` object) and no layering: a
-floor for a pure-Python reader of this format.
+floor for a pure-Python reader of this format (streampickle's own reader goes
+below it where its C walk of the opcodes lets ``pickle.loads`` read a record).
 """
 
 from __future__ import annotations
