@@ -83,6 +83,12 @@ def _bad_counts(end: FrameHeader, pickle_bytes: int, buffers: int) -> CorruptStr
     )
 
 
+def _not_a_pickle(number: int, exc: Exception) -> CorruptStreamError:
+    return CorruptStreamError(
+        f"record {number} is not a valid pickle: {type(exc).__name__}: {exc}"
+    )
+
+
 def _too_large(number: int, max_size: int, h: FrameHeader) -> StreamError:
     return StreamError(f"record {number} exceeds max_size={max_size} bytes at {h.where()}")
 
@@ -387,7 +393,10 @@ class Unpickler:
                 and plain[0] <= self._plain_limit
                 and (self._unsized or plain[0] <= (self._source.remaining() or 0))
             ):
-                obj = self._read_record(None, self._count, plain)
+                n, check = plain
+                offset = self._source.position - _HEADER_SIZE
+                chunk, after = self._frames.payload_and_after(n, check, offset)
+                obj = self._read_first_frame(chunk, after, self._count)
                 self._count += 1
                 return obj
             h = self._frames.next_header(data)
@@ -409,47 +418,60 @@ class Unpickler:
         self._count += 1
         return obj
 
-    def _read_record(
-        self, first: FrameHeader | None, number: int, plain: tuple[int, int] | None = None
+    def _read_record(self, first: FrameHeader, number: int) -> Any:
+        """Unpickle the record whose first frame header is ``first``."""
+        if first.kind is _PICKLE and first.stored_size <= _SMALL_FRAME:
+            max_size = self._record.max_size
+            if max_size is not None and first.raw_size > max_size:
+                raise _too_large(number, max_size, first)
+            chunk, after = self._frames.pickle_and_after(first)
+            return self._read_first_frame(chunk, after, number)
+        return self._unpickle(first, number, None, b"", whole=False)
+
+    def _read_first_frame(self, chunk: bytes, after: bytes, number: int) -> Any:
+        """Unpickle the record whose first PICKLE frame's bytes, just read, are
+        ``chunk``, followed by ``after``. Most records of small messages are
+        that frame and their RECORD_END, read together (one recv on a socket)."""
+        whole = after == fmt.whole_record_end(len(chunk))
+        if whole and _plain_end is not None and _plain_end(chunk) == len(chunk):
+            # Plain data with STOP last: it calls nothing of its own, so no
+            # hook applies; pickle.loads needs no unpickler of ours.
+            try:
+                return pickle.loads(chunk)
+            except MemoryError:
+                raise
+            except Exception as exc:
+                raise _not_a_pickle(number, exc) from exc
+        return self._unpickle(None, number, chunk, after, whole)
+
+    def _unpickle(
+        self,
+        first: FrameHeader | None,
+        number: int,
+        chunk: bytes | None,
+        after: bytes,
+        whole: bool,
     ) -> Any:
         """Unpickle the record whose first frame header is ``first`` or, given
-        ``plain`` (from ``fmt.plain_pickle_frame``), the record whose first
-        frame is the small checked PICKLE frame whose header was just read."""
+        ``chunk``, whose first PICKLE frame's bytes are ``chunk``, followed by
+        ``after`` (its RECORD_END if ``whole``): through an unpickler of ours,
+        which applies the hooks and refuses pickle bytes after STOP."""
         record = self._record
         record.failure = None
         file: _RecordReader | _WholeRecord = record
-        chunk: bytes | None = None
         try:
-            if plain is not None:
-                offset = self._source.position - _HEADER_SIZE
-                chunk, after = self._frames.payload_and_after(*plain, offset)
-            elif (
-                first is not None
-                and first.kind is _PICKLE
-                and first.stored_size <= _SMALL_FRAME
-            ):
-                if record.max_size is not None and first.raw_size > record.max_size:
-                    raise _too_large(number, record.max_size, first)
-                chunk, after = self._frames.pickle_and_after(first)
-            else:
+            if chunk is None:
                 record.begin(first, number)
-            if chunk is not None:
-                # Most records of small messages are one PICKLE frame and their
-                # RECORD_END, read together (one recv on a socket).
-                if after == fmt.whole_record_end(len(chunk)):
-                    if _plain_end is not None and _plain_end(chunk) == len(chunk):
-                        # Plain data with STOP last: it calls nothing of its own,
-                        # so no hook applies; pickle.loads needs no unpickler of ours.
-                        return pickle.loads(chunk)
-                    file = whole = self._whole
-                    whole.chunk, whole.pos, whole.number = chunk, 0, number
-                else:
-                    nxt = self._frames.next_header(after)
-                    if nxt is not None and nxt.kind is _RECORD_END:
-                        # Its counts are wrong (right ones make whole_record_end's
-                        # bytes): refused before the pickle runs its REDUCEs.
-                        raise _bad_counts(nxt, len(chunk), 0)
-                    record.begin(nxt, number, chunk)  # more frames, or truncated
+            elif whole:
+                file = self._whole
+                file.chunk, file.pos, file.number = chunk, 0, number
+            else:
+                nxt = self._frames.next_header(after)
+                if nxt is not None and nxt.kind is _RECORD_END:
+                    # Its counts are wrong (right ones make whole_record_end's
+                    # bytes): refused before the pickle runs its REDUCEs.
+                    raise _bad_counts(nxt, len(chunk), 0)
+                record.begin(nxt, number, chunk)  # more frames, or truncated
             # A whole record has no BUFFER frames.
             inner = _RecordUnpickler(file, buffers=record if file is record else ())
             self._inner = inner
@@ -469,9 +491,7 @@ class Unpickler:
                 raise record.failure from None
             if not _raised_by_unpickler(exc):
                 raise  # the user's hook or class failed: their error, as is
-            raise CorruptStreamError(
-                f"record {number} is not a valid pickle: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise _not_a_pickle(number, exc) from exc
         finally:
             self._inner = None  # drop the memo and its references
 
