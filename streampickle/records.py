@@ -1,0 +1,203 @@
+"""The files the C ``pickle.Unpickler`` reads for one record.
+
+``RecordReader`` serves a record's pickle bytes frame by frame and, when it
+meets a BUFFER frame on the way, reads the buffer straight into freshly
+allocated memory (or takes a view of the memory map) and queues it for the
+unpickler's NEXT_BUFFER opcode. The writer emits a buffer before the pickle
+bytes that refer to it, so the queue is never empty when it is needed.
+``WholeRecord`` serves a record that is one PICKLE frame, already in memory.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+from .errors import CorruptStreamError, StreamError, TruncatedStreamError
+from .format import Codec, FrameHeader, Kind
+from .frames import FrameReader
+
+
+class WholeRecord:
+    """The file the C unpickler reads for a record that is one PICKLE frame:
+    its pickle bytes, all in memory. The unpickler takes them with one
+    ``peek`` and consumes what it used with one ``read``, so ``pos`` ends
+    where STOP fell, even inside a pickle FRAME opcode's bytes. One per
+    Unpickler, reset for each such record."""
+
+    __slots__ = ("chunk", "pos", "number")
+    chunk: bytes
+    pos: int
+    number: int
+
+    def finish(self) -> None:
+        """After STOP: it must be the last pickle byte."""
+        if self.pos != len(self.chunk):
+            raise CorruptStreamError(f"pickle bytes after STOP in record {self.number}")
+
+    def read(self, n: int = -1) -> bytes:
+        start = self.pos
+        self.pos = len(self.chunk) if n < 0 else min(start + n, len(self.chunk))
+        return self.chunk[start : self.pos]
+
+    def peek(self, n: int = 0) -> bytes:
+        return self.chunk[self.pos :]
+
+    def readline(self) -> bytes:
+        end = self.chunk.find(b"\n", self.pos) + 1 or len(self.chunk)
+        return self.read(end - self.pos)
+
+
+def bad_counts(end: FrameHeader, pickle_bytes: int, buffers: int) -> CorruptStreamError:
+    return CorruptStreamError(
+        f"{end.where()} counts {end.raw_size} pickle bytes and {end.param} "
+        f"buffers; the record has {pickle_bytes} and {buffers}"
+    )
+
+
+def too_large(number: int, max_size: int, h: FrameHeader) -> StreamError:
+    return StreamError(f"record {number} exceeds max_size={max_size} bytes at {h.where()}")
+
+
+class RecordReader:
+    """The file the C unpickler reads for one record, and its buffer iterator."""
+
+    def __init__(self, frames: FrameReader, max_size: int | None) -> None:
+        self.frames = frames
+        self.max_size = max_size
+        self.size = 0  # pickle and buffer bytes of the record so far
+        self.buffers: collections.deque[Any] = collections.deque()
+        self.chunk = b""
+        self.pos = 0
+        self.first: FrameHeader | None = None
+        self.end: FrameHeader | None = None
+        self.pickle_bytes = 0
+        self.buffer_count = 0
+        self.number = 0
+        self.failure: StreamError | None = None
+
+    def begin(self, first: FrameHeader | None, number: int, chunk: bytes = b"") -> None:
+        """Start record ``number`` at frame ``first``, after the pickle bytes
+        ``chunk`` already read (those of the record's first frame)."""
+        self.first, self.end, self.number = first, None, number
+        self.chunk, self.pos = chunk, 0
+        self.pickle_bytes = self.size = len(chunk)
+        self.buffer_count = 0
+        self.buffers.clear()
+        self.failure = None
+
+    def _advance(self) -> bool:
+        """Load the next non-empty PICKLE payload; False at RECORD_END."""
+        try:
+            return self._next_pickle_frame()
+        except StreamError as exc:
+            # The C unpickler may replace this error with EOFError("Ran out of
+            # input") without chaining it; keep it so load() can raise it.
+            self.failure = exc
+            raise
+
+    def _next_pickle_frame(self) -> bool:
+        while self.end is None:
+            h, self.first = self.first or self.frames.next_header(), None
+            if h is None:
+                raise TruncatedStreamError(
+                    f"input ended at offset {self.frames.source.position} "
+                    f"inside record {self.number}"
+                )
+            self.size += h.raw_size if h.kind in (Kind.PICKLE, Kind.BUFFER) else 0
+            if self.max_size is not None and self.size > self.max_size:
+                raise too_large(self.number, self.max_size, h)
+            if h.kind is Kind.PICKLE:
+                self.chunk, self.pos = self.frames.decoded_payload(h), 0
+                self.pickle_bytes += len(self.chunk)
+                if self.chunk:
+                    return True
+            elif h.kind is Kind.BUFFER:
+                self.buffers.append(self.frames.buffer(h, self.buffer_count))
+                self.buffer_count += 1
+            elif h.kind is Kind.PAD:
+                if any(self.frames.payload(h)):
+                    raise CorruptStreamError(f"nonzero padding in {h.where()}")
+                self.first = self.frames.next_header()  # only an aligned BUFFER may follow
+                if self.first is not None and not (
+                    self.first.kind is Kind.BUFFER and self.first.codec is Codec.NONE
+                ):
+                    raise CorruptStreamError(f"{self.first.where()} after {h.where()}")
+            elif h.kind is Kind.RECORD_END:
+                self.end = h
+            else:
+                raise CorruptStreamError(f"{h.where()} inside record {self.number}")
+        return False
+
+    # -- the file interface the C unpickler uses --------------------------
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            raise CorruptStreamError("unbounded read of pickle bytes")
+        if self.pos + n <= len(self.chunk):
+            self.pos += n
+            return self.chunk[self.pos - n : self.pos]
+        # Gather what the record holds; a pickle FRAME opcode's length alone
+        # must not size an allocation.
+        out = bytearray()
+        while len(out) < n and (self.pos < len(self.chunk) or self._advance()):
+            take = min(n - len(out), len(self.chunk) - self.pos)
+            out += self.chunk[self.pos : self.pos + take]
+            self.pos += take
+        return bytes(out)
+
+    def peek(self, n: int = 0) -> bytes:
+        """Bytes ahead, not consumed: the C unpickler prefetches with this and
+        then parses a small record from memory instead of calling read() for
+        every opcode."""
+        if self.pos == len(self.chunk) and not self._advance():
+            return b""
+        return self.chunk[self.pos :]  # peek may give more than asked
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf).cast("B")
+        got = 0
+        while got < view.nbytes:
+            if self.pos == len(self.chunk) and not self._advance():
+                break
+            take = min(view.nbytes - got, len(self.chunk) - self.pos)
+            view[got : got + take] = memoryview(self.chunk)[self.pos : self.pos + take]
+            got += take
+            self.pos += take
+        return got
+
+    def readline(self) -> bytes:
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            if self.pos == len(self.chunk) and not self._advance():
+                break
+            stop = self.chunk.find(b"\n", self.pos)
+            stop = len(self.chunk) if stop < 0 else stop + 1
+            line += self.chunk[self.pos : stop]
+            self.pos = stop
+        return bytes(line)
+
+    # -- the buffers iterable ----------------------------------------------
+
+    def __iter__(self) -> RecordReader:
+        return self
+
+    def __next__(self) -> Any:
+        if not self.buffers:
+            raise CorruptStreamError(
+                f"record {self.number} uses an out-of-band buffer that precedes none"
+            )
+        return self.buffers.popleft()
+
+    def finish(self) -> None:
+        """After STOP: the record must end here, with every buffer used."""
+        if self.pos != len(self.chunk) or (self.end is None and self._advance()):
+            raise CorruptStreamError(f"pickle bytes after STOP in record {self.number}")
+        assert self.end is not None
+        if self.buffers:
+            raise CorruptStreamError(
+                f"record {self.number} has {len(self.buffers)} unused buffers"
+            )
+        end = self.end
+        if (end.raw_size, end.param) != (self.pickle_bytes, self.buffer_count):
+            raise bad_counts(end, self.pickle_bytes, self.buffer_count)
