@@ -254,6 +254,8 @@ class Unpickler:
             except MemoryError:
                 raise
             except Exception as exc:
+                if not _raised_by_unpickler(exc):
+                    raise  # a warnings hook of the caller's failed: as is
                 raise _not_a_pickle(number, exc) from exc
         return self._unpickle(None, number, chunk, after, whole)
 

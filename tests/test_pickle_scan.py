@@ -14,6 +14,7 @@ import pickle
 import pickletools
 import shutil
 import sysconfig
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +322,22 @@ def test_a_malformed_plain_pickle_is_a_corrupt_stream_with_and_without_the_walk(
 ) -> None:
     with pytest.raises(sp.CorruptStreamError, match="record 0 is not a valid pickle"):
         sp.loads(stream_of(b"\x80\x05a."))  # APPEND on an empty stack
+
+
+def test_an_error_from_the_callers_warning_hook_reaches_the_caller_as_is(
+    walk: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A protocol-0 string with a bad escape makes CPython warn while a plain
+    record loads: a failing ``showwarning`` is the caller's error, not ours."""
+
+    def showwarning(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the caller's showwarning")
+
+    monkeypatch.setattr(warnings, "showwarning", showwarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with pytest.raises(RuntimeError, match="the caller's showwarning"):
+            sp.loads(stream_of(b"S'a\\qb'\n."))
 
 
 def test_safe_mode_and_hooks_still_see_the_globals_of_small_records(walk: str) -> None:
