@@ -19,6 +19,10 @@ checked header, the payload with the RECORD_END header, a C unpickler per
 record reading through a minimal ``peek``/``read`` object) and no layering: a
 floor for a pure-Python reader of this format (streampickle's own reader goes
 below it where its C walk of the opcodes lets ``pickle.loads`` read a record).
+
+Last, which end sets the pace: messages per second of each end alone, "sp"
+and "mpconn", against a peer that only drains the socket (sender alone) or
+sends all the wire bytes with one sendall (receiver alone).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import resource
 import socket
 import statistics
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +139,61 @@ def run(key: str) -> dict[str, float]:
     return {"sender": sender / COUNT * 1e6, "receiver": receiver / COUNT * 1e6}
 
 
+def wire_bytes(key: str, msgs: list[Any]) -> bytes:
+    """What ``send(key, ...)`` puts on the wire for ``msgs``."""
+    a, b = socket.socketpair()
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while data := b.recv(1 << 20):
+            chunks.append(data)
+
+    t = threading.Thread(target=drain)
+    t.start()
+    send(key, a, msgs)
+    a.close()
+    t.join()
+    b.close()
+    return b"".join(chunks)
+
+
+def alone(key: str, end: str) -> float:
+    """Messages per second of one end when the other costs (nearly) nothing:
+    ``end`` "receiver" is fed the wire bytes by one sendall; "sender" writes
+    to a peer that only drains the socket. Timed from the sender's start to
+    the receiver's end, in separate processes."""
+    msgs = build_small(COUNT)
+    wire = wire_bytes(key, msgs)
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        a.close()
+        os.write(w, b"r")
+        if end == "receiver":
+            receive(key, b)
+        else:
+            got = 0
+            while got < len(wire) and (data := b.recv(1 << 16)):
+                got += len(data)
+        os.write(w, json.dumps(time.perf_counter()).encode())
+        os._exit(0)
+    b.close()
+    os.read(r, 1)
+    start = time.perf_counter()
+    if end == "receiver":
+        a.sendall(wire)
+    else:
+        send(key, a, msgs)
+    done = json.loads(os.read(r, 100))
+    os.waitpid(pid, 0)
+    a.close()
+    return COUNT / (done - start)
+
+
 def in_memory() -> dict[str, float]:
     """µs per message of each pass, median of 5."""
     import io
-    import time
 
     msgs = build_small(COUNT)
     pickles = [pickle.dumps(m, protocol=5) for m in msgs]
@@ -199,6 +256,19 @@ def main() -> None:
         s = statistics.median(g["sender"] for g in got)
         r = statistics.median(g["receiver"] for g in got)
         print(f"| {key} | {s:.1f} | {r:.1f} | {s + r:.1f} |")
+    rates: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.repeat):
+        for key in ("sp", "mpconn"):
+            for end in ("sender", "receiver"):
+                rates.setdefault((key, end), []).append(alone(key, end))
+    print(
+        f"Each end alone, messages/s, median of {args.repeat} (10k messages, socketpair;"
+        " the other end only drains the socket or sends all the bytes at once)"
+    )
+    print("| contender | sender alone | receiver alone |\n|---|---:|---:|")
+    for key in ("sp", "mpconn"):
+        s, r = (statistics.median(rates[key, end]) for end in ("sender", "receiver"))
+        print(f"| {key} | {s:.0f} | {r:.0f} |")
 
 
 if __name__ == "__main__":
