@@ -1,13 +1,7 @@
-"""The one compiled part: a C walk of pickle opcodes that speeds up reading
-small records. ``optional``: where no C compiler is, the install goes on
-without it and records are read the general way (streampickle/_pickle_scan.c)."""
+"""The one compiled part: a C check of each record's pickle bytes before the
+unpickler runs them (streampickle/_pickle_scan.c). It needs a C compiler and
+Python's headers at install, as numpy, zstandard and xxhash do from source."""
 
 from setuptools import Extension, setup
 
-setup(
-    ext_modules=[
-        Extension(
-            "streampickle._pickle_scan", ["streampickle/_pickle_scan.c"], optional=True
-        )
-    ]
-)
+setup(ext_modules=[Extension("streampickle._pickle_scan", ["streampickle/_pickle_scan.c"])])

@@ -1,75 +1,302 @@
-/* Where a pickle of plain data ends, found without unpickling it.
+/* A check of a record's pickle bytes before the C unpickler runs them.
  *
- * The format asks a reader to refuse pickle bytes after a record's STOP
- * opcode. The C unpickler does not say where it stopped unless it reads
- * through a file object, one per record: for a 1 KiB message that costs
- * ~1.1 us, half again of unpickling it (2.4 us). This walk of the opcodes
- * costs ~0.35 us (3 ns an opcode), after which ``pickle.loads`` may read it.
+ * CPython's unpickler trusts three things a hostile pickle of a few bytes
+ * can abuse: it sizes its memo from the largest slot a PUT names (LONG_BINPUT
+ * 2**26 allocates and zeroes 1 GiB), it allocates a bytes argument's claimed
+ * length before reading it, and it hashes dict keys and set items, which for
+ * tuples nested ~130,000 deep overflows the C stack (tuple hashing recurses
+ * with no guard). This scan simulates the unpickler's stacks on object ids
+ * instead of objects, so that it can refuse those before they run:
  *
- * It accepts only opcodes that build plain data (numbers, strings, bytes,
- * containers, memo references; protocols 0 to 5) and refuses any that can
- * reach code or a hook: globals, REDUCE, BUILD, object creation, extension
- * codes, persistent IDs, out-of-band buffers. Such a pickle calls nothing
- * of its own choosing when loaded (only CPython's own machinery, such as the
- * DeprecationWarning for a bad escape in a protocol-0 string), so no hook or
- * safe-mode check has anything to decide.
+ * - a PUT may name a slot at most the number of memo stores before it (every
+ *   pickler numbers them in order; MEMOIZE takes the next one itself);
+ * - no object may nest deeper than MAX_DEPTH (below);
+ * - a length must fit in what is left of a whole record; a streamed record
+ *   reports what it still owes (``owed``), for the reader to bound.
  *
- * Every argument is read as CPython's unpickler reads it (see pickletools
- * for the opcode table): a FRAME's bytes are more opcodes; a length that
- * runs past the end, a negative one, a text argument without its newline,
- * an unknown or refused opcode, or no STOP: -1, and the caller reads the
- * record the general way, which reports what is wrong.
+ * It mirrors the unpickler's stack rules (marks, the fence below the last
+ * mark, what each opcode pops and pushes; CPython 3.11's Modules/_pickle.c)
+ * and refuses what the unpickler would refuse there, so that it never stops
+ * tracking while the unpickler goes on. Bytes arrive in any pieces (a frame
+ * boundary may fall inside an opcode), and after STOP none may follow.
+ *
+ * Depth. Each object the pickle builds gets an id and a height: an upper
+ * bound on how deep a chain of C hashing can run through it, or through what
+ * a callable may build from its contents. A tuple (TUPLE*) is 1 + the
+ * highest of its items; whatever REDUCE, NEWOBJ(_EX), OBJ, INST or BINPERSID
+ * builds may be a tuple of its arguments: 1 + the highest. Lists, dicts, sets
+ * and frozensets do not recurse when hashed (or cannot be hashed): they take
+ * the highest of their items, so a cycle through them does not grow heights.
+ * APPEND(S), SETITEM(S), ADDITEMS and BUILD raise their target's height to
+ * that of what they add. Memo and DUP copy ids, so a container changed after
+ * it was memoized is seen changed. Strings, numbers and other scalars are
+ * id 0, height 0.
+ *
+ * ``plain`` says whether every opcode built plain data: none of globals,
+ * REDUCE, BUILD, object creation, extension codes, persistent IDs or
+ * out-of-band buffers. Such a pickle calls nothing of its own choosing, so
+ * ``pickle.loads`` may read it with no hook of ours.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
 
-/* How each opcode's argument is laid out. REFUSED is 0: the table's default. */
-enum arg {
-    REFUSED = 0,
-    FIXED,    /* none, or as many bytes as size_of says */
-    STOP,
-    LINE,     /* protocol 0 text arguments, through '\n' */
-    SIZED,    /* a little-endian length of size_of bytes, then that many bytes */
-    SIZED_4S, /* a signed 4-byte length (negative is an error), then bytes */
-    FRAME,    /* a uint64 length of the opcodes that follow */
-};
+/* Deeper than CPython's pickler can write (it overflows its own C stack at
+ * ~47,000 nested lists, ~57,000 tuples), well short of where hashing nested
+ * tuples overflows an 8 MiB stack (~130,000). */
+#define MAX_DEPTH 50000
+/* The longest text memo argument (PUT/GET) taken: digits and blanks. */
+#define SLOT_TEXT_MAX 40
+#define SCALAR 0
+#define ABSENT UINT32_MAX
 
-/* Two tables read side by side: each opcode's position depends on the one
- * before it, so one lookup per opcode, not two in a row, sets the pace. */
-static unsigned char arg_of[256];
-static unsigned char size_of[256];
+/* A growable array of fixed-size items that starts in place, so that a
+ * small pickle is checked without a malloc. */
+#define SMALL 64
+typedef struct {
+    char *items;
+    Py_ssize_t len, cap;
+    char small[SMALL * sizeof(Py_ssize_t)];
+} array;
 
 static void
-set(const char *codes, enum arg arg, unsigned char size)
+array_init(array *a, Py_ssize_t item_size)
 {
-    for (const char *c = codes; *c; c++) {
-        arg_of[(unsigned char)*c] = arg;
-        size_of[(unsigned char)*c] = size;
-    }
+    a->items = a->small;
+    a->len = 0;
+    a->cap = (Py_ssize_t)sizeof(a->small) / item_size;
 }
 
 static void
-fill_table(void)
+array_free(array *a)
 {
-    /* NONE, EMPTY_LIST, APPEND(S), LIST, EMPTY_TUPLE, TUPLE, EMPTY_DICT,
-     * DICT, SETITEM(S), POP, DUP, MARK, POP_MARK; NEWTRUE, NEWFALSE, TUPLE1-3,
-     * EMPTY_SET, ADDITEMS, FROZENSET, MEMOIZE */
-    set("N]ael)t}dsu02(1", FIXED, 0);
-    set("\x88\x89\x85\x86\x87\x8f\x90\x91\x94", FIXED, 0);
-    set("\x80Khq", FIXED, 1); /* PROTO, BININT1, BINGET, BINPUT */
-    set("M", FIXED, 2);       /* BININT2 */
-    set("Jjr", FIXED, 4);     /* BININT, LONG_BINGET, LONG_BINPUT */
-    set("G", FIXED, 8);       /* BINFLOAT */
-    set(".", STOP, 0);
-    set("ILSVFgp", LINE, 0);
-    set("\x8aUC\x8c", SIZED, 1);  /* LONG1, SHORT_BINSTRING, SHORT_BINBYTES,
-                                    SHORT_BINUNICODE */
-    set("BX", SIZED, 4);           /* BINBYTES, BINUNICODE */
-    set("T\x8b", SIZED_4S, 4);     /* BINSTRING, LONG4 */
-    set("\x8d\x8e\x96", SIZED, 8); /* BINUNICODE8, BINBYTES8, BYTEARRAY8 */
-    set("\x95", FRAME, 8);
+    if (a->items != a->small)
+        PyMem_Free(a->items);
+    a->items = a->small;
+}
+
+/* Room for ``need`` items; 0, or -1 with MemoryError set. */
+static int
+array_reserve(array *a, Py_ssize_t need, Py_ssize_t item_size)
+{
+    if (need <= a->cap)
+        return 0;
+    Py_ssize_t cap = a->cap;
+    while (cap < need)
+        cap *= 2;
+    char *items;
+    if (a->items == a->small) {
+        items = PyMem_Malloc((size_t)(cap * item_size));
+        if (items != NULL)
+            memcpy(items, a->small, (size_t)(a->len * item_size));
+    }
+    else
+        items = PyMem_Realloc(a->items, (size_t)(cap * item_size));
+    if (items == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    a->items = items;
+    a->cap = cap;
+    return 0;
+}
+
+#define U32(a) ((uint32_t *)(a).items)
+#define SSIZE(a) ((Py_ssize_t *)(a).items)
+
+typedef struct {
+    array stack;  /* object ids */
+    array marks;  /* stack lengths at each MARK */
+    array memo;   /* object ids by slot; ABSENT where none */
+    array height; /* by object id */
+    Py_ssize_t fence;   /* the unpickler pops nothing below the last mark */
+    Py_ssize_t filled;  /* memo slots in use: MEMOIZE's slot */
+    Py_ssize_t stores;  /* memo stores so far */
+    Py_ssize_t at;      /* pickle bytes taken so far */
+    uint64_t skip;      /* bytes of an argument still to come */
+    int lines;          /* newlines of text arguments still to come */
+    int plain, stopped;
+    int whole;          /* every byte of the pickle is in this one piece */
+    unsigned char pending[SLOT_TEXT_MAX + 2]; /* an opcode cut at a piece's end */
+    int pending_len;
+} scan;
+
+static void
+scan_init(scan *s)
+{
+    array_init(&s->stack, sizeof(uint32_t));
+    array_init(&s->marks, sizeof(Py_ssize_t));
+    array_init(&s->memo, sizeof(uint32_t));
+    array_init(&s->height, sizeof(uint32_t));
+    U32(s->height)[0] = 0; /* SCALAR */
+    s->height.len = 1;
+    s->fence = s->filled = s->stores = s->at = 0;
+    s->skip = 0;
+    s->lines = 0;
+    s->plain = 1;
+    s->stopped = 0;
+    s->whole = 0;
+    s->pending_len = 0;
+}
+
+static void
+scan_free(scan *s)
+{
+    array_free(&s->stack);
+    array_free(&s->marks);
+    array_free(&s->memo);
+    array_free(&s->height);
+}
+
+/* ValueError(what, offset): the caller names the record. */
+static int
+refuse(scan *s, const char *what)
+{
+    PyObject *args = Py_BuildValue("(sn)", what, s->at);
+    if (args != NULL) {
+        PyErr_SetObject(PyExc_ValueError, args);
+        Py_DECREF(args);
+    }
+    return -1;
+}
+
+static int
+push(scan *s, uint32_t id)
+{
+    if (array_reserve(&s->stack, s->stack.len + 1, sizeof(uint32_t)) < 0)
+        return -1;
+    U32(s->stack)[s->stack.len++] = id;
+    return 0;
+}
+
+/* A new object of the given height, pushed. */
+static int
+push_new(scan *s, uint32_t height)
+{
+    if (height > MAX_DEPTH)
+        return refuse(s, "objects nested deeper than " Py_STRINGIFY(MAX_DEPTH)
+                         " levels (more than a pickler writes)");
+    if (s->height.len >= (Py_ssize_t)ABSENT)
+        return refuse(s, "more objects than can be checked");
+    if (array_reserve(&s->height, s->height.len + 1, sizeof(uint32_t)) < 0)
+        return -1;
+    U32(s->height)[s->height.len] = height;
+    return push(s, (uint32_t)s->height.len++);
+}
+
+/* The highest height among stack items from ``start`` up. */
+static uint32_t
+highest(scan *s, Py_ssize_t start)
+{
+    uint32_t top = 0;
+    for (Py_ssize_t i = start; i < s->stack.len; i++) {
+        uint32_t h = U32(s->height)[U32(s->stack)[i]];
+        if (h > top)
+            top = h;
+    }
+    return top;
+}
+
+/* What needs the stack to hold ``n`` items above the fence. */
+static int
+need(scan *s, Py_ssize_t n)
+{
+    if (s->stack.len - n < s->fence)
+        return refuse(s, "unpickling stack underflow");
+    return 0;
+}
+
+/* Pop the last mark, as the unpickler's marker(): its stack length. */
+static Py_ssize_t
+pop_mark(scan *s)
+{
+    if (s->marks.len == 0)
+        return refuse(s, "MARK missing");
+    Py_ssize_t mark = SSIZE(s->marks)[--s->marks.len];
+    s->fence = s->marks.len ? SSIZE(s->marks)[s->marks.len - 1] : 0;
+    return mark;
+}
+
+/* Replace the items from ``start`` up by one new object, ``extra`` higher
+ * than the highest of them. */
+static int
+build(scan *s, Py_ssize_t start, uint32_t extra)
+{
+    uint32_t h = highest(s, start) + extra;
+    s->stack.len = start;
+    return push_new(s, h);
+}
+
+/* Add the items from ``start`` up to the object just below them (APPENDS,
+ * SETITEMS, ADDITEMS, BUILD), then drop them. ``pairs``: keys and values. */
+static int
+add_to(scan *s, Py_ssize_t start, int pairs)
+{
+    if (start > s->stack.len || start <= s->fence)
+        return refuse(s, "unpickling stack underflow");
+    if (pairs && (s->stack.len - start) % 2)
+        return refuse(s, "odd number of items for SETITEMS");
+    uint32_t target = U32(s->stack)[start - 1];
+    uint32_t h = highest(s, start);
+    uint32_t *height = &U32(s->height)[target];
+    if (target != SCALAR && h > *height) {
+        if (h > MAX_DEPTH)
+            return refuse(s, "objects nested deeper than " Py_STRINGIFY(MAX_DEPTH)
+                             " levels (more than a pickler writes)");
+        *height = h;
+    }
+    s->stack.len = start;
+    return 0;
+}
+
+static int
+memo_put(scan *s, uint64_t slot)
+{
+    if (need(s, 1) < 0)
+        return -1;
+    if (slot > (uint64_t)s->stores)
+        return refuse(s, "a memo slot numbered past the stores before it");
+    Py_ssize_t i = (Py_ssize_t)slot, old = s->memo.len;
+    if (i >= old) {
+        if (array_reserve(&s->memo, i + 1, sizeof(uint32_t)) < 0)
+            return -1;
+        memset(&U32(s->memo)[old], 0xff, (size_t)(i + 1 - old) * sizeof(uint32_t));
+        s->memo.len = i + 1;
+    }
+    if (U32(s->memo)[i] == ABSENT)
+        s->filled++;
+    U32(s->memo)[i] = U32(s->stack)[s->stack.len - 1];
+    s->stores++;
+    return 0;
+}
+
+static int
+memo_get(scan *s, uint64_t slot)
+{
+    if (slot >= (uint64_t)s->memo.len || U32(s->memo)[slot] == ABSENT)
+        return refuse(s, "memo value not found");
+    return push(s, U32(s->memo)[slot]);
+}
+
+/* A protocol-0 memo argument (PUT, GET): decimal digits between blanks, as
+ * int() takes them; -1 if it is anything else or too long to be a slot. */
+static int64_t
+text_slot(const unsigned char *p, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    while (i < n && Py_ISSPACE(p[i]))
+        i++;
+    int64_t slot = 0;
+    Py_ssize_t digits = 0;
+    while (i < n && Py_ISDIGIT(p[i])) {
+        if (++digits > 15)
+            return -1;
+        slot = slot * 10 + (p[i++] - '0');
+    }
+    while (i < n && Py_ISSPACE(p[i]))
+        i++;
+    return digits && i == n ? slot : -1;
 }
 
 static uint64_t
@@ -81,72 +308,432 @@ little_endian(const unsigned char *p, int n)
     return x;
 }
 
-/* The offset just past the first STOP, or -1 (see the top of the file). */
+/* The opcodes, as pickletools names them. */
+enum opcode {
+    MARK = '(', STOP = '.', POP = '0', POP_MARK = '1', DUP = '2', FLOAT = 'F',
+    INT = 'I', BININT = 'J', BININT1 = 'K', LONG = 'L', BININT2 = 'M', NONE = 'N',
+    PERSID = 'P', BINPERSID = 'Q', REDUCE = 'R', STRING = 'S', BINSTRING = 'T',
+    SHORT_BINSTRING = 'U', UNICODE = 'V', BINUNICODE = 'X', APPEND = 'a', BUILD = 'b',
+    GLOBAL = 'c', DICT = 'd', EMPTY_DICT = '}', APPENDS = 'e', GET = 'g', BINGET = 'h',
+    INST = 'i', LONG_BINGET = 'j', LIST = 'l', EMPTY_LIST = ']', OBJ = 'o', PUT = 'p',
+    BINPUT = 'q', LONG_BINPUT = 'r', SETITEM = 's', TUPLE = 't', EMPTY_TUPLE = ')',
+    SETITEMS = 'u', BINFLOAT = 'G', BINBYTES = 'B', SHORT_BINBYTES = 'C',
+    PROTO = 0x80, NEWOBJ = 0x81, EXT1 = 0x82, EXT2 = 0x83, EXT4 = 0x84, TUPLE1 = 0x85,
+    TUPLE2 = 0x86, TUPLE3 = 0x87, NEWTRUE = 0x88, NEWFALSE = 0x89, LONG1 = 0x8a,
+    LONG4 = 0x8b, SHORT_BINUNICODE = 0x8c, BINUNICODE8 = 0x8d, BINBYTES8 = 0x8e,
+    EMPTY_SET = 0x8f, ADDITEMS = 0x90, FROZENSET = 0x91, NEWOBJ_EX = 0x92,
+    STACK_GLOBAL = 0x93, MEMOIZE = 0x94, FRAME = 0x95, BYTEARRAY8 = 0x96,
+    NEXT_BUFFER = 0x97, READONLY_BUFFER = 0x98,
+};
+
+/* How the bytes after each opcode are laid out. */
+enum arg {
+    UNKNOWN = 0, /* the table's default */
+    FIXED,       /* as many bytes as width_of says (maybe none) */
+    SIZED,       /* a little-endian length of width_of bytes, then that many */
+    SIZED_SIGNED,
+    TEXT,        /* lines_of lines, each through '\n' */
+    TEXT_SLOT,   /* one line, a memo slot (PUT, GET) */
+};
+static unsigned char arg_of[256], width_of[256], lines_of[256];
+
+static void
+set(const unsigned char *codes, enum arg arg, unsigned char width)
+{
+    for (const unsigned char *c = codes; *c; c++) {
+        arg_of[*c] = arg;
+        width_of[*c] = arg == TEXT ? 0 : width;
+        lines_of[*c] = arg == TEXT ? width : 0;
+    }
+}
+
+#define SET(arg, width, ...) set((const unsigned char[]){__VA_ARGS__, 0}, arg, width)
+
+static void
+fill_table(void)
+{
+    SET(FIXED, 0, NONE, EMPTY_LIST, APPEND, APPENDS, LIST, EMPTY_TUPLE, TUPLE,
+        EMPTY_DICT, DICT, SETITEM, SETITEMS, POP, DUP, MARK, POP_MARK, STOP, REDUCE,
+        BUILD, OBJ, BINPERSID, NEWOBJ, TUPLE1, TUPLE2, TUPLE3, NEWTRUE, NEWFALSE,
+        EMPTY_SET, ADDITEMS, FROZENSET, NEWOBJ_EX, STACK_GLOBAL, MEMOIZE, NEXT_BUFFER,
+        READONLY_BUFFER);
+    SET(FIXED, 1, PROTO, BININT1, BINGET, BINPUT, EXT1);
+    SET(FIXED, 2, BININT2, EXT2);
+    SET(FIXED, 4, BININT, LONG_BINGET, LONG_BINPUT, EXT4);
+    SET(FIXED, 8, BINFLOAT, FRAME); /* a FRAME's bytes are more opcodes */
+    SET(SIZED, 1, LONG1, SHORT_BINSTRING, SHORT_BINBYTES, SHORT_BINUNICODE);
+    SET(SIZED, 4, BINBYTES, BINUNICODE);
+    SET(SIZED_SIGNED, 4, BINSTRING, LONG4);
+    SET(SIZED, 8, BINUNICODE8, BINBYTES8, BYTEARRAY8);
+    SET(TEXT, 1, INT, LONG, STRING, UNICODE, FLOAT, PERSID);
+    SET(TEXT, 2, GLOBAL, INST); /* module and name */
+    SET(TEXT_SLOT, 0, PUT, GET);
+}
+
+/* Bytes of the opcode at ``p`` the scan must have before acting on it (the
+ * opcode and its fixed part); 0 if more are needed than the ``n`` here. */
 static Py_ssize_t
-plain_end(const unsigned char *p, Py_ssize_t n)
+head_size(scan *s, const unsigned char *p, Py_ssize_t n)
+{
+    switch (arg_of[p[0]]) {
+    case UNKNOWN:
+        return refuse(s, "unknown opcode");
+    case TEXT:
+        return 1;
+    case TEXT_SLOT: {
+        const unsigned char *nl = memchr(p + 1, '\n', (size_t)(n - 1));
+        if (nl != NULL)
+            return nl - p + 1;
+        if (n > SLOT_TEXT_MAX)
+            return refuse(s, "a memo argument longer than any slot number");
+        return 0;
+    }
+    default:
+        return 1 + width_of[p[0]] <= n ? 1 + width_of[p[0]] : 0;
+    }
+}
+
+/* Act on one opcode whose head (``size`` bytes) is at ``p``; ``left`` bytes
+ * of this piece follow it. Sets skip or lines for what follows the head. */
+static int
+run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
+{
+    unsigned char op = p[0];
+    Py_ssize_t len = s->stack.len, mark;
+    switch (arg_of[op]) {
+    case SIZED:
+    case SIZED_SIGNED: {
+        uint64_t n = little_endian(p + 1, width_of[op]);
+        if (arg_of[op] == SIZED_SIGNED && n >= (1u << 31))
+            return refuse(s, "a negative length");
+        if (n > (uint64_t)PY_SSIZE_T_MAX)
+            return refuse(s, "a length past the largest object");
+        if (s->whole && n > (uint64_t)left)
+            return refuse(s, "a length past the end of the pickle");
+        s->skip = n;
+        return op == BYTEARRAY8 ? push_new(s, 0) : push(s, SCALAR);
+    }
+    case TEXT:
+        s->lines = lines_of[op];
+        break;
+    default:
+        break;
+    }
+    switch (op) {
+    case MARK:
+        if (array_reserve(&s->marks, s->marks.len + 1, sizeof(Py_ssize_t)) < 0)
+            return -1;
+        SSIZE(s->marks)[s->marks.len++] = s->fence = len;
+        return 0;
+    case POP: /* a mark if it is on top, else an item */
+        if (s->marks.len && SSIZE(s->marks)[s->marks.len - 1] == len)
+            return pop_mark(s) < 0 ? -1 : 0;
+        if (need(s, 1) < 0)
+            return -1;
+        s->stack.len--;
+        return 0;
+    case POP_MARK:
+        if ((mark = pop_mark(s)) < 0)
+            return -1;
+        s->stack.len = mark;
+        return 0;
+    case DUP:
+        return need(s, 1) < 0 ? -1 : push(s, U32(s->stack)[len - 1]);
+    case STOP:
+        if (need(s, 1) < 0)
+            return -1;
+        s->stopped = 1;
+        return 0;
+    case APPEND:
+        return add_to(s, len - 1, 0);
+    case SETITEM:
+        return add_to(s, len - 2, 1);
+    case APPENDS:
+    case SETITEMS:
+    case ADDITEMS:
+        return (mark = pop_mark(s)) < 0 ? -1 : add_to(s, mark, op == SETITEMS);
+    case BUILD:
+        s->plain = 0;
+        return need(s, 2) < 0 ? -1 : add_to(s, len - 1, 0);
+    case EMPTY_LIST:
+    case EMPTY_DICT:
+    case EMPTY_SET:
+        return push_new(s, 0);
+    case EMPTY_TUPLE:
+        return push_new(s, 1);
+    case TUPLE1:
+    case TUPLE2:
+    case TUPLE3:
+        if (need(s, op - TUPLE1 + 1) < 0)
+            return -1;
+        return build(s, len - (op - TUPLE1 + 1), 1);
+    case TUPLE:
+    case LIST:
+    case DICT:
+    case FROZENSET:
+        if ((mark = pop_mark(s)) < 0)
+            return -1;
+        if (op == DICT && (len - mark) % 2)
+            return refuse(s, "odd number of items for DICT");
+        return build(s, mark, op == TUPLE);
+    case REDUCE: /* callable, arguments */
+    case NEWOBJ: /* class, arguments */
+        s->plain = 0;
+        return need(s, 2) < 0 ? -1 : build(s, len - 2, 1);
+    case NEWOBJ_EX: /* class, arguments, keywords */
+        s->plain = 0;
+        return need(s, 3) < 0 ? -1 : build(s, len - 3, 1);
+    case OBJ: /* mark, class, arguments */
+        s->plain = 0;
+        if ((mark = pop_mark(s)) < 0)
+            return -1;
+        if (len - mark < 1)
+            return refuse(s, "unpickling stack underflow");
+        return build(s, mark, 1);
+    case INST: /* mark, arguments; module and name follow as text */
+        s->plain = 0;
+        return (mark = pop_mark(s)) < 0 ? -1 : build(s, mark, 1);
+    case BINPERSID: /* the ID */
+        s->plain = 0;
+        return need(s, 1) < 0 ? -1 : build(s, len - 1, 1);
+    case STACK_GLOBAL: /* module and name */
+        s->plain = 0;
+        return need(s, 2) < 0 ? -1 : build(s, len - 2, 0);
+    case GLOBAL:
+    case PERSID:
+    case EXT1:
+    case EXT2:
+    case EXT4:
+    case NEXT_BUFFER:
+        s->plain = 0;
+        return push_new(s, 0);
+    case READONLY_BUFFER:
+        s->plain = 0;
+        return need(s, 1);
+    case MEMOIZE:
+        return memo_put(s, (uint64_t)s->filled);
+    case BINPUT:
+    case LONG_BINPUT:
+        return memo_put(s, little_endian(p + 1, width_of[op]));
+    case BINGET:
+    case LONG_BINGET:
+        return memo_get(s, little_endian(p + 1, width_of[op]));
+    case PUT:
+    case GET: {
+        int64_t slot = text_slot(p + 1, size - 1);
+        if (slot < 0)
+            return refuse(s, "a memo argument that is not a slot number");
+        return op == PUT ? memo_put(s, (uint64_t)slot) : memo_get(s, (uint64_t)slot);
+    }
+    case FRAME:
+        if (s->whole && little_endian(p + 1, 8) > (uint64_t)left)
+            return refuse(s, "a FRAME past the end of the pickle");
+        return 0;
+    case PROTO:
+        return 0;
+    default: /* numbers, strings, None, booleans: scalars */
+        return push(s, SCALAR);
+    }
+}
+
+/* Take the next ``n`` bytes of the pickle. */
+static int
+scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n)
 {
     Py_ssize_t i = 0;
     while (i < n) {
-        unsigned char op = p[i++];
-        int arg = arg_of[op], size = size_of[op];
-        if (n - i < size)
-            return -1;
-        if (arg == FIXED) {
-            i += size;
+        if (s->stopped)
+            return refuse(s, "pickle bytes after STOP");
+        if (s->skip) {
+            Py_ssize_t take = (uint64_t)(n - i) < s->skip ? n - i : (Py_ssize_t)s->skip;
+            i += take;
+            s->at += take;
+            s->skip -= (uint64_t)take;
             continue;
         }
-        switch (arg) {
-        case STOP:
-            return i;
-        case LINE: {
+        if (s->lines) {
             const unsigned char *nl = memchr(p + i, '\n', (size_t)(n - i));
-            if (nl == NULL)
-                return -1;
-            i = nl - p + 1;
-            break;
+            Py_ssize_t end = nl == NULL ? n : nl - p + 1;
+            s->at += end - i;
+            i = end;
+            s->lines -= nl != NULL;
+            continue;
         }
-        case SIZED:
-        case SIZED_4S:
-        case FRAME: {
-            uint64_t length = little_endian(p + i, size);
-            i += size;
-            if (arg == SIZED_4S && length >= (1u << 31))
-                return -1;
-            if (length > (uint64_t)(n - i))
-                return -1;
-            if (arg != FRAME) /* a frame's bytes are the opcodes that follow */
-                i += (Py_ssize_t)length;
-            break;
+        const unsigned char *head = p + i;
+        Py_ssize_t have = n - i, size, taken;
+        if (s->pending_len) { /* an opcode begun in an earlier piece */
+            taken = have < SLOT_TEXT_MAX + 2 - s->pending_len ? have
+                                                         : SLOT_TEXT_MAX + 2 - s->pending_len;
+            memcpy(s->pending + s->pending_len, head, (size_t)taken);
+            head = s->pending;
+            have = s->pending_len + taken;
         }
-        default:
+        if ((size = head_size(s, head, have)) < 0)
             return -1;
+        if (size == 0) { /* the rest of this piece is the start of an opcode */
+            if (s->whole)
+                return refuse(s, "an opcode cut off by the end of the pickle");
+            memmove(s->pending, head, (size_t)have);
+            i = n;
+            s->pending_len = (int)have;
+            continue;
         }
+        Py_ssize_t from_here = size - s->pending_len;
+        s->pending_len = 0;
+        if (run(s, head, size, n - i - from_here) < 0)
+            return -1;
+        i += from_here;
+        s->at += size;
     }
-    return -1;
+    return 0;
+}
+
+/* -- PickleScan: a record's pickle bytes, in pieces ------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    scan s;
+} PickleScan;
+
+static PyObject *
+PickleScan_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) || (kwds != NULL && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "PickleScan() takes no arguments");
+        return NULL;
+    }
+    PickleScan *self = (PickleScan *)type->tp_alloc(type, 0);
+    if (self != NULL)
+        scan_init(&self->s);
+    return (PyObject *)self;
+}
+
+static void
+PickleScan_dealloc(PickleScan *self)
+{
+    scan_free(&self->s);
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *
-plain_pickle_end(PyObject *Py_UNUSED(module), PyObject *data)
+PickleScan_reset(PickleScan *self, PyObject *Py_UNUSED(ignored))
+{
+    scan_free(&self->s);
+    scan_init(&self->s);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+PickleScan_feed(PickleScan *self, PyObject *data)
 {
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    Py_ssize_t end = plain_end((const unsigned char *)view.buf, view.len);
+    int failed = scan_bytes(&self->s, view.buf, view.len);
     PyBuffer_Release(&view);
-    return PyLong_FromSsize_t(end);
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
-static PyMethodDef methods[] = {
-    {"plain_pickle_end", plain_pickle_end, METH_O,
-     "plain_pickle_end(data, /)\n--\n\n"
-     "The offset just past the first STOP of the pickle ``data`` if every\n"
-     "opcode before it builds plain data and every argument fits; else -1."},
+static PyObject *
+PickleScan_get_plain(PickleScan *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->s.plain);
+}
+
+static PyObject *
+PickleScan_get_stopped(PickleScan *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->s.stopped);
+}
+
+static PyObject *
+PickleScan_get_owed(PickleScan *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->s.skip);
+}
+
+static PyMethodDef PickleScan_methods[] = {
+    {"feed", (PyCFunction)PickleScan_feed, METH_O,
+     "feed(data, /)\n--\n\n"
+     "Check the next pickle bytes; ValueError says what is refused and where."},
+    {"reset", (PyCFunction)PickleScan_reset, METH_NOARGS,
+     "reset()\n--\n\nStart over, for the next record's pickle."},
     {NULL, NULL, 0, NULL},
 };
 
-/* The tables are filled once, before any walk, and only read after: the
- * module holds no other state, so it needs no GIL where a build has none. */
+static PyGetSetDef PickleScan_getset[] = {
+    {"plain", (getter)PickleScan_get_plain, NULL,
+     "True while every opcode so far builds plain data.", NULL},
+    {"stopped", (getter)PickleScan_get_stopped, NULL, "True once STOP is taken.", NULL},
+    {"owed", (getter)PickleScan_get_owed, NULL,
+     "Bytes of an argument claimed but not yet fed.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot PickleScan_slots[] = {
+    {Py_tp_doc, "Checks a record's pickle bytes, fed in any pieces, before they "
+                "are unpickled (see streampickle/_pickle_scan.c)."},
+    {Py_tp_new, PickleScan_new},
+    {Py_tp_dealloc, PickleScan_dealloc},
+    {Py_tp_methods, PickleScan_methods},
+    {Py_tp_getset, PickleScan_getset},
+    {0, NULL},
+};
+
+static PyType_Spec PickleScan_spec = {
+    .name = "streampickle._pickle_scan.PickleScan",
+    .basicsize = sizeof(PickleScan),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = PickleScan_slots,
+};
+
+/* -- check_whole: a pickle all in memory ------------------------------------ */
+
+static PyObject *
+check_whole(PyObject *Py_UNUSED(module), PyObject *data)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    scan s;
+    scan_init(&s);
+    s.whole = 1;
+    int failed = scan_bytes(&s, view.buf, view.len);
+    if (!failed && !s.stopped)
+        failed = refuse(&s, s.lines ? "a text argument without its newline"
+                                    : "no STOP");
+    int plain = s.plain;
+    scan_free(&s);
+    PyBuffer_Release(&view);
+    return failed ? NULL : PyBool_FromLong(plain);
+}
+
+static PyMethodDef methods[] = {
+    {"check_whole", check_whole, METH_O,
+     "check_whole(data, /)\n--\n\n"
+     "Check a whole pickle, STOP last; ValueError says what is refused and\n"
+     "where. True if every opcode builds plain data."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+exec_module(PyObject *module)
+{
+    PyObject *type = PyType_FromModuleAndSpec(module, &PickleScan_spec, NULL);
+    if (type == NULL)
+        return -1;
+    int failed = PyModule_AddObject(module, "PickleScan", type);
+    if (failed)
+        Py_DECREF(type);
+    return failed;
+}
+
+/* The tables are filled once, before any scan, and only read after; each
+ * scan's state is its own, so the module needs no GIL where a build has none. */
 static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, exec_module},
 #ifdef Py_mod_gil
     {Py_mod_gil, Py_MOD_GIL_NOT_USED},
 #endif
@@ -156,7 +743,7 @@ static PyModuleDef_Slot slots[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "streampickle._pickle_scan",
-    .m_doc = "Where a pickle of plain data ends (see _pickle_scan.c).",
+    .m_doc = "A check of a record's pickle bytes before they run (see _pickle_scan.c).",
     .m_size = 0,
     .m_methods = methods,
     .m_slots = slots,

@@ -6,6 +6,8 @@ allocated memory (or takes a view of the memory map) and queues it for the
 unpickler's NEXT_BUFFER opcode. The writer emits a buffer before the pickle
 bytes that refer to it, so the queue is never empty when it is needed.
 ``WholeRecord`` serves a record that is one PICKLE frame, already in memory.
+Every pickle byte is checked by ``_pickle_scan`` before the unpickler can
+read it (``refused`` names what it refuses).
 """
 
 from __future__ import annotations
@@ -13,9 +15,16 @@ from __future__ import annotations
 import collections
 from typing import Any
 
+from ._pickle_scan import PickleScan
 from .errors import CorruptStreamError, StreamError, TruncatedStreamError
 from .format import Codec, FrameHeader, Kind
 from .frames import FrameReader
+
+
+def refused(number: int, exc: ValueError) -> CorruptStreamError:
+    """The scan's ValueError(what, pickle_offset) as the reader's error."""
+    what, at = exc.args
+    return CorruptStreamError(f"record {number} is not a valid pickle: {what} at byte {at}")
 
 
 class WholeRecord:
@@ -33,7 +42,9 @@ class WholeRecord:
     def finish(self) -> None:
         """After STOP: it must be the last pickle byte."""
         if self.pos != len(self.chunk):
-            raise CorruptStreamError(f"pickle bytes after STOP in record {self.number}")
+            raise CorruptStreamError(
+                f"record {self.number} is not a valid pickle: pickle bytes after STOP"
+            )
 
     def read(self, n: int = -1) -> bytes:
         start = self.pos
@@ -75,6 +86,7 @@ class RecordReader:
         self.buffer_count = 0
         self.number = 0
         self.failure: StreamError | None = None
+        self.scan = PickleScan()
 
     def begin(self, first: FrameHeader | None, number: int, chunk: bytes = b"") -> None:
         """Start record ``number`` at frame ``first``, after the pickle bytes
@@ -85,6 +97,22 @@ class RecordReader:
         self.buffer_count = 0
         self.buffers.clear()
         self.failure = None
+        self.scan.reset()
+        self._check(chunk)
+
+    def _check(self, chunk: bytes) -> None:
+        """Scan the next pickle bytes before the unpickler may read them; a
+        length they claim past them counts against max_size already."""
+        try:
+            self.scan.feed(chunk)
+        except ValueError as exc:
+            raise refused(self.number, exc) from None
+        owed = self.scan.owed
+        if self.max_size is not None and self.size + owed > self.max_size:
+            raise StreamError(
+                f"record {self.number} exceeds max_size={self.max_size} bytes: "
+                f"its pickle claims {owed} bytes more at pickle byte {self.pickle_bytes}"
+            )
 
     def _advance(self) -> bool:
         """Load the next non-empty PICKLE payload; False at RECORD_END."""
@@ -110,6 +138,7 @@ class RecordReader:
             if h.kind is Kind.PICKLE:
                 self.chunk, self.pos = self.frames.decoded_payload(h), 0
                 self.pickle_bytes += len(self.chunk)
+                self._check(self.chunk)
                 if self.chunk:
                     return True
             elif h.kind is Kind.BUFFER:
@@ -192,7 +221,9 @@ class RecordReader:
     def finish(self) -> None:
         """After STOP: the record must end here, with every buffer used."""
         if self.pos != len(self.chunk) or (self.end is None and self._advance()):
-            raise CorruptStreamError(f"pickle bytes after STOP in record {self.number}")
+            raise CorruptStreamError(
+                f"record {self.number} is not a valid pickle: pickle bytes after STOP"
+            )
         assert self.end is not None
         if self.buffers:
             raise CorruptStreamError(

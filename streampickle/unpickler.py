@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from . import format as fmt
+from ._pickle_scan import check_whole
 from .errors import (
     CorruptStreamError,
     ForbiddenGlobalError,
@@ -28,13 +29,7 @@ from .index import index_from_end, scan_index
 from .io import FileSource, MmapSource, open_source
 from .pagecache import check_policy
 from .pickler import check_threads
-from .records import RecordReader, WholeRecord, bad_counts, too_large
-
-_plain_end: Callable[[bytes], int] | None
-try:  # compiled at install where a C compiler was (setup.py)
-    from ._pickle_scan import plain_pickle_end as _plain_end
-except ImportError:  # then every record is read through an unpickler of ours
-    _plain_end = None
+from .records import RecordReader, WholeRecord, bad_counts, refused, too_large
 
 # Enum members read per record, as module globals: ``Kind.PICKLE`` costs ~70 ns
 # on CPython 3.11 (a metaclass attribute lookup), a global ~15.
@@ -246,17 +241,22 @@ class Unpickler:
         ``chunk``, followed by ``after``. Most records of small messages are
         that frame and their RECORD_END, read together (one recv on a socket)."""
         whole = after == fmt.whole_record_end(len(chunk))
-        if whole and _plain_end is not None and _plain_end(chunk) == len(chunk):
-            # Plain data with STOP last: it calls nothing of its own, so no
-            # hook applies; pickle.loads needs no unpickler of ours.
+        if whole:
             try:
-                return pickle.loads(chunk)
-            except MemoryError:
-                raise
-            except Exception as exc:
-                if not _raised_by_unpickler(exc):
-                    raise  # a warnings hook of the caller's failed: as is
-                raise _not_a_pickle(number, exc) from exc
+                plain = check_whole(chunk)
+            except ValueError as exc:
+                raise refused(number, exc) from None
+            if plain:
+                # It calls nothing of its own, so no hook applies; pickle.loads
+                # needs no unpickler of ours.
+                try:
+                    return pickle.loads(chunk)
+                except MemoryError:
+                    raise
+                except Exception as exc:
+                    if not _raised_by_unpickler(exc):
+                        raise  # a warnings hook of the caller's failed: as is
+                    raise _not_a_pickle(number, exc) from exc
         return self._unpickle(None, number, chunk, after, whole)
 
     def _unpickle(
@@ -300,6 +300,12 @@ class Unpickler:
         except StreamError:
             raise
         except MemoryError:
+            owed = record.scan.owed if file is record else 0
+            if owed:  # the unpickler allocates an argument before reading it
+                raise CorruptStreamError(
+                    f"record {number} claims {owed} more pickle bytes than have "
+                    "arrived, more than can be allocated"
+                ) from None
             raise
         except Exception as exc:
             if record.failure is not None:

@@ -406,7 +406,7 @@ def assert_refused_cheaply(outcome: Outcome, *classes: type[BaseException]) -> N
 STREAM_HEADER = fmt.encode_stream_header()
 END = fmt.frame(Kind.END)
 HEADER_CHECK_AT_16 = "frame header check mismatch at offset 16"
-AFTER_STOP = "pickle bytes after STOP in record 0"
+AFTER_STOP = "record 0 is not a valid pickle: pickle bytes after STOP"
 
 
 def raw_header(
@@ -1193,30 +1193,43 @@ class TestHostileLengthsInsideThePickle:
         assert_refused_cheaply(outcome, sp.CorruptStreamError)
         assert "record 0 is not a valid pickle" in str(outcome.error)
 
-    # Two limits of CPython's unpickler inside a well-framed record, stated in
-    # README (API) as not guarded yet: these tests say so, and fail (XPASS)
-    # once they are guarded, here or upstream. Each runs in a child process.
-    KNOWN_GAP = pytest.mark.xfail(
-        strict=True, reason="not guarded yet: README, API, 'Not guarded yet'"
-    )
+    # Three things CPython's unpickler trusts, abused by a record of a few
+    # bytes; streampickle's scan of the pickle bytes refuses each before the
+    # unpickler runs it, whether the record is one frame or many (then the
+    # scan sees it in pieces cut inside opcodes). Each runs in a child process
+    # with 256 MiB more address space than it has: a crash or a large
+    # allocation shows.
+    HOSTILE = {
+        # LONG_BINPUT 2**26: the unpickler would size its memo to 2**27 slots
+        # (1 GiB, zeroed).
+        "memo-slot-2**26": b"\x80\x04Nr" + struct.pack("<I", 1 << 26) + b".",
+        # Hashing the key recurses in C without a guard: the stack overflows
+        # (from ~130,000 levels with an 8 MiB stack).
+        "dict-key-of-tuples-500k-deep": b"\x80\x04})" + b"\x85" * 500_000 + b"Ns.",
+        "frozenset-of-tuples-500k-deep": b"\x80\x04(N" + b"\x85" * 500_000 + b"\x91.",
+        # BINBYTES8: allocated at its claimed length before it is read.
+        "bytes-claiming-1-tib": b"\x80\x05\x8e" + struct.pack("<Q", 1 << 40) + b"xx.",
+    }
 
     @staticmethod
-    def load_in_a_child(data: bytes) -> str:
-        """What ``sp.loads(data, safe=True)`` ends in, in a child allowed 256
-        MiB of address space more than it has: an exception's name, the
-        value, or the signal that killed it."""
+    def load_in_a_child(data: bytes, max_size: int | None = None) -> str:
+        """What ``sp.load`` of ``data`` from a pipe-like file ends in, in a
+        child allowed 256 MiB of address space more than it has: an
+        exception's name and message, the value, or the signal that killed it."""
         code = (
-            "import re, resource, sys\n"
+            "import io, re, resource, sys\n"
             "import streampickle as sp\n"
             "data = sys.stdin.buffer.read()\n"
             "status = open('/proc/self/status').read()\n"
             "vm = int(re.search(r'VmSize:\\s+(\\d+)', status)[1])\n"
             "limit = vm * 1024 + (256 << 20)\n"
             "resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
+            "pipe = io.BufferedReader(io.BytesIO(data))\n"
+            "pipe.seekable = lambda: False\n"
             "try:\n"
-            "    print(repr(sp.loads(data, safe=True, max_size=1 << 20)))\n"
+            f"    print(repr(sp.load(pipe, safe=True, max_size={max_size})))\n"
             "except BaseException as exc:\n"
-            "    print(type(exc).__name__)\n"
+            "    print(f'{type(exc).__name__}: {exc}')\n"
         )
         done = subprocess.run(
             [sys.executable, "-c", code], input=data, capture_output=True, timeout=60
@@ -1225,23 +1238,40 @@ class TestHostileLengthsInsideThePickle:
             return f"killed by signal {-done.returncode}"
         return done.stdout.decode().strip() or done.stderr.decode()[-200:]
 
-    @KNOWN_GAP
-    def test_a_pickle_naming_a_huge_memo_slot_is_refused_before_the_memo_grows(
-        self,
+    @pytest.mark.parametrize("frames", ["one-frame", "frames-of-4-kib"])
+    @pytest.mark.parametrize("case", list(HOSTILE))
+    def test_a_hostile_pickle_is_refused_before_the_unpickler_runs_it(
+        self, case: str, frames: str
     ) -> None:
-        """LONG_BINPUT 2**26: the unpickler would size its memo to 2**27 slots
-        (1 GiB) for a 9-byte pickle."""
-        pickled = b"\x80\x04Nr" + struct.pack("<I", 1 << 26) + b"."
-        assert self.load_in_a_child(stream(record(pickled), END)) == "CorruptStreamError"
+        pickled = self.HOSTILE[case]
+        if frames == "one-frame":
+            data = stream(record(pickled), END)
+        else:
+            cuts = range(0, len(pickled), FRAME_SIZE)
+            pieces = [pickled[i : i + FRAME_SIZE] for i in cuts]
+            if len(pieces) == 1:  # cut inside the opcode that claims
+                pieces = [pickled[:4], pickled[4:]]
+            data = stream(*map(pickle_frame, pieces), record_end(len(pickled)), END)
+        outcome = self.load_in_a_child(data)
+        assert outcome.startswith("CorruptStreamError: record 0"), outcome
 
-    @KNOWN_GAP
-    def test_a_dict_key_of_tuples_nested_500_000_deep_is_refused_not_a_crash(
-        self,
+    @pytest.mark.parametrize("max_size", [None, 1 << 20])
+    def test_bytes_claimed_past_what_has_arrived_are_refused_not_allocated(
+        self, max_size: int | None
     ) -> None:
-        """Hashing the key recurses in C without a guard: the stack overflows
-        (from ~200,000 levels with an 8 MiB stack)."""
-        pickled = b"\x80\x04})" + b"\x85" * 500_000 + b"Ns."
-        assert self.load_in_a_child(stream(record(pickled), END)) == "CorruptStreamError"
+        """A record of several frames whose first claims 1 TiB of bytes: with
+        max_size, refused as too large from the claim; without, the failed
+        allocation is reported as the claim it was, never MemoryError."""
+        pickled = b"\x80\x05\x8e" + struct.pack("<Q", 1 << 40) + b"x" * 5000
+        data = stream(pickle_frame(pickled[:4096]), pickle_frame(pickled[4096:]))
+        outcome = self.load_in_a_child(data, max_size)
+        owed = (1 << 40) - (4096 - 11)  # what the first frame does not hold
+        expected = (
+            f"CorruptStreamError: record 0 claims {owed} more" if max_size is None
+            else "StreamError: record 0 exceeds max_size=1048576 bytes: its pickle "
+                 f"claims {owed} bytes more"
+        )
+        assert outcome.startswith(expected), outcome
 
 
 # ---------------------------------------------------------------------------
