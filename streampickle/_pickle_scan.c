@@ -118,6 +118,7 @@ typedef struct {
     int lines;          /* newlines of text arguments still to come */
     int plain, stopped;
     int whole;          /* every byte of the pickle is in this one piece */
+    int light;          /* ... and too few to nest MAX_DEPTH deep: run_light */
     unsigned char pending[SLOT_TEXT_MAX + 2]; /* an opcode cut at a piece's end */
     int pending_len;
 } scan;
@@ -136,7 +137,7 @@ scan_init(scan *s)
     s->lines = 0;
     s->plain = 1;
     s->stopped = 0;
-    s->whole = 0;
+    s->whole = s->light = 0;
     s->pending_len = 0;
 }
 
@@ -162,10 +163,20 @@ refuse(scan *s, const char *what)
 }
 
 static int
-push(scan *s, uint32_t id)
+push_grown(scan *s, uint32_t id)
 {
     if (array_reserve(&s->stack, s->stack.len + 1, sizeof(uint32_t)) < 0)
         return -1;
+    U32(s->stack)[s->stack.len++] = id;
+    return 0;
+}
+
+/* Most opcodes push: the common case inline, growth out of line. */
+static inline int
+push(scan *s, uint32_t id)
+{
+    if (s->stack.len == s->stack.cap)
+        return push_grown(s, id);
     U32(s->stack)[s->stack.len++] = id;
     return 0;
 }
@@ -336,6 +347,8 @@ enum arg {
     TEXT_SLOT,   /* one line, a memo slot (PUT, GET) */
 };
 static unsigned char arg_of[256], width_of[256], lines_of[256];
+/* Opcodes that reach code, a hook or an out-of-band buffer: not plain data. */
+static unsigned char reaches_code[256];
 
 static void
 set(const unsigned char *codes, enum arg arg, unsigned char width)
@@ -368,6 +381,11 @@ fill_table(void)
     SET(TEXT, 1, INT, LONG, STRING, UNICODE, FLOAT, PERSID);
     SET(TEXT, 2, GLOBAL, INST); /* module and name */
     SET(TEXT_SLOT, 0, PUT, GET);
+    static const unsigned char code[] = {
+        GLOBAL, STACK_GLOBAL, INST, OBJ, NEWOBJ, NEWOBJ_EX, REDUCE, BUILD, EXT1, EXT2,
+        EXT4, PERSID, BINPERSID, NEXT_BUFFER, READONLY_BUFFER};
+    for (size_t i = 0; i < sizeof(code); i++)
+        reaches_code[code[i]] = 1;
 }
 
 /* Bytes of the opcode at ``p`` the scan must have before acting on it (the
@@ -393,6 +411,40 @@ head_size(scan *s, const unsigned char *p, Py_ssize_t n)
     }
 }
 
+/* A whole pickle of at most MAX_DEPTH bytes cannot nest deeper (each level
+ * takes an opcode of its own): only memo slots, lengths and STOP need
+ * checking, and the unpickler refuses a broken stack itself. */
+static int
+run_light(scan *s, const unsigned char *p, Py_ssize_t size)
+{
+    uint64_t slot;
+    switch (p[0]) {
+    case STOP:
+        s->stopped = 1;
+        return 0;
+    case MEMOIZE:
+        s->stores++;
+        return 0;
+    case BINPUT:
+    case LONG_BINPUT:
+        slot = little_endian(p + 1, width_of[p[0]]);
+        break;
+    case PUT: {
+        int64_t text = text_slot(p + 1, size - 1);
+        if (text < 0)
+            return refuse(s, "a memo argument that is not a slot number");
+        slot = (uint64_t)text;
+        break;
+    }
+    default:
+        return 0;
+    }
+    if (slot > (uint64_t)s->stores)
+        return refuse(s, "a memo slot numbered past the stores before it");
+    s->stores++;
+    return 0;
+}
+
 /* Act on one opcode whose head (``size`` bytes) is at ``p``; ``left`` bytes
  * of this piece follow it. Sets skip or lines for what follows the head. */
 static int
@@ -400,6 +452,7 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
 {
     unsigned char op = p[0];
     Py_ssize_t len = s->stack.len, mark;
+    s->plain &= !reaches_code[op];
     switch (arg_of[op]) {
     case SIZED:
     case SIZED_SIGNED: {
@@ -411,6 +464,8 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         if (s->whole && n > (uint64_t)left)
             return refuse(s, "a length past the end of the pickle");
         s->skip = n;
+        if (s->light)
+            return 0;
         return op == BYTEARRAY8 ? push_new(s, 0) : push(s, SCALAR);
     }
     case TEXT:
@@ -419,6 +474,10 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     default:
         break;
     }
+    if (op == FRAME && s->whole && little_endian(p + 1, 8) > (uint64_t)left)
+        return refuse(s, "a FRAME past the end of the pickle");
+    if (s->light)
+        return run_light(s, p, size);
     switch (op) {
     case MARK:
         if (array_reserve(&s->marks, s->marks.len + 1, sizeof(Py_ssize_t)) < 0)
@@ -453,7 +512,6 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     case ADDITEMS:
         return (mark = pop_mark(s)) < 0 ? -1 : add_to(s, mark, op == SETITEMS);
     case BUILD:
-        s->plain = 0;
         return need(s, 2) < 0 ? -1 : add_to(s, len - 1, 0);
     case EMPTY_LIST:
     case EMPTY_DICT:
@@ -478,26 +536,20 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         return build(s, mark, op == TUPLE);
     case REDUCE: /* callable, arguments */
     case NEWOBJ: /* class, arguments */
-        s->plain = 0;
         return need(s, 2) < 0 ? -1 : build(s, len - 2, 1);
     case NEWOBJ_EX: /* class, arguments, keywords */
-        s->plain = 0;
         return need(s, 3) < 0 ? -1 : build(s, len - 3, 1);
     case OBJ: /* mark, class, arguments */
-        s->plain = 0;
         if ((mark = pop_mark(s)) < 0)
             return -1;
         if (len - mark < 1)
             return refuse(s, "unpickling stack underflow");
         return build(s, mark, 1);
     case INST: /* mark, arguments; module and name follow as text */
-        s->plain = 0;
         return (mark = pop_mark(s)) < 0 ? -1 : build(s, mark, 1);
     case BINPERSID: /* the ID */
-        s->plain = 0;
         return need(s, 1) < 0 ? -1 : build(s, len - 1, 1);
     case STACK_GLOBAL: /* module and name */
-        s->plain = 0;
         return need(s, 2) < 0 ? -1 : build(s, len - 2, 0);
     case GLOBAL:
     case PERSID:
@@ -505,10 +557,8 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     case EXT2:
     case EXT4:
     case NEXT_BUFFER:
-        s->plain = 0;
         return push_new(s, 0);
     case READONLY_BUFFER:
-        s->plain = 0;
         return need(s, 1);
     case MEMOIZE:
         return memo_put(s, (uint64_t)s->filled);
@@ -526,9 +576,6 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         return op == PUT ? memo_put(s, (uint64_t)slot) : memo_get(s, (uint64_t)slot);
     }
     case FRAME:
-        if (s->whole && little_endian(p + 1, 8) > (uint64_t)left)
-            return refuse(s, "a FRAME past the end of the pickle");
-        return 0;
     case PROTO:
         return 0;
     default: /* numbers, strings, None, booleans: scalars */
@@ -700,6 +747,7 @@ check_whole(PyObject *Py_UNUSED(module), PyObject *data)
     scan s;
     scan_init(&s);
     s.whole = 1;
+    s.light = view.len <= MAX_DEPTH;
     int failed = scan_bytes(&s, view.buf, view.len);
     if (!failed && !s.stopped)
         failed = refuse(&s, s.lines ? "a text argument without its newline"

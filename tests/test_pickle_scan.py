@@ -93,23 +93,44 @@ def cpython_loads(data: bytes) -> bool:
     return file.tell() == len(data)
 
 
+def scan_in_pieces(data: bytes, cuts: list[int]) -> Any:
+    scan = PickleScan()
+    try:
+        for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            scan.feed(data[a:b])
+    except ValueError as exc:
+        return exc.args
+    return scan.stopped, scan.plain, scan.owed
+
+
+def refusal(got: Any) -> tuple[str, int] | None:
+    """The scan's (what, offset) if ``got`` is one, else None."""
+    return got if isinstance(got, tuple) and isinstance(got[0], str) else None
+
+
 def assert_scan_agrees_with_cpython(data: bytes) -> None:
     """What CPython loads, the scan takes (but for its guards, which
     pickletools confirms), plain as pickletools' table says; where the scan
-    finds the stack broken, CPython fails too."""
-    got = outcome(check_whole, data)
+    finds the stack broken, CPython fails too. Both ways: ``check_whole``
+    (which checks only memo slots and lengths in a pickle too short to nest
+    50,000 deep) and ``PickleScan`` (which follows the stack throughout)."""
+    whole = outcome(check_whole, data)
+    fed = scan_in_pieces(data, [])
     slot = slot_past_the_stores(data)  # >= 0: CPython would grow its memo to it
-    refused = isinstance(got, tuple)
-    if refused and any(guard in got[0] for guard in GUARDS):
-        if "memo slot" in got[0] and (slot is None or slot >= 0):
-            assert slot == got[1], (data, got)
-        return
-    assert slot is None or slot < 0 or (refused and slot >= got[1]), (data, got)
+    for got in map(refusal, (whole, fed)):
+        if got is not None and "memo slot" in got[0]:
+            assert slot is not None and (slot < 0 or slot == got[1]), (data, got)
+            return
+        assert slot is None or slot < 0 or (got is not None and slot >= got[1]), (data, got)
     if slot is not None and slot >= 0:
         return
+    broken = refusal(fed)
     if cpython_loads(data):
         ref = reference(data)
-        assert not refused and (ref is None or got is ref[1]), (data, got)
+        assert whole in (True, False) and (ref is None or whole is ref[1]), (data, whole)
+        assert fed == (True, whole, 0), (data, fed)
+    elif broken is not None and not any(guard in broken[0] for guard in GUARDS):
+        assert not cpython_loads(data)  # a broken stack: CPython fails too
     # else: the scan may take what the unpickler then refuses (a bad callable,
     # a bad float, an unknown protocol): it checks the stack, not the values
 
@@ -203,16 +224,6 @@ def test_each_opcode_moves_the_stack_as_cpython_does(code: int, context: bytes) 
     arg = shortest_argument(op) if op else b""
     for after in (b".", b"0.", b"1N.", b"t."):
         assert_scan_agrees_with_cpython(b"\x80\x05" + context + bytes([code]) + arg + after)
-
-
-def scan_in_pieces(data: bytes, cuts: list[int]) -> Any:
-    scan = PickleScan()
-    try:
-        for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
-            scan.feed(data[a:b])
-    except ValueError as exc:
-        return exc.args
-    return scan.stopped, scan.plain, scan.owed
 
 
 @settings(max_examples=600, deadline=None)
