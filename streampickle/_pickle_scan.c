@@ -118,7 +118,6 @@ typedef struct {
     int lines;          /* newlines of text arguments still to come */
     int plain, stopped;
     int whole;          /* every byte of the pickle is in this one piece */
-    int light;          /* ... and too few to nest MAX_DEPTH deep: run_light */
     unsigned char pending[SLOT_TEXT_MAX + 2]; /* an opcode cut at a piece's end */
     int pending_len;
 } scan;
@@ -137,7 +136,7 @@ scan_init(scan *s)
     s->lines = 0;
     s->plain = 1;
     s->stopped = 0;
-    s->whole = s->light = 0;
+    s->whole = 0;
     s->pending_len = 0;
 }
 
@@ -349,6 +348,8 @@ enum arg {
 static unsigned char arg_of[256], width_of[256], lines_of[256];
 /* Opcodes that reach code, a hook or an out-of-band buffer: not plain data. */
 static unsigned char reaches_code[256];
+/* Opcodes of fixed size that scan_light acts on: memo stores, FRAME, STOP. */
+static unsigned char watched[256];
 
 static void
 set(const unsigned char *codes, enum arg arg, unsigned char width)
@@ -386,6 +387,8 @@ fill_table(void)
         EXT4, PERSID, BINPERSID, NEXT_BUFFER, READONLY_BUFFER};
     for (size_t i = 0; i < sizeof(code); i++)
         reaches_code[code[i]] = 1;
+    watched[STOP] = watched[MEMOIZE] = watched[BINPUT] = watched[LONG_BINPUT] = 1;
+    watched[FRAME] = 1;
 }
 
 /* Bytes of the opcode at ``p`` the scan must have before acting on it (the
@@ -400,49 +403,13 @@ head_size(scan *s, const unsigned char *p, Py_ssize_t n)
         return 1;
     case TEXT_SLOT: {
         const unsigned char *nl = memchr(p + 1, '\n', (size_t)(n - 1));
-        if (nl != NULL)
-            return nl - p + 1;
-        if (n > SLOT_TEXT_MAX)
+        if (nl != NULL ? nl - p > SLOT_TEXT_MAX : n > SLOT_TEXT_MAX)
             return refuse(s, "a memo argument longer than any slot number");
-        return 0;
+        return nl != NULL ? nl - p + 1 : 0;
     }
     default:
         return 1 + width_of[p[0]] <= n ? 1 + width_of[p[0]] : 0;
     }
-}
-
-/* A whole pickle of at most MAX_DEPTH bytes cannot nest deeper (each level
- * takes an opcode of its own): only memo slots, lengths and STOP need
- * checking, and the unpickler refuses a broken stack itself. */
-static int
-run_light(scan *s, const unsigned char *p, Py_ssize_t size)
-{
-    uint64_t slot;
-    switch (p[0]) {
-    case STOP:
-        s->stopped = 1;
-        return 0;
-    case MEMOIZE:
-        s->stores++;
-        return 0;
-    case BINPUT:
-    case LONG_BINPUT:
-        slot = little_endian(p + 1, width_of[p[0]]);
-        break;
-    case PUT: {
-        int64_t text = text_slot(p + 1, size - 1);
-        if (text < 0)
-            return refuse(s, "a memo argument that is not a slot number");
-        slot = (uint64_t)text;
-        break;
-    }
-    default:
-        return 0;
-    }
-    if (slot > (uint64_t)s->stores)
-        return refuse(s, "a memo slot numbered past the stores before it");
-    s->stores++;
-    return 0;
 }
 
 /* Act on one opcode whose head (``size`` bytes) is at ``p``; ``left`` bytes
@@ -464,8 +431,6 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         if (s->whole && n > (uint64_t)left)
             return refuse(s, "a length past the end of the pickle");
         s->skip = n;
-        if (s->light)
-            return 0;
         return op == BYTEARRAY8 ? push_new(s, 0) : push(s, SCALAR);
     }
     case TEXT:
@@ -476,8 +441,6 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     }
     if (op == FRAME && s->whole && little_endian(p + 1, 8) > (uint64_t)left)
         return refuse(s, "a FRAME past the end of the pickle");
-    if (s->light)
-        return run_light(s, p, size);
     switch (op) {
     case MARK:
         if (array_reserve(&s->marks, s->marks.len + 1, sizeof(Py_ssize_t)) < 0)
@@ -635,6 +598,89 @@ scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n)
     return 0;
 }
 
+/* A whole pickle of at most MAX_DEPTH bytes cannot nest deeper (each level
+ * takes an opcode of its own), so only memo slots, lengths and STOP need
+ * checking; the unpickler refuses a broken stack itself. One tight loop, one
+ * lookup per opcode: the reader's fast path for small messages. The same
+ * refusals as scan_bytes in whole mode, where both check. */
+static int
+scan_light(scan *s, const unsigned char *p, Py_ssize_t n)
+{
+    Py_ssize_t i = 0, stores = 0;
+    int plain = 1;
+#define REFUSE(offset, what) return (s->at = (offset), refuse(s, what))
+    while (i < n) {
+        unsigned char op = p[i];
+        int arg = arg_of[op];
+        Py_ssize_t size = 1 + width_of[op];
+        plain &= !reaches_code[op];
+        if (arg == FIXED && !watched[op] && size <= n - i) {
+            i += size;
+            continue;
+        }
+        if (arg == UNKNOWN)
+            REFUSE(i, "unknown opcode");
+        if (arg != TEXT && arg != TEXT_SLOT && size > n - i)
+            REFUSE(i, "an opcode cut off by the end of the pickle");
+        uint64_t slot;
+        if (arg == SIZED || arg == SIZED_SIGNED) {
+            uint64_t length = little_endian(p + i + 1, width_of[op]);
+            if (arg == SIZED_SIGNED && length >= (1u << 31))
+                REFUSE(i, "a negative length");
+            if (length > (uint64_t)PY_SSIZE_T_MAX)
+                REFUSE(i, "a length past the largest object");
+            if (length > (uint64_t)(n - i - size))
+                REFUSE(i, "a length past the end of the pickle");
+            i += size + (Py_ssize_t)length;
+            continue;
+        }
+        if (arg == TEXT || arg == TEXT_SLOT) {
+            const unsigned char *line = p + i + 1, *nl = line - 1;
+            for (int lines = arg == TEXT ? lines_of[op] : 1; lines; lines--)
+                if ((nl = memchr(nl + 1, '\n', (size_t)(p + n - nl - 1))) == NULL)
+                    REFUSE(i, arg == TEXT ? "a text argument without its newline"
+                                          : "an opcode cut off by the end of the pickle");
+            if (op != PUT) {
+                i = nl - p + 1;
+                continue;
+            }
+            if (nl - p - i > SLOT_TEXT_MAX)
+                REFUSE(i, "a memo argument longer than any slot number");
+            int64_t text = text_slot(line, nl + 1 - line);
+            if (text < 0)
+                REFUSE(i, "a memo argument that is not a slot number");
+            slot = (uint64_t)text;
+            size = nl - p + 1 - i;
+        }
+        else if (op == BINPUT || op == LONG_BINPUT)
+            slot = little_endian(p + i + 1, width_of[op]);
+        else if (op == MEMOIZE) {
+            stores++;
+            i += size;
+            continue;
+        }
+        else if (op == FRAME) {
+            if (little_endian(p + i + 1, 8) > (uint64_t)(n - i - size))
+                REFUSE(i, "a FRAME past the end of the pickle");
+            i += size;
+            continue;
+        }
+        else { /* STOP */
+            s->plain = plain;
+            s->stopped = 1;
+            if (i + 1 != n)
+                REFUSE(i + 1, "pickle bytes after STOP");
+            return 0;
+        }
+        if (slot > (uint64_t)stores)
+            REFUSE(i, "a memo slot numbered past the stores before it");
+        stores++;
+        i += size;
+    }
+    REFUSE(n, "no STOP");
+#undef REFUSE
+}
+
 /* -- PickleScan: a record's pickle bytes, in pieces ------------------------ */
 
 typedef struct {
@@ -738,27 +784,88 @@ static PyType_Spec PickleScan_spec = {
 
 /* -- check_whole: a pickle all in memory ------------------------------------ */
 
+/* 1 if the whole pickle at ``p`` passes and is plain, 0 if it passes and is
+ * not, -1 (ValueError set) if it is refused. */
+static int
+scan_whole(const unsigned char *p, Py_ssize_t n)
+{
+    scan s;
+    scan_init(&s);
+    s.whole = 1;
+    int failed = n <= MAX_DEPTH ? scan_light(&s, p, n) : scan_bytes(&s, p, n);
+    if (!failed && !s.stopped)
+        failed = refuse(&s, s.lines ? "a text argument without its newline" : "no STOP");
+    int plain = s.plain;
+    scan_free(&s);
+    return failed ? -1 : plain;
+}
+
 static PyObject *
 check_whole(PyObject *Py_UNUSED(module), PyObject *data)
 {
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    scan s;
-    scan_init(&s);
-    s.whole = 1;
-    s.light = view.len <= MAX_DEPTH;
-    int failed = scan_bytes(&s, view.buf, view.len);
-    if (!failed && !s.stopped)
-        failed = refuse(&s, s.lines ? "a text argument without its newline"
-                                    : "no STOP");
-    int plain = s.plain;
-    scan_free(&s);
+    int plain = scan_whole(view.buf, view.len);
     PyBuffer_Release(&view);
-    return failed ? NULL : PyBool_FromLong(plain);
+    return plain < 0 ? NULL : PyBool_FromLong(plain);
+}
+
+/* -- load_plain: the reader's fast path for a small record ------------------ */
+
+/* A record that is one checked PICKLE frame and its RECORD_END, read in one
+ * piece: its payload check, its END, the scan and pickle.loads in one call,
+ * where each from Python costs more than the work (small messages). */
+static PyObject *
+load_plain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "load_plain() takes 6 arguments");
+        return NULL;
+    }
+    PyObject *both = args[0], *end = args[3], *checksum = args[4], *loads = args[5];
+    if (!PyBytes_CheckExact(both) || !PyBytes_CheckExact(end)) {
+        PyErr_SetString(PyExc_TypeError, "load_plain() takes bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    unsigned long check = PyLong_AsUnsignedLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    const char *p = PyBytes_AS_STRING(both);
+    Py_ssize_t end_size = PyBytes_GET_SIZE(end);
+    if (n < 0 || PyBytes_GET_SIZE(both) != n + end_size
+        || memcmp(p + n, PyBytes_AS_STRING(end), (size_t)end_size) != 0)
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *chunk = PyBytes_FromStringAndSize(p, n);
+    if (chunk == NULL)
+        return NULL;
+    PyObject *sum = PyObject_CallOneArg(checksum, chunk), *result = NULL;
+    if (sum == NULL)
+        goto done;
+    unsigned long long value = PyLong_AsUnsignedLongLong(sum);
+    Py_DECREF(sum);
+    if (value == (unsigned long long)-1 && PyErr_Occurred())
+        goto done;
+    int plain = (value & 0xFFFFFFFFu) == check ? scan_whole((const unsigned char *)p, n) : -1;
+    if (plain < 0) { /* the general path says what is wrong */
+        PyErr_Clear();
+        result = Py_NewRef(Py_NotImplemented);
+    }
+    else
+        result = plain ? PyObject_CallOneArg(loads, chunk) : Py_NewRef(Py_Ellipsis);
+done:
+    Py_DECREF(chunk);
+    return result;
 }
 
 static PyMethodDef methods[] = {
+    {"load_plain", (PyCFunction)(void (*)(void))load_plain, METH_FASTCALL,
+     "load_plain(both, n, check, end, checksum, loads, /)\n--\n\n"
+     "``loads(both[:n])`` if ``both`` is a pickle of plain data, whole, of\n"
+     "``checksum`` ``check`` (low 32 bits), followed by exactly ``end``.\n"
+     "Ellipsis if all that holds but it is not plain; NotImplemented if\n"
+     "anything else is wrong (the caller's general path says what)."},
     {"check_whole", check_whole, METH_O,
      "check_whole(data, /)\n--\n\n"
      "Check a whole pickle, STOP last; ValueError says what is refused and\n"

@@ -162,10 +162,12 @@ def checksum(data: bytes | bytearray | memoryview) -> int:
     >>> hex(checksum(b""))
     '0x38d394c2'
     """
-    return _xxh3(data) & 0xFFFFFFFF
+    return xxh3_64(data) & 0xFFFFFFFF
 
 
-_xxh3 = xxhash.xxh3_64_intdigest
+#: XXH3-64 itself, for code that takes the low half on its own (the reader's
+#: C fast path).
+xxh3_64 = xxhash.xxh3_64_intdigest
 
 
 # ---------------------------------------------------------------------------
@@ -263,7 +265,7 @@ def frame(
     head = _HEADER_CHECKED_PART.pack(
         kind, codec, flags, 0, param, stored_size, raw_size, payload_check
     )
-    return head + CHECK.pack(_xxh3(head) & 0xFFFFFFFF)
+    return head + CHECK.pack(xxh3_64(head) & 0xFFFFFFFF)
 
 
 #: The first four header bytes, read as ``_HEADER_TYPES`` keys them, of a
@@ -278,7 +280,7 @@ def plain_pickle_header(size: int, check: int) -> bytes:
     whose payload check is ``check``: ``frame(Kind.PICKLE, ...)``'s bytes,
     made in half its time (one per small message)."""
     head = _PLAIN_PICKLE_HEAD.pack(_PLAIN_PICKLE, 0, size, size, check)
-    return head + CHECK.pack(_xxh3(head) & 0xFFFFFFFF)
+    return head + CHECK.pack(xxh3_64(head) & 0xFFFFFFFF)
 
 
 def plain_pickle_frame(data: bytes) -> tuple[int, int] | None:
@@ -290,7 +292,7 @@ def plain_pickle_frame(data: bytes) -> tuple[int, int] | None:
     first4, param, stored, raw, pcheck, hcheck = _HEADER_WORDS.unpack(data)
     if first4 != _PLAIN_PICKLE or param or stored != raw or stored > MAX_FRAME_SIZE:
         return None
-    if hcheck != _xxh3(data[:HEADER_CHECKED]) & 0xFFFFFFFF:
+    if hcheck != xxh3_64(data[:HEADER_CHECKED]) & 0xFFFFFFFF:
         return None
     return stored, pcheck
 
@@ -312,7 +314,7 @@ def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHea
     known (a file); lengths beyond it are refused here, before any allocation.
     """
     first4, param, stored, raw, pcheck, hcheck = _HEADER_WORDS.unpack(data)
-    if hcheck != _xxh3(data[:HEADER_CHECKED]) & 0xFFFFFFFF:
+    if hcheck != xxh3_64(data[:HEADER_CHECKED]) & 0xFFFFFFFF:
         raise CorruptStreamError(f"frame header check mismatch at offset {offset}")
     entry = _HEADER_TYPES.get(first4)
     if entry is None:

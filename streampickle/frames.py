@@ -137,7 +137,12 @@ class FrameReader:
         """``pickle_and_after`` for the PICKLE frame whose header, at
         ``offset``, was just read: its ``n`` stored bytes, verified against
         ``check`` unless None, and the bytes after them."""
-        both = self.source.read(n + _HEADER_SIZE)
+        return self.split_payload(self.source.read(n + _HEADER_SIZE), n, check, offset)
+
+    def split_payload(
+        self, both: bytes, n: int, check: int | None, offset: int
+    ) -> tuple[bytes, bytes]:
+        """``payload_and_after`` of ``both``, the bytes read after the header."""
         if len(both) < n:
             raise TruncatedStreamError(
                 f"input ended at offset {self.source.position} "

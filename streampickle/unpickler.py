@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from . import format as fmt
-from ._pickle_scan import check_whole
+from ._pickle_scan import check_whole, load_plain
 from .errors import (
     CorruptStreamError,
     ForbiddenGlobalError,
@@ -37,12 +37,23 @@ _PICKLE, _RECORD_END = Kind.PICKLE, Kind.RECORD_END
 _STREAM_ENDS = frozenset({Kind.INDEX, Kind.END})
 _SMALL_FRAME = FrameReader.GROWTH_STEP
 _HEADER_SIZE = fmt.FRAME_HEADER.size
+_XXH3 = fmt.xxh3_64
 
 
 def _not_a_pickle(number: int, exc: Exception) -> CorruptStreamError:
     return CorruptStreamError(
         f"record {number} is not a valid pickle: {type(exc).__name__}: {exc}"
     )
+
+
+def _from_loads(number: int, exc: Exception) -> Exception:
+    """What an error of ``pickle.loads`` on a plain record becomes: the
+    unpickler's own, a corrupt record; MemoryError, and the error of a
+    caller's warnings hook (CPython warns on a bad escape in a protocol-0
+    string), stay as they are."""
+    if isinstance(exc, MemoryError) or not _raised_by_unpickler(exc):
+        return exc
+    return _not_a_pickle(number, exc)
 
 
 #: Globals ``safe=True`` allows: builtins' plain data types and what numpy
@@ -202,9 +213,22 @@ class Unpickler:
                 and (self._unsized or plain[0] <= (self._source.remaining() or 0))
             ):
                 n, check = plain
-                offset = self._source.position - _HEADER_SIZE
-                chunk, after = self._frames.payload_and_after(n, check, offset)
-                obj = self._read_first_frame(chunk, after, self._count)
+                both = self._source.read(n + _HEADER_SIZE)
+                try:  # most small messages end here, in one C call
+                    obj = load_plain(
+                        both, n, check, fmt.whole_record_end(n), _XXH3, pickle.loads
+                    )
+                except Exception as exc:
+                    error = _from_loads(self._count, exc)
+                    if error is exc:
+                        raise
+                    raise error from exc
+                if obj is Ellipsis:  # checked, whole, not plain
+                    obj = self._unpickle(None, self._count, both[:n], both[n:], True)
+                elif obj is NotImplemented:  # the general way says what is wrong
+                    offset = self._source.position - len(both) - _HEADER_SIZE
+                    chunk, after = self._frames.split_payload(both, n, check, offset)
+                    obj = self._read_first_frame(chunk, after, self._count)
                 self._count += 1
                 return obj
             h = self._frames.next_header(data)
@@ -251,12 +275,11 @@ class Unpickler:
                 # needs no unpickler of ours.
                 try:
                     return pickle.loads(chunk)
-                except MemoryError:
-                    raise
                 except Exception as exc:
-                    if not _raised_by_unpickler(exc):
-                        raise  # a warnings hook of the caller's failed: as is
-                    raise _not_a_pickle(number, exc) from exc
+                    error = _from_loads(number, exc)
+                    if error is exc:
+                        raise
+                    raise error from exc
         return self._unpickle(None, number, chunk, after, whole)
 
     def _unpickle(

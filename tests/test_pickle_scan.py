@@ -461,3 +461,38 @@ def test_safe_mode_and_hooks_still_see_the_globals_of_small_records() -> None:
     with pytest.raises(sp.ForbiddenGlobalError):
         sp.loads(data, safe=True)
     assert sp.loads(sp.dumps([1, "a"]), safe=True) == [1, "a"]
+
+
+# -- load_plain: the reader's fast path ------------------------------------------
+
+
+def test_load_plain_loads_a_whole_checked_record_of_plain_data_and_no_other() -> None:
+    from streampickle._pickle_scan import load_plain
+
+    pickled = pickle.dumps({"a": [1, 2.5]}, 5)
+    n, end, check = len(pickled), fmt.whole_record_end(len(pickled)), fmt.checksum(pickled)
+
+    def run(both: bytes, check: int = check, end: bytes = end) -> Any:
+        return load_plain(both, n, check, end, fmt.xxh3_64, pickle.loads)
+
+    assert run(pickled + end) == {"a": [1, 2.5]}
+    assert run(pickled + end, check ^ 1) is NotImplemented  # the payload check
+    assert run(pickled + end[:-1]) is NotImplemented  # cut
+    assert run(pickled + end + b"x") is NotImplemented  # more than the END
+    assert run(pickled + b"\0" * len(end)) is NotImplemented  # not its END
+    memo = b"\x80\x04Nr" + struct.pack("<I", 1 << 26) + b"."  # refused by the scan
+    assert (
+        load_plain(
+            memo + end, len(memo), fmt.checksum(memo), end, fmt.xxh3_64, pickle.loads
+        )
+        is NotImplemented
+    )
+    point = pickle.dumps(Point(1), 5)  # checked, whole, not plain
+    assert (
+        load_plain(
+            point + end, len(point), fmt.checksum(point), end, fmt.xxh3_64, pickle.loads
+        )
+        is Ellipsis
+    )
+    with pytest.raises(TypeError):
+        load_plain(bytearray(pickled + end), n, check, end, fmt.xxh3_64, pickle.loads)
