@@ -1,16 +1,22 @@
 /* A check of a record's pickle bytes before the C unpickler runs them.
  *
- * CPython's unpickler trusts three things a hostile pickle of a few bytes
+ * CPython's unpickler trusts a pickle in ways a hostile one of a few bytes
  * can abuse: it sizes its memo from the largest slot a PUT names (LONG_BINPUT
  * 2**26 allocates and zeroes 1 GiB), it allocates a bytes argument's claimed
- * length before reading it, and it hashes dict keys and set items, which for
- * tuples nested ~130,000 deep overflows the C stack (tuple hashing recurses
- * with no guard). This scan simulates the unpickler's stacks on object ids
- * instead of objects, so that it can refuse those before they run:
+ * length before reading it, it hashes dict keys and set items (tuples nested
+ * ~130,000 deep overflow the C stack: tuple hashing recurses with no guard;
+ * so does freeing slices or numpy object arrays nested a few thousand deep),
+ * and, reading a pickle FRAME whole from a file, it drops what is left of the
+ * FRAME when an opcode runs past its end and reads on after it. This scan
+ * simulates the unpickler's stacks on object ids instead of objects, so that
+ * it can refuse those before they run:
  *
  * - a PUT may name a slot at most the number of memo stores before it (every
  *   pickler numbers them in order; MEMOIZE takes the next one itself);
- * - no object may nest deeper than MAX_DEPTH (below);
+ * - no object may nest deeper than sys.getrecursionlimit() (below), as deep
+ *   as CPython's pickler can write (each level is a recursive call);
+ * - no opcode may run past the end of its FRAME, nor a FRAME begin inside
+ *   another (Python's own unpickler refuses both; writers never make them);
  * - a length must fit in what is left of a whole record; a streamed record
  *   reports what it still owes (``owed``), for the reader to bound.
  *
@@ -20,17 +26,27 @@
  * tracking while the unpickler goes on. Bytes arrive in any pieces (a frame
  * boundary may fall inside an opcode), and after STOP none may follow.
  *
- * Depth. Each object the pickle builds gets an id and a height: an upper
- * bound on how deep a chain of C hashing can run through it, or through what
- * a callable may build from its contents. A tuple (TUPLE*) is 1 + the
+ * Depth. Each object the pickle builds gets an id and a height: how deep a
+ * chain of C recursion (hashing, freeing) can run through it, or through
+ * what a callable may build from its contents. A tuple (TUPLE*) is 1 + the
  * highest of its items; whatever REDUCE, NEWOBJ(_EX), OBJ, INST or BINPERSID
  * builds may be a tuple of its arguments: 1 + the highest. Lists, dicts, sets
- * and frozensets do not recurse when hashed (or cannot be hashed): they take
- * the highest of their items, so a cycle through them does not grow heights.
- * APPEND(S), SETITEM(S), ADDITEMS and BUILD raise their target's height to
- * that of what they add. Memo and DUP copy ids, so a container changed after
- * it was memoized is seen changed. Strings, numbers and other scalars are
- * id 0, height 0.
+ * and frozensets neither recurse when hashed (or cannot be hashed) nor when
+ * freed (CPython's trashcan): they take the highest of their items, so a
+ * cycle through them does not grow heights. APPEND(S), SETITEM(S), ADDITEMS
+ * and BUILD raise their target's height to that of what they add. Memo and
+ * DUP copy ids, so a container changed after it was memoized is seen changed.
+ * Strings, numbers and other scalars are id 0, height 0.
+ *
+ * Heights are taken when an object is built: a container changed after
+ * another took it (``late``) leaves the taker's height low, and a callable
+ * that copies contents (tuple(L); numpy's __setstate__) can turn that into
+ * real depth. No chain is longer than the number of tuples and objects built
+ * (each link is one), so a pickle with fewer than the depth allowed is safe
+ * whatever its heights; past that, ``strict`` (safe mode) refuses a late
+ * change. Without strict, a pickle that names globals can run any code
+ * anyway, and one without them has no callable to copy contents: heights
+ * hold.
  *
  * ``plain`` says whether every opcode built plain data: none of globals,
  * REDUCE, BUILD, object creation, extension codes, persistent IDs or
@@ -42,14 +58,16 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Deeper than CPython's pickler can write (it overflows its own C stack at
- * ~47,000 nested lists, ~57,000 tuples), well short of where hashing nested
- * tuples overflows an 8 MiB stack (~130,000). */
-#define MAX_DEPTH 50000
+#define TOO_DEEP "objects nested deeper than sys.getrecursionlimit() levels"
+#define PAST_FRAME "an opcode that runs past the end of its FRAME"
 /* The longest text memo argument (PUT/GET) taken: digits and blanks. */
 #define SLOT_TEXT_MAX 40
 #define SCALAR 0
 #define ABSENT UINT32_MAX
+/* A height's top bit: another object took this one as an item. */
+#define HELD 0x80000000u
+#define UNBOUNDED "more tuples and objects than sys.getrecursionlimit(), and a container " \
+                  "changed after another took it: nesting that cannot be bounded"
 
 /* A growable array of fixed-size items that starts in place, so that a
  * small pickle is checked without a malloc. */
@@ -114,6 +132,12 @@ typedef struct {
     Py_ssize_t filled;  /* memo slots in use: MEMOIZE's slot */
     Py_ssize_t stores;  /* memo stores so far */
     Py_ssize_t at;      /* pickle bytes taken so far */
+    Py_ssize_t frame_end;  /* where the pickle FRAME taken last ends */
+    Py_ssize_t line_end;   /* how far a text argument may run: its FRAME's end */
+    uint32_t max_depth; /* sys.getrecursionlimit(): see the top of the file */
+    Py_ssize_t raising; /* objects built higher than what they took */
+    int late;           /* a held object's height rose (see the top) */
+    int strict;         /* refuse what heights cannot bound (safe mode) */
     uint64_t skip;      /* bytes of an argument still to come */
     int lines;          /* newlines of text arguments still to come */
     int plain, stopped;
@@ -131,7 +155,10 @@ scan_init(scan *s)
     array_init(&s->height, sizeof(uint32_t));
     U32(s->height)[0] = 0; /* SCALAR */
     s->height.len = 1;
-    s->fence = s->filled = s->stores = s->at = 0;
+    s->fence = s->filled = s->stores = s->at = s->frame_end = 0;
+    s->line_end = PY_SSIZE_T_MAX;
+    s->max_depth = (uint32_t)Py_GetRecursionLimit();
+    s->raising = s->late = 0;
     s->skip = 0;
     s->lines = 0;
     s->plain = 1;
@@ -184,9 +211,8 @@ push(scan *s, uint32_t id)
 static int
 push_new(scan *s, uint32_t height)
 {
-    if (height > MAX_DEPTH)
-        return refuse(s, "objects nested deeper than " Py_STRINGIFY(MAX_DEPTH)
-                         " levels (more than a pickler writes)");
+    if (height > s->max_depth)
+        return refuse(s, TOO_DEEP);
     if (s->height.len >= (Py_ssize_t)ABSENT)
         return refuse(s, "more objects than can be checked");
     if (array_reserve(&s->height, s->height.len + 1, sizeof(uint32_t)) < 0)
@@ -195,17 +221,29 @@ push_new(scan *s, uint32_t height)
     return push(s, (uint32_t)s->height.len++);
 }
 
-/* The highest height among stack items from ``start`` up. */
+/* The highest height among stack items from ``start`` up, which the
+ * caller's object takes: each is marked held. */
 static uint32_t
 highest(scan *s, Py_ssize_t start)
 {
     uint32_t top = 0;
     for (Py_ssize_t i = start; i < s->stack.len; i++) {
-        uint32_t h = U32(s->height)[U32(s->stack)[i]];
-        if (h > top)
-            top = h;
+        uint32_t *h = &U32(s->height)[U32(s->stack)[i]];
+        if ((*h & ~HELD) > top)
+            top = *h & ~HELD;
+        *h |= HELD;
     }
     return top;
+}
+
+/* Heights bound nesting unless a held object rose later, when no more than
+ * one level per tuple or object built does (see the top). */
+static int
+check_bound(scan *s)
+{
+    if (s->strict && s->late && s->raising > (Py_ssize_t)s->max_depth)
+        return refuse(s, UNBOUNDED);
+    return 0;
 }
 
 /* What needs the stack to hold ``n`` items above the fence. */
@@ -235,7 +273,8 @@ build(scan *s, Py_ssize_t start, uint32_t extra)
 {
     uint32_t h = highest(s, start) + extra;
     s->stack.len = start;
-    return push_new(s, h);
+    s->raising += extra;
+    return check_bound(s) < 0 ? -1 : push_new(s, h);
 }
 
 /* Add the items from ``start`` up to the object just below them (APPENDS,
@@ -250,11 +289,13 @@ add_to(scan *s, Py_ssize_t start, int pairs)
     uint32_t target = U32(s->stack)[start - 1];
     uint32_t h = highest(s, start);
     uint32_t *height = &U32(s->height)[target];
-    if (target != SCALAR && h > *height) {
-        if (h > MAX_DEPTH)
-            return refuse(s, "objects nested deeper than " Py_STRINGIFY(MAX_DEPTH)
-                             " levels (more than a pickler writes)");
-        *height = h;
+    if (target != SCALAR && h > (*height & ~HELD)) {
+        if (h > s->max_depth)
+            return refuse(s, TOO_DEEP);
+        s->late |= (*height & HELD) != 0;
+        *height = h | (*height & HELD);
+        if (check_bound(s) < 0)
+            return -1;
     }
     s->stack.len = start;
     return 0;
@@ -350,6 +391,8 @@ static unsigned char arg_of[256], width_of[256], lines_of[256];
 static unsigned char reaches_code[256];
 /* Opcodes of fixed size that scan_light acts on: memo stores, FRAME, STOP. */
 static unsigned char watched[256];
+/* Opcodes whose result may be higher than what they take (see the top). */
+static unsigned char raises[256];
 
 static void
 set(const unsigned char *codes, enum arg arg, unsigned char width)
@@ -389,6 +432,11 @@ fill_table(void)
         reaches_code[code[i]] = 1;
     watched[STOP] = watched[MEMOIZE] = watched[BINPUT] = watched[LONG_BINPUT] = 1;
     watched[FRAME] = 1;
+    static const unsigned char up[] = {
+        EMPTY_TUPLE, TUPLE, TUPLE1, TUPLE2, TUPLE3, REDUCE, NEWOBJ, NEWOBJ_EX, OBJ, INST,
+        BINPERSID};
+    for (size_t i = 0; i < sizeof(up); i++)
+        raises[up[i]] = 1;
 }
 
 /* Bytes of the opcode at ``p`` the scan must have before acting on it (the
@@ -419,6 +467,10 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
 {
     unsigned char op = p[0];
     Py_ssize_t len = s->stack.len, mark;
+    /* Bytes of the FRAME this opcode starts in still to come after its head. */
+    Py_ssize_t in_frame = s->at < s->frame_end ? s->frame_end - s->at - size : PY_SSIZE_T_MAX;
+    if (in_frame < 0)
+        return refuse(s, PAST_FRAME);
     s->plain &= !reaches_code[op];
     switch (arg_of[op]) {
     case SIZED:
@@ -430,17 +482,30 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
             return refuse(s, "a length past the largest object");
         if (s->whole && n > (uint64_t)left)
             return refuse(s, "a length past the end of the pickle");
+        if (n > (uint64_t)in_frame)
+            return refuse(s, PAST_FRAME);
         s->skip = n;
         return op == BYTEARRAY8 ? push_new(s, 0) : push(s, SCALAR);
     }
     case TEXT:
         s->lines = lines_of[op];
+        s->line_end = s->at < s->frame_end ? s->frame_end : PY_SSIZE_T_MAX;
         break;
     default:
         break;
     }
-    if (op == FRAME && s->whole && little_endian(p + 1, 8) > (uint64_t)left)
-        return refuse(s, "a FRAME past the end of the pickle");
+    if (op == FRAME) {
+        /* CPython's C unpickler drops what is left of a FRAME read in one
+         * piece when an opcode runs past its end, and reads on after it:
+         * it would run other opcodes than those scanned. Python's own
+         * unpickler refuses both cases below; writers never make them. */
+        uint64_t n = little_endian(p + 1, 8);
+        if (s->at < s->frame_end)
+            return refuse(s, "a FRAME inside a FRAME");
+        if (s->whole ? n > (uint64_t)left : n > (uint64_t)(PY_SSIZE_T_MAX - s->at - size))
+            return refuse(s, "a FRAME past the end of the pickle");
+        s->frame_end = s->at + size + (Py_ssize_t)n;
+    }
     switch (op) {
     case MARK:
         if (array_reserve(&s->marks, s->marks.len + 1, sizeof(Py_ssize_t)) < 0)
@@ -481,7 +546,7 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     case EMPTY_SET:
         return push_new(s, 0);
     case EMPTY_TUPLE:
-        return push_new(s, 1);
+        return build(s, len, 1);
     case TUPLE1:
     case TUPLE2:
     case TUPLE3:
@@ -567,6 +632,8 @@ scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n)
             s->at += end - i;
             i = end;
             s->lines -= nl != NULL;
+            if (s->at > s->line_end)
+                return refuse(s, PAST_FRAME);
             continue;
         }
         const unsigned char *head = p + i;
@@ -598,24 +665,27 @@ scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n)
     return 0;
 }
 
-/* A whole pickle of at most MAX_DEPTH bytes cannot nest deeper (each level
- * takes an opcode of its own), so only memo slots, lengths and STOP need
- * checking; the unpickler refuses a broken stack itself. One tight loop, one
- * lookup per opcode: the reader's fast path for small messages. The same
- * refusals as scan_bytes in whole mode, where both check. */
+/* A whole pickle with no more opcodes that raise a height (TUPLE*, REDUCE
+ * and the like) than the depth allowed cannot nest deeper: then only memo
+ * slots, lengths, FRAMEs and STOP need checking, and the unpickler refuses a
+ * broken stack itself. One tight loop, one lookup per opcode: the reader's
+ * fast path for small messages. The same refusals as scan_bytes in whole
+ * mode, where both check; *raising is how many such opcodes it met (past
+ * max_depth, the caller scans again with scan_bytes). */
 static int
-scan_light(scan *s, const unsigned char *p, Py_ssize_t n)
+scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
 {
-    Py_ssize_t i = 0, stores = 0;
+    Py_ssize_t i = 0, stores = 0, frame_end = 0, ups = 0;
     int plain = 1;
 #define REFUSE(offset, what) return (s->at = (offset), refuse(s, what))
     while (i < n) {
         unsigned char op = p[i];
         int arg = arg_of[op];
-        Py_ssize_t size = 1 + width_of[op];
+        Py_ssize_t size = 1 + width_of[op], end = i + size;
         plain &= !reaches_code[op];
-        if (arg == FIXED && !watched[op] && size <= n - i) {
-            i += size;
+        ups += raises[op];
+        if (arg == FIXED && !watched[op] && end <= n && (i >= frame_end || end <= frame_end)) {
+            i = end;
             continue;
         }
         if (arg == UNKNOWN)
@@ -629,53 +699,55 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n)
                 REFUSE(i, "a negative length");
             if (length > (uint64_t)PY_SSIZE_T_MAX)
                 REFUSE(i, "a length past the largest object");
-            if (length > (uint64_t)(n - i - size))
+            if (length > (uint64_t)(n - end))
                 REFUSE(i, "a length past the end of the pickle");
-            i += size + (Py_ssize_t)length;
-            continue;
+            end += (Py_ssize_t)length;
         }
-        if (arg == TEXT || arg == TEXT_SLOT) {
+        else if (arg == TEXT || arg == TEXT_SLOT) {
             const unsigned char *line = p + i + 1, *nl = line - 1;
             for (int lines = arg == TEXT ? lines_of[op] : 1; lines; lines--)
                 if ((nl = memchr(nl + 1, '\n', (size_t)(p + n - nl - 1))) == NULL)
                     REFUSE(i, arg == TEXT ? "a text argument without its newline"
                                           : "an opcode cut off by the end of the pickle");
-            if (op != PUT) {
-                i = nl - p + 1;
-                continue;
-            }
-            if (nl - p - i > SLOT_TEXT_MAX)
+            end = nl - p + 1;
+            if (arg == TEXT_SLOT && end - i - 1 > SLOT_TEXT_MAX)
                 REFUSE(i, "a memo argument longer than any slot number");
-            int64_t text = text_slot(line, nl + 1 - line);
+        }
+        if (i < frame_end && end > frame_end)
+            REFUSE(i, PAST_FRAME);
+        if (op == PUT) {
+            int64_t text = text_slot(p + i + 1, end - i - 1);
             if (text < 0)
                 REFUSE(i, "a memo argument that is not a slot number");
             slot = (uint64_t)text;
-            size = nl - p + 1 - i;
         }
         else if (op == BINPUT || op == LONG_BINPUT)
             slot = little_endian(p + i + 1, width_of[op]);
-        else if (op == MEMOIZE) {
-            stores++;
-            i += size;
+        else {
+            if (op == FRAME) {
+                if (i < frame_end)
+                    REFUSE(i, "a FRAME inside a FRAME");
+                uint64_t length = little_endian(p + i + 1, 8);
+                if (length > (uint64_t)(n - end))
+                    REFUSE(i, "a FRAME past the end of the pickle");
+                frame_end = end + (Py_ssize_t)length;
+            }
+            else if (op == STOP) {
+                s->plain = plain;
+                s->stopped = 1;
+                *raising = ups;
+                if (end != n)
+                    REFUSE(end, "pickle bytes after STOP");
+                return 0;
+            }
+            stores += op == MEMOIZE;
+            i = end;
             continue;
-        }
-        else if (op == FRAME) {
-            if (little_endian(p + i + 1, 8) > (uint64_t)(n - i - size))
-                REFUSE(i, "a FRAME past the end of the pickle");
-            i += size;
-            continue;
-        }
-        else { /* STOP */
-            s->plain = plain;
-            s->stopped = 1;
-            if (i + 1 != n)
-                REFUSE(i + 1, "pickle bytes after STOP");
-            return 0;
         }
         if (slot > (uint64_t)stores)
             REFUSE(i, "a memo slot numbered past the stores before it");
         stores++;
-        i += size;
+        i = end;
     }
     REFUSE(n, "no STOP");
 #undef REFUSE
@@ -691,13 +763,15 @@ typedef struct {
 static PyObject *
 PickleScan_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    if (PyTuple_GET_SIZE(args) || (kwds != NULL && PyDict_GET_SIZE(kwds))) {
-        PyErr_SetString(PyExc_TypeError, "PickleScan() takes no arguments");
+    int strict = 0;
+    static char *keywords[] = {"strict", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$p", keywords, &strict))
         return NULL;
-    }
     PickleScan *self = (PickleScan *)type->tp_alloc(type, 0);
-    if (self != NULL)
+    if (self != NULL) {
         scan_init(&self->s);
+        self->s.strict = strict;
+    }
     return (PyObject *)self;
 }
 
@@ -711,8 +785,10 @@ PickleScan_dealloc(PickleScan *self)
 static PyObject *
 PickleScan_reset(PickleScan *self, PyObject *Py_UNUSED(ignored))
 {
+    int strict = self->s.strict;
     scan_free(&self->s);
     scan_init(&self->s);
+    self->s.strict = strict;
     Py_RETURN_NONE;
 }
 
@@ -787,12 +863,20 @@ static PyType_Spec PickleScan_spec = {
 /* 1 if the whole pickle at ``p`` passes and is plain, 0 if it passes and is
  * not, -1 (ValueError set) if it is refused. */
 static int
-scan_whole(const unsigned char *p, Py_ssize_t n)
+scan_whole(const unsigned char *p, Py_ssize_t n, int strict)
 {
     scan s;
     scan_init(&s);
     s.whole = 1;
-    int failed = n <= MAX_DEPTH ? scan_light(&s, p, n) : scan_bytes(&s, p, n);
+    Py_ssize_t raising = 0;
+    int failed = scan_light(&s, p, n, &raising);
+    if (!failed && raising > (Py_ssize_t)s.max_depth) { /* it may nest too deep */
+        scan_free(&s);
+        scan_init(&s);
+        s.whole = 1;
+        s.strict = strict;
+        failed = scan_bytes(&s, p, n);
+    }
     if (!failed && !s.stopped)
         failed = refuse(&s, s.lines ? "a text argument without its newline" : "no STOP");
     int plain = s.plain;
@@ -801,88 +885,226 @@ scan_whole(const unsigned char *p, Py_ssize_t n)
 }
 
 static PyObject *
-check_whole(PyObject *Py_UNUSED(module), PyObject *data)
+check_whole(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
 {
     Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+    int strict = 0;
+    static char *keywords[] = {"", "strict", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|$p", keywords, &view, &strict))
         return NULL;
-    int plain = scan_whole(view.buf, view.len);
+    int plain = scan_whole(view.buf, view.len, strict);
     PyBuffer_Release(&view);
     return plain < 0 ? NULL : PyBool_FromLong(plain);
 }
 
-/* -- load_plain: the reader's fast path for a small record ------------------ */
+/* -- SmallRecords: the reader's fast path for small messages --------------- */
 
-/* A record that is one checked PICKLE frame and its RECORD_END, read in one
- * piece: its payload check, its END, the scan and pickle.loads in one call,
- * where each from Python costs more than the work (small messages). */
-static PyObject *
-load_plain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+/* A record that is one checked, uncompressed PICKLE frame and its RECORD_END
+ * is most small messages. Checking its two headers, its payload and its
+ * pickle, then loading it, costs several Python calls, each more than its
+ * work; here they are two. The frame layout is FORMAT.md's (u32 first word:
+ * kind, codec, flags; u32 param; u64 stored size; u64 raw size; u32 payload
+ * check; u32 check of the 28 bytes before it); the values to expect are
+ * given by format.py. Anything amiss is left to the general path, which says
+ * what is wrong. */
+#define HEADER_SIZE 32
+#define HEADER_CHECKED 28
+
+typedef struct {
+    PyObject_HEAD
+    uint32_t pickle_word, end_word;
+    uint64_t max_size;
+    PyObject *checksum, *loads;
+} SmallRecords;
+
+typedef struct {
+    uint32_t word, param;
+    uint64_t stored, raw;
+    uint32_t payload_check, check;
+} header;
+
+static header
+read_header(const unsigned char *p)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "load_plain() takes 6 arguments");
-        return NULL;
-    }
-    PyObject *both = args[0], *end = args[3], *checksum = args[4], *loads = args[5];
-    if (!PyBytes_CheckExact(both) || !PyBytes_CheckExact(end)) {
-        PyErr_SetString(PyExc_TypeError, "load_plain() takes bytes");
-        return NULL;
-    }
-    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
-    unsigned long check = PyLong_AsUnsignedLong(args[2]);
-    if (PyErr_Occurred())
-        return NULL;
-    const char *p = PyBytes_AS_STRING(both);
-    Py_ssize_t end_size = PyBytes_GET_SIZE(end);
-    if (n < 0 || PyBytes_GET_SIZE(both) != n + end_size
-        || memcmp(p + n, PyBytes_AS_STRING(end), (size_t)end_size) != 0)
-        Py_RETURN_NOTIMPLEMENTED;
-    PyObject *chunk = PyBytes_FromStringAndSize(p, n);
-    if (chunk == NULL)
-        return NULL;
-    PyObject *sum = PyObject_CallOneArg(checksum, chunk), *result = NULL;
+    header h = {
+        (uint32_t)little_endian(p, 4), (uint32_t)little_endian(p + 4, 4),
+        little_endian(p + 8, 8), little_endian(p + 16, 8),
+        (uint32_t)little_endian(p + 24, 4), (uint32_t)little_endian(p + 28, 4),
+    };
+    return h;
+}
+
+/* The low half of the XXH3-64 of ``data``; -1 with an error set. */
+static int64_t
+checksum(SmallRecords *self, PyObject *data)
+{
+    PyObject *sum = PyObject_CallOneArg(self->checksum, data);
     if (sum == NULL)
-        goto done;
+        return -1;
     unsigned long long value = PyLong_AsUnsignedLongLong(sum);
     Py_DECREF(sum);
     if (value == (unsigned long long)-1 && PyErr_Occurred())
-        goto done;
-    int plain = (value & 0xFFFFFFFFu) == check ? scan_whole((const unsigned char *)p, n) : -1;
-    if (plain < 0) { /* the general path says what is wrong */
-        PyErr_Clear();
-        result = Py_NewRef(Py_NotImplemented);
+        return -1;
+    return (int64_t)(value & 0xFFFFFFFFu);
+}
+
+/* 1 if the 32 bytes at ``p`` are a valid header of the plain kind with
+ * ``word``, 0 if not, -1 with an error set. */
+static int
+valid_header(SmallRecords *self, const char *p, header h)
+{
+    PyObject *checked = PyBytes_FromStringAndSize(p, HEADER_CHECKED);
+    if (checked == NULL)
+        return -1;
+    int64_t check = checksum(self, checked);
+    Py_DECREF(checked);
+    return check < 0 ? -1 : check == h.check;
+}
+
+static PyObject *
+SmallRecords_size(SmallRecords *self, PyObject *data)
+{
+    if (!PyBytes_CheckExact(data) || PyBytes_GET_SIZE(data) != HEADER_SIZE)
+        return PyLong_FromLong(-1); /* a file's read() may give another type */
+    const char *p = PyBytes_AS_STRING(data);
+    header h = read_header((const unsigned char *)p);
+    if (h.word != self->pickle_word || h.param || h.stored != h.raw
+        || h.stored > self->max_size)
+        return PyLong_FromLong(-1);
+    int valid = valid_header(self, p, h);
+    return valid < 0 ? NULL : PyLong_FromLongLong(valid ? (long long)h.stored : -1);
+}
+
+static PyObject *
+SmallRecords_load(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "load() takes a header, the bytes after it, strict");
+        return NULL;
     }
-    else
-        result = plain ? PyObject_CallOneArg(loads, chunk) : Py_NewRef(Py_Ellipsis);
-done:
+    int strict = PyObject_IsTrue(args[2]);
+    if (strict < 0)
+        return NULL;
+    if (!PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])
+        || PyBytes_GET_SIZE(args[0]) != HEADER_SIZE)
+        Py_RETURN_NOTIMPLEMENTED;
+    header h = read_header((const unsigned char *)PyBytes_AS_STRING(args[0]));
+    const char *p = PyBytes_AS_STRING(args[1]);
+    Py_ssize_t n = (Py_ssize_t)h.stored;
+    if (PyBytes_GET_SIZE(args[1]) != n + HEADER_SIZE)
+        Py_RETURN_NOTIMPLEMENTED;
+    header end = read_header((const unsigned char *)p + n);
+    if (end.word != self->end_word || end.param || end.stored || end.raw != h.stored
+        || end.payload_check)
+        Py_RETURN_NOTIMPLEMENTED;
+    int valid = valid_header(self, p + n, end);
+    if (valid <= 0)
+        return valid < 0 ? NULL : Py_NewRef(Py_NotImplemented);
+    PyObject *chunk = PyBytes_FromStringAndSize(p, n);
+    if (chunk == NULL)
+        return NULL;
+    PyObject *result = NULL;
+    int64_t check = checksum(self, chunk);
+    if (check >= 0) {
+        int plain = check == h.payload_check ? scan_whole((const unsigned char *)p, n, strict) : -1;
+        if (plain < 0) { /* the general path says what is wrong */
+            PyErr_Clear();
+            result = Py_NewRef(Py_NotImplemented);
+        }
+        else
+            result = plain ? PyObject_CallOneArg(self->loads, chunk) : Py_NewRef(Py_Ellipsis);
+    }
     Py_DECREF(chunk);
     return result;
 }
 
+static PyObject *
+SmallRecords_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    unsigned int pickle_word, end_word;
+    unsigned long long max_size;
+    PyObject *checksum, *loads;
+    static char *keywords[] = {"pickle_word", "end_word", "max_size", "checksum", "loads",
+                               NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "IIKOO", keywords, &pickle_word,
+                                     &end_word, &max_size, &checksum, &loads))
+        return NULL;
+    SmallRecords *self = (SmallRecords *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->pickle_word = pickle_word;
+    self->end_word = end_word;
+    self->max_size = max_size;
+    self->checksum = Py_NewRef(checksum);
+    self->loads = Py_NewRef(loads);
+    return (PyObject *)self;
+}
+
+static void
+SmallRecords_dealloc(SmallRecords *self)
+{
+    Py_XDECREF(self->checksum);
+    Py_XDECREF(self->loads);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef SmallRecords_methods[] = {
+    {"size", (PyCFunction)SmallRecords_size, METH_O,
+     "size(header, /)\n--\n\n"
+     "The payload size if ``header`` is a valid header of a checked,\n"
+     "uncompressed PICKLE frame of at most max_size bytes; else -1."},
+    {"load", (PyCFunction)(void (*)(void))SmallRecords_load, METH_FASTCALL,
+     "load(header, after, strict, /)\n--\n\n"
+     "``loads`` of the pickle that follows ``header`` (size() >= 0) if\n"
+     "``after`` is exactly its payload, of the right check, and a valid\n"
+     "RECORD_END for it, and the pickle passes check_whole as plain data.\n"
+     "Ellipsis if all that holds but the pickle is not plain; NotImplemented\n"
+     "if anything else is wrong (the general path says what)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot SmallRecords_slots[] = {
+    {Py_tp_doc, "SmallRecords(pickle_word, end_word, max_size, checksum, loads)\n--\n\n"
+                "The reader's fast path for records of one PICKLE frame."},
+    {Py_tp_new, SmallRecords_new},
+    {Py_tp_dealloc, SmallRecords_dealloc},
+    {Py_tp_methods, SmallRecords_methods},
+    {0, NULL},
+};
+
+static PyType_Spec SmallRecords_spec = {
+    .name = "streampickle._pickle_scan.SmallRecords",
+    .basicsize = sizeof(SmallRecords),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = SmallRecords_slots,
+};
+
 static PyMethodDef methods[] = {
-    {"load_plain", (PyCFunction)(void (*)(void))load_plain, METH_FASTCALL,
-     "load_plain(both, n, check, end, checksum, loads, /)\n--\n\n"
-     "``loads(both[:n])`` if ``both`` is a pickle of plain data, whole, of\n"
-     "``checksum`` ``check`` (low 32 bits), followed by exactly ``end``.\n"
-     "Ellipsis if all that holds but it is not plain; NotImplemented if\n"
-     "anything else is wrong (the caller's general path says what)."},
-    {"check_whole", check_whole, METH_O,
-     "check_whole(data, /)\n--\n\n"
+    {"check_whole", (PyCFunction)(void (*)(void))check_whole, METH_VARARGS | METH_KEYWORDS,
+     "check_whole(data, /, *, strict=False)\n--\n\n"
      "Check a whole pickle, STOP last; ValueError says what is refused and\n"
      "where. True if every opcode builds plain data."},
     {NULL, NULL, 0, NULL},
 };
 
 static int
-exec_module(PyObject *module)
+add_type(PyObject *module, PyType_Spec *spec, const char *name)
 {
-    PyObject *type = PyType_FromModuleAndSpec(module, &PickleScan_spec, NULL);
+    PyObject *type = PyType_FromModuleAndSpec(module, spec, NULL);
     if (type == NULL)
         return -1;
-    int failed = PyModule_AddObject(module, "PickleScan", type);
+    int failed = PyModule_AddObject(module, name, type);
     if (failed)
         Py_DECREF(type);
     return failed;
+}
+
+static int
+exec_module(PyObject *module)
+{
+    if (add_type(module, &PickleScan_spec, "PickleScan") < 0)
+        return -1;
+    return add_type(module, &SmallRecords_spec, "SmallRecords");
 }
 
 /* The tables are filled once, before any scan, and only read after; each

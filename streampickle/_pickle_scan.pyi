@@ -1,7 +1,10 @@
+from collections.abc import Callable
+
 class PickleScan:
     """Checks a record's pickle bytes, fed in any pieces, before they are
     unpickled; ``feed`` raises ValueError(what, pickle_offset)."""
 
+    def __init__(self, *, strict: bool = False) -> None: ...
     def feed(self, data: bytes | bytearray | memoryview, /) -> None: ...
     def reset(self) -> None: ...
     @property
@@ -11,7 +14,20 @@ class PickleScan:
     @property
     def owed(self) -> int: ...
 
-def check_whole(data: bytes | bytearray | memoryview, /) -> bool: ...
-def load_plain(
-    both: bytes, n: int, check: int, end: bytes, checksum: object, loads: object, /
-) -> object: ...
+def check_whole(
+    data: bytes | bytearray | memoryview, /, *, strict: bool = False
+) -> bool: ...
+
+class SmallRecords:
+    """The reader's fast path for records of one PICKLE frame."""
+
+    def __init__(
+        self,
+        pickle_word: int,
+        end_word: int,
+        max_size: int,
+        checksum: Callable[[bytes], int],
+        loads: Callable[[bytes], object],
+    ) -> None: ...
+    def size(self, header: bytes, /) -> int: ...
+    def load(self, header: bytes, after: bytes, strict: bool, /) -> object: ...

@@ -283,20 +283,6 @@ def plain_pickle_header(size: int, check: int) -> bytes:
     return head + CHECK.pack(xxh3_64(head) & 0xFFFFFFFF)
 
 
-def plain_pickle_frame(data: bytes) -> tuple[int, int] | None:
-    """``(payload size, payload check)`` if ``data`` (32 bytes) is the valid
-    header of a checked, uncompressed PICKLE frame, the frame most records
-    start with; else None, and ``decode_frame_header`` tells what it is. The
-    same checks as that one's for this type, on ints, with no FrameHeader made
-    (small messages: a fifth of a receiver's own time went to its headers)."""
-    first4, param, stored, raw, pcheck, hcheck = _HEADER_WORDS.unpack(data)
-    if first4 != _PLAIN_PICKLE or param or stored != raw or stored > MAX_FRAME_SIZE:
-        return None
-    if hcheck != xxh3_64(data[:HEADER_CHECKED]) & 0xFFFFFFFF:
-        return None
-    return stored, pcheck
-
-
 @functools.lru_cache(maxsize=1024)
 def whole_record_end(pickle_bytes: int) -> bytes:
     """The RECORD_END header that closes a record of ``pickle_bytes`` pickle

@@ -73,7 +73,7 @@ def too_large(number: int, max_size: int, h: FrameHeader) -> StreamError:
 class RecordReader:
     """The file the C unpickler reads for one record, and its buffer iterator."""
 
-    def __init__(self, frames: FrameReader, max_size: int | None) -> None:
+    def __init__(self, frames: FrameReader, max_size: int | None, strict: bool) -> None:
         self.frames = frames
         self.max_size = max_size
         self.size = 0  # pickle and buffer bytes of the record so far
@@ -86,7 +86,7 @@ class RecordReader:
         self.buffer_count = 0
         self.number = 0
         self.failure: StreamError | None = None
-        self.scan = PickleScan()
+        self.scan = PickleScan(strict=strict)
 
     def begin(self, first: FrameHeader | None, number: int, chunk: bytes = b"") -> None:
         """Start record ``number`` at frame ``first``, after the pickle bytes

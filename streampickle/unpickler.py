@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from . import format as fmt
-from ._pickle_scan import check_whole, load_plain
+from ._pickle_scan import SmallRecords, check_whole
 from .errors import (
     CorruptStreamError,
     ForbiddenGlobalError,
@@ -37,7 +37,15 @@ _PICKLE, _RECORD_END = Kind.PICKLE, Kind.RECORD_END
 _STREAM_ENDS = frozenset({Kind.INDEX, Kind.END})
 _SMALL_FRAME = FrameReader.GROWTH_STEP
 _HEADER_SIZE = fmt.FRAME_HEADER.size
-_XXH3 = fmt.xxh3_64
+#: The fast path for records of one checked PICKLE frame (most small
+#: messages), told by format.py's own encoders what their headers start with.
+_SMALL = SmallRecords(
+    pickle_word=int.from_bytes(fmt.plain_pickle_header(0, 0)[:4], "little"),
+    end_word=int.from_bytes(fmt.whole_record_end(0)[:4], "little"),
+    max_size=_SMALL_FRAME,
+    checksum=fmt.xxh3_64,
+    loads=pickle.loads,
+)
 
 
 def _not_a_pickle(number: int, exc: Exception) -> CorruptStreamError:
@@ -140,7 +148,8 @@ class Unpickler:
             raise ValueError(f"max_size must be None or an int >= 0, not {max_size!r}")
         self._source = open_source(file, mmap_mode, page_cache)
         self._frames = FrameReader(self._source, threads)
-        self._record = RecordReader(self._frames, max_size)
+        self._record = RecordReader(self._frames, max_size, strict=safe)
+        self._safe = safe
         self._whole = WholeRecord()
         self._inner: _RecordUnpickler | None = None
         self._random_index: fmt.Index | None = None
@@ -206,18 +215,13 @@ class Unpickler:
             else:  # new: the first header comes with the stream's
                 _, data = self._frames.stream_header(then=_HEADER_SIZE)
                 self._state = "open"
-            plain = fmt.plain_pickle_frame(data) if len(data) == _HEADER_SIZE else None
-            if (
-                plain is not None
-                and plain[0] <= self._plain_limit
-                and (self._unsized or plain[0] <= (self._source.remaining() or 0))
+            n = _SMALL.size(data)  # -1 unless a checked, uncompressed PICKLE frame
+            if 0 <= n <= self._plain_limit and (
+                self._unsized or n <= (self._source.remaining() or 0)
             ):
-                n, check = plain
                 both = self._source.read(n + _HEADER_SIZE)
                 try:  # most small messages end here, in one C call
-                    obj = load_plain(
-                        both, n, check, fmt.whole_record_end(n), _XXH3, pickle.loads
-                    )
+                    obj = _SMALL.load(data, both, self._safe)
                 except Exception as exc:
                     error = _from_loads(self._count, exc)
                     if error is exc:
@@ -227,6 +231,7 @@ class Unpickler:
                     obj = self._unpickle(None, self._count, both[:n], both[n:], True)
                 elif obj is NotImplemented:  # the general way says what is wrong
                     offset = self._source.position - len(both) - _HEADER_SIZE
+                    check = fmt.decode_frame_header(data, offset, None).payload_check
                     chunk, after = self._frames.split_payload(both, n, check, offset)
                     obj = self._read_first_frame(chunk, after, self._count)
                 self._count += 1
@@ -267,7 +272,7 @@ class Unpickler:
         whole = after == fmt.whole_record_end(len(chunk))
         if whole:
             try:
-                plain = check_whole(chunk)
+                plain = check_whole(chunk, strict=self._safe)
             except ValueError as exc:
                 raise refused(number, exc) from None
             if plain:

@@ -15,6 +15,7 @@ import io
 import pickle
 import pickletools
 import struct
+import sys
 import warnings
 from typing import Any
 
@@ -112,8 +113,9 @@ def assert_scan_agrees_with_cpython(data: bytes) -> None:
     """What CPython loads, the scan takes (but for its guards, which
     pickletools confirms), plain as pickletools' table says; where the scan
     finds the stack broken, CPython fails too. Both ways: ``check_whole``
-    (which checks only memo slots and lengths in a pickle too short to nest
-    50,000 deep) and ``PickleScan`` (which follows the stack throughout)."""
+    (which follows the stack only where a pickle has enough tuple and
+    REDUCE-like opcodes to nest too deep) and ``PickleScan`` (which always
+    does)."""
     whole = outcome(check_whole, data)
     fed = scan_in_pieces(data, [])
     slot = slot_past_the_stores(data)  # >= 0: CPython would grow its memo to it
@@ -269,12 +271,26 @@ def nested_tuples(depth: int) -> bytes:
     return b"\x80\x04N" + b"\x85" * depth + b"."
 
 
-def test_tuples_may_nest_50000_deep_and_no_deeper() -> None:
-    assert check_whole(nested_tuples(50_000)) is True
-    assert outcome(check_whole, nested_tuples(50_001)) == (
-        "objects nested deeper than 50000 levels (more than a pickler writes)",
-        50_003,
-    )
+def test_tuples_may_nest_as_deep_as_the_recursion_limit_and_no_deeper() -> None:
+    """CPython's pickler cannot write deeper either (each level is a call)."""
+    limit = sys.getrecursionlimit()
+    for scan in (check_whole, lambda data: scan_in_pieces(data, [])):
+        assert outcome(scan, nested_tuples(limit)) in (True, (True, True, 0))
+        assert outcome(scan, nested_tuples(limit + 1)) == (
+            "objects nested deeper than sys.getrecursionlimit() levels",
+            limit + 3,
+        )
+
+
+def test_the_depth_allowed_follows_the_recursion_limit() -> None:
+    limit = sys.getrecursionlimit()
+    try:
+        sys.setrecursionlimit(5000)
+        assert check_whole(nested_tuples(4000)) is True
+        sys.setrecursionlimit(3000)
+        assert outcome(check_whole, nested_tuples(4000))[0].startswith("objects nested")
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def test_lists_and_dicts_nest_without_limit_for_they_are_never_hashed() -> None:
@@ -292,19 +308,91 @@ def test_a_list_that_holds_itself_in_many_batches_does_not_grow_deeper() -> None
 def test_a_list_changed_after_it_was_memoized_is_seen_changed() -> None:
     """tuple(L) of a list L filled after it was memoized: the tuple holds what
     L holds now. (Ids, not copies, on the scan's stack: a copy would see L
-    empty, and 30,000 + 30,000 levels would pass.)"""
-    chain = b"N" + b"\x85" * 30_000
+    empty, and 600 + 600 levels would pass.)"""
+    chain = b"N" + b"\x85" * 600
     pickled = (
         b"\x80\x04\x8c\x08builtins\x94\x8c\x05tuple\x94\x93\x94"  # tuple, memo 2
         + b"]\x94"  # L, memo 3
         + chain
         + b"a0"  # L.append(chain); drop L
         + b"h\x02h\x03\x85R"  # tuple(L)
-        + b"\x85" * 30_000
+        + b"\x85" * 600
         + b"."
     )
-    assert outcome(check_whole, pickled)[0].startswith("objects nested deeper than 50000")
-    assert check_whole(pickled[:-30_001] + b"\x85" * 100 + b".") is False
+    assert outcome(check_whole, pickled)[0].startswith("objects nested deeper than")
+    assert check_whole(pickled[:-601] + b"\x85" * 100 + b".") is False
+
+
+def laundered(levels: int) -> bytes:
+    """tuple(*T) with T = (L,) built while L was empty, L given the tuple of
+    the level below only then: heights taken when T was built stay low."""
+
+    def get(slot: int) -> bytes:
+        return b"j" + struct.pack("<I", slot)
+
+    setup = b"".join(get(0) + b"]\x94\x85" + get(i + 1) for i in range(levels))
+    return b"\x80\x04cbuiltins\ntuple\n\x940" + setup + b")" + b"a0R" * levels + b"."
+
+
+def test_strict_refuses_nesting_that_heights_cannot_bound() -> None:
+    """Past sys.getrecursionlimit() tuples and objects, a container changed
+    after another took it leaves heights unsound (the laundering above):
+    strict (safe mode) refuses; without it, a pickle that names a global can
+    run any code anyway."""
+    limit = sys.getrecursionlimit()
+    deep = laundered(limit + 10)
+    assert outcome(lambda d: check_whole(d, strict=True), deep)[0].startswith(
+        "more tuples and objects than sys.getrecursionlimit()"
+    )
+    assert check_whole(deep) is False  # heights say 2
+    assert check_whole(laundered(limit // 2 - 5), strict=True) is False  # too few to matter
+    # Many tuples and a list that holds a tuple holding it (a late change), but
+    # fewer than the limit of objects: fine; many tuples, no late change: fine.
+    cycle = b"\x80\x04]\x94h\x00\x85a"  # L = []; L.append((L,))
+    tuples = b"N\x85" * (limit - 10) + b"0" * (limit - 10)
+    assert check_whole(cycle + tuples + b".", strict=True) is True
+    many = pickle.dumps([(i,) for i in range(5 * limit)], 5)
+    assert check_whole(many, strict=True) is True
+
+
+def framed(body: bytes, length: int | None = None) -> bytes:
+    n = len(body) if length is None else length
+    return b"\x95" + n.to_bytes(8, "little") + body
+
+
+@pytest.mark.parametrize(
+    "pickled",
+    [
+        framed(b"N0" * 5 + b"J\xaa", 12) + b"\x00\x00\x00.",  # a fixed argument
+        framed(b"N0\x8c\x05ab", 6) + b"cde0N.",  # a length-prefixed one
+        framed(b"N0I12", 5) + b"34\n0N.",  # a text line
+        framed(b"N0p0", 4) + b"\n0N.",  # a memo slot's line
+        framed(b"N0" + framed(b"N0", 2), 13) + b"N.",  # a FRAME inside a FRAME
+    ],
+    ids=["fixed", "sized", "text", "slot", "frame-in-frame"],
+)
+def test_an_opcode_that_runs_past_its_frame_is_refused_as_python_refuses_it(
+    pickled: bytes,
+) -> None:
+    """CPython's C unpickler, reading a FRAME whole from a file, drops what is
+    left of it when an opcode runs past its end and reads on after it: it
+    would run other opcodes than the scan saw. Python's own unpickler refuses
+    these pickles; so does the scan, whole and in any pieces."""
+    with pytest.raises(pickle.UnpicklingError):
+        pickle._loads(pickled)  # type: ignore[attr-defined]
+    whole = refusal(outcome(check_whole, pickled))
+    assert whole is not None and "FRAME" in whole[0], whole
+    for cut in range(len(pickled) + 1):
+        fed = refusal(scan_in_pieces(pickled, [cut]))
+        assert fed is not None and "FRAME" in fed[0], (cut, fed)
+
+
+def test_pickles_whose_frames_hold_whole_opcodes_pass() -> None:
+    data = {"a": list(range(50_000)), "b": ["x" * 100] * 2000, "c": b"y" * 300_000}
+    pickled = pickle.dumps(data, 5)
+    assert pickled.count(b"\x95") >= 1
+    assert check_whole(pickled) is True
+    assert scan_in_pieces(pickled, list(range(0, len(pickled), 4093))) == (True, True, 0)
 
 
 @pytest.mark.parametrize(
@@ -463,36 +551,47 @@ def test_safe_mode_and_hooks_still_see_the_globals_of_small_records() -> None:
     assert sp.loads(sp.dumps([1, "a"]), safe=True) == [1, "a"]
 
 
-# -- load_plain: the reader's fast path ------------------------------------------
+# -- SmallRecords: the reader's fast path ---------------------------------------
 
 
-def test_load_plain_loads_a_whole_checked_record_of_plain_data_and_no_other() -> None:
-    from streampickle._pickle_scan import load_plain
+def one_frame_record(pickled: bytes) -> tuple[bytes, bytes]:
+    """The header of a record of one PICKLE frame and the bytes after it."""
+    header = fmt.plain_pickle_header(len(pickled), fmt.checksum(pickled))
+    return header, pickled + fmt.whole_record_end(len(pickled))
 
-    pickled = pickle.dumps({"a": [1, 2.5]}, 5)
-    n, end, check = len(pickled), fmt.whole_record_end(len(pickled)), fmt.checksum(pickled)
 
-    def run(both: bytes, check: int = check, end: bytes = end) -> Any:
-        return load_plain(both, n, check, end, fmt.xxh3_64, pickle.loads)
-
-    assert run(pickled + end) == {"a": [1, 2.5]}
-    assert run(pickled + end, check ^ 1) is NotImplemented  # the payload check
-    assert run(pickled + end[:-1]) is NotImplemented  # cut
-    assert run(pickled + end + b"x") is NotImplemented  # more than the END
-    assert run(pickled + b"\0" * len(end)) is NotImplemented  # not its END
+def test_the_fast_path_loads_a_whole_checked_record_of_plain_data_and_no_other() -> None:
+    small = unpickler._SMALL
+    header, after = one_frame_record(pickle.dumps({"a": [1, 2.5]}, 5))
+    assert small.size(header) == len(after) - 32
+    assert small.load(header, after, False) == {"a": [1, 2.5]}
+    for at in range(len(after)):  # any damage: the general path says what
+        damaged = bytearray(after)
+        damaged[at] ^= 0x40
+        assert small.load(header, bytes(damaged), False) is NotImplemented, at
+    assert small.load(header, after[:-1], False) is NotImplemented  # cut
+    assert small.load(header, after + b"x", False) is NotImplemented  # more than its END
+    assert small.load(header, bytearray(after), False) is NotImplemented  # not bytes
     memo = b"\x80\x04Nr" + struct.pack("<I", 1 << 26) + b"."  # refused by the scan
-    assert (
-        load_plain(
-            memo + end, len(memo), fmt.checksum(memo), end, fmt.xxh3_64, pickle.loads
-        )
-        is NotImplemented
-    )
-    point = pickle.dumps(Point(1), 5)  # checked, whole, not plain
-    assert (
-        load_plain(
-            point + end, len(point), fmt.checksum(point), end, fmt.xxh3_64, pickle.loads
-        )
-        is Ellipsis
-    )
+    assert small.load(*one_frame_record(memo), False) is NotImplemented
+    assert small.load(*one_frame_record(pickle.dumps(Point(1), 5)), False) is Ellipsis
+    assert small.size(header[:-1]) == small.size(bytearray(header)) == -1
     with pytest.raises(TypeError):
-        load_plain(bytearray(pickled + end), n, check, end, fmt.xxh3_64, pickle.loads)
+        small.load(header)  # type: ignore[call-arg]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([2, 0, 3]) | st.integers(0, 2**64 - 1),
+    st.sampled_from([0, 1]) | st.integers(0, 2**32 - 1),
+)
+def test_the_fast_path_takes_exactly_the_record_end_format_py_writes(
+    raw: int, param: int
+) -> None:
+    """Its own reading of the RECORD_END header, held to format.py's: the END
+    of a record of these pickle bytes and no buffers is taken, none other."""
+    pickled = b"N."
+    header, _ = one_frame_record(pickled)
+    end = fmt.frame(fmt.Kind.RECORD_END, raw_size=raw, param=param)
+    taken = unpickler._SMALL.load(header, pickled + end, False) is None
+    assert taken == (end == fmt.whole_record_end(len(pickled)))
