@@ -36,7 +36,12 @@ REACHES_CODE = {
 }  # fmt: skip
 MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
 #: The scan's refusals that are its own limits, not the unpickler's.
-GUARDS = ("memo slot numbered past", "nested deeper than", "past the end of the pickle")
+GUARDS = (
+    "memo slot numbered past",
+    "nested deeper than",
+    "past the end of the pickle",
+    "FRAME",  # stricter than CPython reading through peek, as Python's own unpickler
+)
 
 
 def outcome(check: Any, data: Any) -> Any:
@@ -83,15 +88,58 @@ class _NoGlobals(pickle.Unpickler):
         raise pickle.UnpicklingError("no globals here")
 
 
-def cpython_loads(data: bytes) -> bool:
-    """Whether CPython's unpickler loads ``data`` (no globals, no buffers,
-    no persistent IDs) and stops at its last byte."""
-    file = io.BytesIO(data)
+class PeekFile:
+    """What the reader gives CPython's unpickler (records.WholeRecord): a file
+    with ``peek``. (Without it, as io.BytesIO, the C unpickler drops what is
+    left of a FRAME when an opcode runs past its end.)"""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def read(self, n: int = -1) -> bytes:
+        start = self.pos
+        self.pos = len(self.data) if n < 0 else min(start + n, len(self.data))
+        return self.data[start : self.pos]
+
+    def peek(self, n: int = 0) -> bytes:
+        return self.data[self.pos :]
+
+    def readline(self) -> bytes:
+        end = self.data.find(b"\n", self.pos) + 1 or len(self.data)
+        return self.read(end - self.pos)
+
+
+def cpython_result(data: bytes) -> BaseException | None:
+    """None if CPython's unpickler loads ``data`` (no globals, no buffers, no
+    persistent IDs) and stops at its last byte, else what it raised."""
+    file = PeekFile(data)
     try:
         _NoGlobals(file, buffers=()).load()
-    except Exception:
-        return False
-    return file.tell() == len(data)
+    except Exception as exc:
+        return exc
+    return None if file.pos == len(data) else ValueError("bytes after STOP")
+
+
+def cpython_loads(data: bytes) -> bool:
+    return cpython_result(data) is None
+
+
+#: CPython's own messages for a broken stack, marks or memo (Modules/_pickle.c).
+STACK_ERRORS = (
+    "unpickling stack underflow", "could not find MARK", "unexpected MARK found",
+    "odd number of items", "Memo value not found",
+)  # fmt: skip
+
+
+def assert_scan_refuses_a_broken_stack(data: bytes) -> None:
+    """The other half: where CPython's unpickler fails on its stack, marks or
+    memo, the scan (following the stack: PickleScan) has refused, so it never
+    tracks on past a point where the unpickler stops."""
+    error = cpython_result(data)
+    if isinstance(error, pickle.UnpicklingError) and any(
+        message in str(error) for message in STACK_ERRORS
+    ):
+        assert refusal(scan_in_pieces(data, [])) is not None, (data, error)
 
 
 def scan_in_pieces(data: bytes, cuts: list[int]) -> Any:
@@ -216,16 +264,85 @@ def shortest_argument(op: pickletools.OpcodeInfo) -> bytes:
 
 #: Stacks to run each opcode on: empty; a mark alone; a dict under a mark
 #: with a key and value; a list (memo 0) and a tuple above a mark.
-CONTEXTS = [b"", b"(", b"}(K\x01K\x02", b"]\x94(K\x01)"]
+CONTEXTS = [
+    b"",
+    b"(",
+    b"}(K\x01K\x02",
+    b"]\x94(K\x01)",
+    b"(K\x01",
+    b"]\x94(K\x01K\x02K\x03",
+]
 
 
-@pytest.mark.parametrize("context", CONTEXTS, ids=["empty", "mark", "dict", "list"])
+@pytest.mark.parametrize(
+    "context", CONTEXTS, ids=["empty", "mark", "dict", "list", "mark-item", "list-items"]
+)
 @pytest.mark.parametrize("code", range(256))
 def test_each_opcode_moves_the_stack_as_cpython_does(code: int, context: bytes) -> None:
     op = OPCODES.get(code)
     arg = shortest_argument(op) if op else b""
-    for after in (b".", b"0.", b"1N.", b"t."):
-        assert_scan_agrees_with_cpython(b"\x80\x05" + context + bytes([code]) + arg + after)
+    for after in (b".", b"0.", b"1N.", b"t.", b"a.", b"e.", b"u."):
+        pickled = b"\x80\x05" + context + bytes([code]) + arg + after
+        assert_scan_agrees_with_cpython(pickled)
+        assert_scan_refuses_a_broken_stack(pickled)
+
+
+STACK_SOUP = [
+    b"(", b"(", b"0", b"1", b"2", b"N", b"K\x01", b"]", b"}", b")", b"\x8f", b"\x85",
+    b"\x86", b"\x87", b"t", b"l", b"d", b"\x91", b"a", b"e", b"s", b"u", b"\x90", b"b",
+    b"R", b"\x81", b"\x92", b"o", b"\x93", b"\x94", b"q\x00", b"h\x00", b"h\x01", b"Q",
+    b"\x98", b".",
+]  # fmt: skip
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(STACK_SOUP), max_size=25).map(b"".join))
+def test_the_scan_refuses_every_broken_stack_cpython_refuses(data: bytes) -> None:
+    assert_scan_refuses_a_broken_stack(b"\x80\x05" + data + b".")
+
+
+@pytest.mark.parametrize(
+    "pickled",
+    [
+        b"\x80\x05.",  # STOP on an empty stack
+        b"\x80\x05\x85.", b"\x80\x05(\x85.", b"\x80\x05]\x94(K\x01)\x870.",  # TUPLEn
+        b"\x80\x05(o.", b"\x80\x05(K\x01d.", b"\x80\x05}(K\x01u.",  # OBJ, odd DICT/SETITEMS
+        b"\x80\x05](K\x01a.", b"\x80\x05(K\x01a.", b"\x80\x05](K\x01b.",  # below the fence
+    ],
+)  # fmt: skip
+def test_broken_stacks_cpython_refuses_are_refused(pickled: bytes) -> None:
+    error = cpython_result(pickled)
+    assert isinstance(error, pickle.UnpicklingError), error
+    assert refusal(scan_in_pieces(pickled, [])) is not None
+
+
+def test_tuples_of_the_mark_opcode_count_towards_the_depth() -> None:
+    limit = sys.getrecursionlimit()
+
+    def nested(depth: int) -> bytes:
+        return b"(" * depth + b"N" + b"t" * depth + b"."
+
+    assert check_whole(nested(limit)) is True
+    assert outcome(check_whole, nested(limit + 1))[0].startswith("objects nested deeper")
+
+
+def test_readonly_buffer_alone_is_not_plain() -> None:
+    pickled = b"\x80\x05C\x01x\x98."
+    assert pickle.loads(pickled) == b"x"
+    assert check_whole(pickled) is False
+    assert scan_in_pieces(pickled, [3]) == (True, False, 0)
+
+
+@pytest.mark.parametrize("blanks", [0, 38, 39, 40, 50])
+def test_a_text_memo_slot_is_judged_alike_whole_and_cut_anywhere(blanks: int) -> None:
+    """Up to 40 characters before its newline are taken; more are refused,
+    whole or cut (CPython takes any number of blanks; no pickler writes them)."""
+    pickled = b"Np" + b" " * blanks + b"0\n."
+    whole = scan_in_pieces(pickled, [])
+    assert whole == ((True, True, 0) if blanks < 40 else whole)
+    assert refusal(outcome(check_whole, pickled)) == refusal(whole)
+    for cut in range(len(pickled) + 1):
+        assert scan_in_pieces(pickled, [cut]) == whole, cut
 
 
 @settings(max_examples=600, deadline=None)

@@ -1,0 +1,58 @@
+/* The scan of pickle bytes (_pickle_scan.c), as the module's Python types
+ * (_pickle_scan_module.c) use it. */
+#ifndef STREAMPICKLE_PICKLE_SCAN_H
+#define STREAMPICKLE_PICKLE_SCAN_H
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* The most characters a text memo argument (PUT, GET) may have before its
+ * newline: digits and blanks (CPython takes any number of blanks, a sign and
+ * underscores too; no pickler writes them). */
+#define SLOT_TEXT_MAX 40
+
+/* A growable array of fixed-size items that starts in place, so that a
+ * small pickle is checked without a malloc. */
+#define SMALL 64
+typedef struct {
+    char *items;
+    Py_ssize_t len, cap;
+    char small[SMALL * sizeof(Py_ssize_t)];
+} array;
+
+typedef struct {
+    array stack;  /* object ids */
+    array marks;  /* stack lengths at each MARK */
+    array memo;   /* object ids by slot; ABSENT where none */
+    array height; /* by object id */
+    Py_ssize_t fence;   /* the unpickler pops nothing below the last mark */
+    Py_ssize_t filled;  /* memo slots in use: MEMOIZE's slot */
+    Py_ssize_t stores;  /* memo stores so far */
+    Py_ssize_t at;      /* pickle bytes taken so far */
+    Py_ssize_t frame_end;  /* where the pickle FRAME taken last ends */
+    Py_ssize_t line_end;   /* how far a text argument may run: its FRAME's end */
+    uint32_t max_depth; /* sys.getrecursionlimit(): see the top of the file */
+    Py_ssize_t raising; /* objects built higher than what they took */
+    int late;           /* a held object's height rose (see the top) */
+    int strict;         /* refuse what heights cannot bound (safe mode) */
+    uint64_t skip;      /* bytes of an argument still to come */
+    int lines;          /* newlines of text arguments still to come */
+    int plain, stopped;
+    int whole;          /* every byte of the pickle is in this one piece */
+    unsigned char pending[SLOT_TEXT_MAX + 2]; /* an opcode cut at a piece's end */
+    int pending_len;
+} scan;
+
+void fill_table(void);
+void scan_init(scan *s);
+void scan_free(scan *s);
+/* Take the next ``n`` bytes of the pickle: 0, or -1 with ValueError(what,
+ * offset) (or MemoryError) set. */
+int scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n);
+/* 1 if the whole pickle at ``p`` passes and is plain, 0 if it passes and is
+ * not, -1 (error set) if it is refused. */
+int scan_whole(const unsigned char *p, Py_ssize_t n, int strict);
+uint64_t little_endian(const unsigned char *p, int n);
+
+#endif
