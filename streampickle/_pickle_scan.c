@@ -16,7 +16,7 @@
  * - no object may nest deeper than sys.getrecursionlimit() (below), as deep
  *   as CPython's pickler can write (each level is a recursive call);
  * - no opcode may run past the end of its FRAME, nor a FRAME begin inside
- *   another (Python's own unpickler refuses both; writers never make them);
+ *   another (writers never make them; Python's own unpickler refuses most);
  * - a length must fit in what is left of a whole record; a streamed record
  *   reports what it still owes (``owed``), for the reader to bound.
  *
@@ -38,13 +38,18 @@
  * DUP copy ids, so a container changed after it was memoized is seen changed.
  * Strings, numbers and other scalars are id 0, height 0.
  *
+ * An object a call made (REDUCE and the like) may hold what it is given later
+ * in a way that recurses (numpy object arrays): APPEND(S), SETITEM(S),
+ * ADDITEMS and BUILD on it add 1, as a tuple does.
+ *
  * Heights are taken when an object is built: a container changed after
  * another took it (``late``) leaves the taker's height low, and a callable
  * that copies contents (tuple(L); numpy's __setstate__) can turn that into
- * real depth. No chain is longer than the number of tuples and objects built
- * (each link is one), so a pickle with fewer than the depth allowed is safe
- * whatever its heights; past that, ``strict`` (safe mode) refuses a late
- * change. Without strict, a pickle that names globals can run any code
+ * real depth, as can a call's result that shares its arguments' contents (a
+ * numpy view). No chain is longer than the number of links made (tuples,
+ * calls, and what is given to what a call made), so a pickle with fewer than
+ * the depth allowed is safe whatever its heights; past that, ``strict`` (safe
+ * mode) refuses a late change, or any change to what a call made. Without strict, a pickle that names globals can run any code
  * anyway, and one without them has no callable to copy contents: heights
  * hold.
  *
@@ -56,12 +61,20 @@
 #include "_pickle_scan.h"
 
 
-#define TOO_DEEP "objects nested deeper than sys.getrecursionlimit() levels"
+/* The deepest nesting taken whatever the recursion limit: freeing numpy
+ * object arrays nested ~5,000 deep overflows an 8 MiB stack (~2 KB a level). */
+#define MAX_DEPTH 2000
+#define TOO_DEEP "objects nested deeper than sys.getrecursionlimit() levels (at most 2000)"
 #define PAST_FRAME "an opcode that runs past the end of its FRAME"
 #define SCALAR 0
 #define ABSENT UINT32_MAX
 /* A height's top bit: another object took this one as an item. */
 #define HELD 0x80000000u
+/* ... and this one: a call (REDUCE and the like) made it, so what it is given
+ * later may be held in a way that recurses when freed or hashed (numpy object
+ * arrays), and it may share its contents with its arguments (a numpy view). */
+#define CALLED 0x40000000u
+#define FLAGS (HELD | CALLED)
 #define UNBOUNDED "more tuples and objects than sys.getrecursionlimit(), and a container " \
                   "changed after another took it: nesting that cannot be bounded"
 
@@ -122,7 +135,8 @@ scan_init(scan *s)
     s->height.len = 1;
     s->fence = s->filled = s->stores = s->at = s->frame_end = 0;
     s->line_end = PY_SSIZE_T_MAX;
-    s->max_depth = (uint32_t)Py_GetRecursionLimit();
+    int limit = Py_GetRecursionLimit();
+    s->max_depth = (uint32_t)(limit < MAX_DEPTH ? limit : MAX_DEPTH);
     s->raising = s->late = 0;
     s->skip = 0;
     s->lines = 0;
@@ -194,8 +208,8 @@ highest(scan *s, Py_ssize_t start)
     uint32_t top = 0;
     for (Py_ssize_t i = start; i < s->stack.len; i++) {
         uint32_t *h = &U32(s->height)[U32(s->stack)[i]];
-        if ((*h & ~HELD) > top)
-            top = *h & ~HELD;
+        if ((*h & ~FLAGS) > top)
+            top = *h & ~FLAGS;
         *h |= HELD;
     }
     return top;
@@ -234,12 +248,15 @@ pop_mark(scan *s)
 /* Replace the items from ``start`` up by one new object, ``extra`` higher
  * than the highest of them. */
 static int
-build(scan *s, Py_ssize_t start, uint32_t extra)
+build(scan *s, Py_ssize_t start, uint32_t extra, uint32_t flags)
 {
     uint32_t h = highest(s, start) + extra;
     s->stack.len = start;
     s->raising += extra;
-    return check_bound(s) < 0 ? -1 : push_new(s, h);
+    if (check_bound(s) < 0 || push_new(s, h) < 0)
+        return -1;
+    U32(s->height)[U32(s->stack)[s->stack.len - 1]] |= flags;
+    return 0;
 }
 
 /* Add the items from ``start`` up to the object just below them (APPENDS,
@@ -254,11 +271,15 @@ add_to(scan *s, Py_ssize_t start, int pairs)
     uint32_t target = U32(s->stack)[start - 1];
     uint32_t h = highest(s, start);
     uint32_t *height = &U32(s->height)[target];
-    if (target != SCALAR && h > (*height & ~HELD)) {
+    if (*height & CALLED && s->stack.len > start) { /* a link, as a call's result */
+        h++;
+        s->raising++;
+    }
+    if (target != SCALAR && h > (*height & ~FLAGS)) {
         if (h > s->max_depth)
             return refuse(s, TOO_DEEP);
-        s->late |= (*height & HELD) != 0;
-        *height = h | (*height & HELD);
+        s->late |= (*height & FLAGS) != 0;
+        *height = h | (*height & FLAGS);
         if (check_bound(s) < 0)
             return -1;
     }
@@ -358,6 +379,8 @@ static unsigned char reaches_code[256];
 static unsigned char watched[256];
 /* Opcodes whose result may be higher than what they take (see the top). */
 static unsigned char raises[256];
+/* Opcodes that give an object more (higher, if a call made it). */
+static unsigned char adds_to[256];
 
 static void
 set(const unsigned char *codes, enum arg arg, unsigned char width)
@@ -402,6 +425,8 @@ fill_table(void)
         BINPERSID};
     for (size_t i = 0; i < sizeof(up); i++)
         raises[up[i]] = 1;
+    adds_to[APPEND] = adds_to[APPENDS] = adds_to[SETITEM] = adds_to[SETITEMS] = 1;
+    adds_to[ADDITEMS] = adds_to[BUILD] = 1;
 }
 
 /* Bytes of the opcode at ``p`` the scan must have before acting on it (the
@@ -511,13 +536,13 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     case EMPTY_SET:
         return push_new(s, 0);
     case EMPTY_TUPLE:
-        return build(s, len, 1);
+        return build(s, len, 1, 0);
     case TUPLE1:
     case TUPLE2:
     case TUPLE3:
         if (need(s, op - TUPLE1 + 1) < 0)
             return -1;
-        return build(s, len - (op - TUPLE1 + 1), 1);
+        return build(s, len - (op - TUPLE1 + 1), 1, 0);
     case TUPLE:
     case LIST:
     case DICT:
@@ -526,24 +551,24 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
             return -1;
         if (op == DICT && (len - mark) % 2)
             return refuse(s, "odd number of items for DICT");
-        return build(s, mark, op == TUPLE);
+        return build(s, mark, op == TUPLE, 0);
     case REDUCE: /* callable, arguments */
     case NEWOBJ: /* class, arguments */
-        return need(s, 2) < 0 ? -1 : build(s, len - 2, 1);
+        return need(s, 2) < 0 ? -1 : build(s, len - 2, 1, CALLED);
     case NEWOBJ_EX: /* class, arguments, keywords */
-        return need(s, 3) < 0 ? -1 : build(s, len - 3, 1);
+        return need(s, 3) < 0 ? -1 : build(s, len - 3, 1, CALLED);
     case OBJ: /* mark, class, arguments */
         if ((mark = pop_mark(s)) < 0)
             return -1;
         if (len - mark < 1)
             return refuse(s, "unpickling stack underflow");
-        return build(s, mark, 1);
+        return build(s, mark, 1, CALLED);
     case INST: /* mark, arguments; module and name follow as text */
-        return (mark = pop_mark(s)) < 0 ? -1 : build(s, mark, 1);
+        return (mark = pop_mark(s)) < 0 ? -1 : build(s, mark, 1, CALLED);
     case BINPERSID: /* the ID */
-        return need(s, 1) < 0 ? -1 : build(s, len - 1, 1);
+        return need(s, 1) < 0 ? -1 : build(s, len - 1, 1, CALLED);
     case STACK_GLOBAL: /* module and name */
-        return need(s, 2) < 0 ? -1 : build(s, len - 2, 0);
+        return need(s, 2) < 0 ? -1 : build(s, len - 2, 0, 0);
     case GLOBAL:
     case PERSID:
     case EXT1:
@@ -639,7 +664,7 @@ scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n)
 static int
 scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
 {
-    Py_ssize_t i = 0, stores = 0, frame_end = 0, ups = 0;
+    Py_ssize_t i = 0, stores = 0, frame_end = 0, ups = 0, adds = 0;
     int plain = 1;
 #define REFUSE(offset, what) return (s->at = (offset), refuse(s, what))
     while (i < n) {
@@ -648,6 +673,7 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
         Py_ssize_t size = 1 + width_of[op], end = i + size;
         plain &= !reaches_code[op];
         ups += raises[op];
+        adds += adds_to[op];
         if (arg == FIXED && !watched[op] && end <= n && (i >= frame_end || end <= frame_end)) {
             i = end;
             continue;
@@ -699,7 +725,7 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
             else if (op == STOP) {
                 s->plain = plain;
                 s->stopped = 1;
-                *raising = ups;
+                *raising = ups + (plain ? 0 : adds); /* what a call made may take */
                 if (end != n)
                     REFUSE(end, "pickle bytes after STOP");
                 return 0;

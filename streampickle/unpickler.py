@@ -99,6 +99,40 @@ SAFE_GLOBALS = frozenset(
 )
 
 
+def _checked_frombuffer(frombuffer: Callable[..., Any]) -> Callable[..., Any]:
+    """numpy's ``_frombuffer`` for safe mode: an array of Python objects read
+    from raw bytes would hold whatever pointers the bytes spell (numpy pickles
+    object arrays otherwise, never through it)."""
+
+    def checked(buffer: Any, dtype: Any, *args: Any) -> Any:
+        if _holds_objects(dtype):
+            raise ForbiddenGlobalError(
+                f"numpy _frombuffer of dtype {dtype!r}, which holds Python objects"
+            )
+        return frombuffer(buffer, dtype, *args)
+
+    return checked
+
+
+def _holds_objects(dtype: Any) -> bool:
+    """Whether any field of ``dtype``, at any depth, holds Python objects:
+    its own flags are the pickle's to set and cannot be trusted."""
+    seen: set[int] = set()
+    todo = [dtype]
+    while todo:
+        d = todo.pop()
+        if id(d) in seen:
+            continue
+        seen.add(id(d))
+        if getattr(d, "hasobject", False) or getattr(d, "kind", "") == "O":
+            return True
+        todo.extend(field[0] for field in (getattr(d, "fields", None) or {}).values())
+        sub = getattr(d, "subdtype", None)
+        if sub is not None:
+            todo.append(sub[0])
+    return False
+
+
 def _raised_by_unpickler(exc: BaseException) -> bool:
     """True if ``exc`` came from the C unpickler itself (or a C function it
     called), not from Python code the stream ran: a user's hook or class."""
@@ -180,7 +214,10 @@ class Unpickler:
                         f"global {module}.{name} is forbidden in safe mode "
                         f"(record {self._count}); pass allow=[...] to permit it"
                     )
-                return find(module, name)
+                found = find(module, name)
+                if name == "_frombuffer" and module.startswith("numpy"):
+                    return _checked_frombuffer(found)
+                return found
 
             self._find_class = checked_find_class
 

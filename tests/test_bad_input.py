@@ -1260,13 +1260,48 @@ class TestHostileLengthsInsideThePickle:
             return f"killed by signal {-done.returncode}"
         return done.stdout.decode().strip() or done.stderr.decode()[-200:]
 
+    @staticmethod
+    def numpy_chain(levels: int) -> bytes:
+        """numpy object arrays, each set as item 0 of the next (SETITEM):
+        freeing them recurses ~2 KB of C stack a level."""
+        dtype_o = b"cnumpy\ndtype\nX\x01\x00\x00\x00O\x89\x88\x87R"
+        return (
+            b"\x80\x04cnumpy\nndarray\nq\x000K\x01\x85" + dtype_o + b"\x86q\x010Nq\x020"
+            + b"h\x00h\x01RK\x00h\x02sq\x020" * levels + b"Nq\x02."
+        )
+
+    @staticmethod
+    def objects_from_bytes() -> bytes:
+        """numpy _frombuffer of raw bytes for a dtype whose field holds Python
+        objects (its flags, which the pickle sets, say it does not): the
+        array would hold the pointers the bytes spell."""
+        def s(text: bytes) -> bytes:
+            return b"X" + len(text).to_bytes(4, "little") + text
+
+        dtype_o = b"cnumpy\ndtype\n" + s(b"O") + b"\x89\x88\x87R"
+        dtype = (
+            b"cnumpy\ndtype\n" + s(b"V8") + b"\x89\x88\x87R" + b"(K\x03" + s(b"|") + b"N"
+            + s(b"a") + b"\x85}" + s(b"a") + dtype_o + b"K\x00\x86sK\x08K\x01K\x00tb"
+        )
+        return (
+            b"\x80\x04cbuiltins\nstr\ncnumpy._core.numeric\n_frombuffer\n(C\x10"
+            + b"A" * 16 + dtype + b"K\x02\x85" + s(b"C") + b"tR\x85R."
+        )
+
     @pytest.mark.parametrize("frames", ["one-frame", "frames-of-4-kib"])
-    @pytest.mark.parametrize("case", [*HOSTILE, "tuples-laundered-200k-deep"])
+    @pytest.mark.parametrize(
+        "case", [*HOSTILE, "tuples-laundered-200k-deep", "numpy-object-arrays-5000-deep",
+                 "numpy-objects-from-raw-bytes"]
+    )
     def test_a_hostile_pickle_is_refused_before_the_unpickler_runs_it(
         self, case: str, frames: str
     ) -> None:
-        laundered = case == "tuples-laundered-200k-deep"
-        pickled = self.laundered_tuples(200_000) if laundered else self.HOSTILE[case]
+        built = {
+            "tuples-laundered-200k-deep": lambda: self.laundered_tuples(200_000),
+            "numpy-object-arrays-5000-deep": lambda: self.numpy_chain(5000),
+            "numpy-objects-from-raw-bytes": self.objects_from_bytes,
+        }
+        pickled = built[case]() if case in built else self.HOSTILE[case]
         if frames == "one-frame":
             data = stream(record(pickled), END)
         else:
@@ -1276,7 +1311,9 @@ class TestHostileLengthsInsideThePickle:
                 pieces = [pickled[:4], pickled[4:]]
             data = stream(*map(pickle_frame, pieces), record_end(len(pickled)), END)
         outcome = self.load_in_a_child(data)
-        assert outcome.startswith("CorruptStreamError: record 0"), outcome
+        assert outcome.startswith(
+            ("CorruptStreamError: record 0", "ForbiddenGlobalError: numpy _frombuffer")
+        ), outcome
 
     @pytest.mark.parametrize("max_size", [None, 1 << 20])
     def test_bytes_claimed_past_what_has_arrived_are_refused_not_allocated(
