@@ -487,8 +487,8 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     if (op == FRAME) {
         /* CPython's C unpickler drops what is left of a FRAME read in one
          * piece when an opcode runs past its end, and reads on after it:
-         * it would run other opcodes than those scanned. Python's own
-         * unpickler refuses both cases below; writers never make them. */
+         * it would run other opcodes than those scanned. Writers never
+         * make either case below. */
         uint64_t n = little_endian(p + 1, 8);
         if (s->at < s->frame_end)
             return refuse(s, "a FRAME inside a FRAME");
