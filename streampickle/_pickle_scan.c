@@ -530,7 +530,14 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     case ADDITEMS:
         return (mark = pop_mark(s)) < 0 ? -1 : add_to(s, mark, op == SETITEMS);
     case BUILD:
-        return need(s, 2) < 0 ? -1 : add_to(s, len - 1, 0);
+        if (need(s, 2) < 0)
+            return -1;
+        /* Safe mode builds only numpy's dtypes and arrays, which no writer
+         * gives a state holding themselves: numpy takes such a cycle (a
+         * dtype whose field is itself), and hashing it never ends. */
+        if (s->strict && U32(s->height)[U32(s->stack)[len - 2]] & HELD)
+            return refuse(s, "an object given its state after another took it");
+        return add_to(s, len - 1, 0);
     case EMPTY_LIST:
     case EMPTY_DICT:
     case EMPTY_SET:
@@ -753,7 +760,8 @@ scan_whole(const unsigned char *p, Py_ssize_t n, int strict)
     s.whole = 1;
     Py_ssize_t raising = 0;
     int failed = scan_light(&s, p, n, &raising);
-    if (!failed && raising > (Py_ssize_t)s.max_depth) { /* it may nest too deep */
+    /* It may nest too deep, or (strict) give a call's result a state */
+    if (!failed && (raising > (Py_ssize_t)s.max_depth || (strict && !s.plain))) {
         scan_free(&s);
         scan_init(&s);
         s.whole = 1;

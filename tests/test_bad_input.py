@@ -1288,10 +1288,23 @@ class TestHostileLengthsInsideThePickle:
             + b"A" * 16 + dtype + b"K\x02\x85" + s(b"C") + b"tR\x85R."
         )
 
+    @staticmethod
+    def dtype_of_itself() -> bytes:
+        """A numpy dtype whose BUILD state gives it a field that is itself:
+        numpy takes it, and hashing it (into a set) never ends."""
+        def s(text: bytes) -> bytes:
+            return b"X" + len(text).to_bytes(4, "little") + text
+
+        return (
+            b"\x80\x04\x8f(cnumpy\ndtype\n" + s(b"V8") + b"\x89\x88\x87Rq\x00(K\x03"
+            + s(b"|") + b"N" + s(b"a") + b"\x85}" + s(b"a")
+            + b"h\x00K\x00\x86sK\x08K\x01K\x00tb\x90."
+        )
+
     @pytest.mark.parametrize("frames", ["one-frame", "frames-of-4-kib"])
     @pytest.mark.parametrize(
         "case", [*HOSTILE, "tuples-laundered-200k-deep", "numpy-object-arrays-5000-deep",
-                 "numpy-objects-from-raw-bytes"]
+                 "numpy-objects-from-raw-bytes", "numpy-dtype-of-itself"]
     )
     def test_a_hostile_pickle_is_refused_before_the_unpickler_runs_it(
         self, case: str, frames: str
@@ -1300,6 +1313,7 @@ class TestHostileLengthsInsideThePickle:
             "tuples-laundered-200k-deep": lambda: self.laundered_tuples(200_000),
             "numpy-object-arrays-5000-deep": lambda: self.numpy_chain(5000),
             "numpy-objects-from-raw-bytes": self.objects_from_bytes,
+            "numpy-dtype-of-itself": self.dtype_of_itself,
         }
         pickled = built[case]() if case in built else self.HOSTILE[case]
         if frames == "one-frame":
