@@ -171,6 +171,8 @@ def assert_scan_agrees_with_cpython(data: bytes) -> None:
         if got is not None and "memo slot" in got[0]:
             assert slot is not None and (slot < 0 or slot == got[1]), (data, got)
             return
+        if got is not None and any(guard in got[0] for guard in GUARDS):
+            return  # a limit of the scan's own (a FRAME rule, depth, a claimed length)
         assert slot is None or slot < 0 or (got is not None and slot >= got[1]), (data, got)
     if slot is not None and slot >= 0:
         return
