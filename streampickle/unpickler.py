@@ -304,8 +304,9 @@ class Unpickler:
 
     def _read_first_frame(self, chunk: bytes, after: bytes, number: int) -> Any:
         """Unpickle the record whose first PICKLE frame's bytes, just read, are
-        ``chunk``, followed by ``after``. Most records of small messages are
-        that frame and their RECORD_END, read together (one recv on a socket)."""
+        ``chunk``, followed by ``after``: the general way for what the C fast
+        path (``_SMALL``) did not take, which says what is wrong, and for a
+        record whose first header was decoded (random access)."""
         whole = after == fmt.whole_record_end(len(chunk))
         if whole:
             try:
