@@ -317,10 +317,14 @@ memo_get(scan *s, uint64_t slot)
 }
 
 /* A protocol-0 memo argument (PUT, GET): decimal digits between blanks, as
- * int() takes them; -1 if it is anything else or too long to be a slot. */
+ * int() takes them; -1 if it is anything else or too long to be a slot.
+ * CPython reads the argument as a C string, so it ends at a NUL byte. */
 static int64_t
 text_slot(const unsigned char *p, Py_ssize_t n)
 {
+    const unsigned char *nul = memchr(p, '\0', (size_t)n);
+    if (nul != NULL)
+        n = nul - p;
     Py_ssize_t i = 0;
     while (i < n && Py_ISSPACE(p[i]))
         i++;

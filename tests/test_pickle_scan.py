@@ -347,6 +347,18 @@ def test_a_text_memo_slot_is_judged_alike_whole_and_cut_anywhere(blanks: int) ->
         assert scan_in_pieces(pickled, [cut]) == whole, cut
 
 
+@pytest.mark.parametrize(
+    "pickled", [b"(lp0\x00\n.", b"(lp0\x00 zz\n.", b"(lp\x000\n.", b"(lp0\n g0\x00\x01\n."]
+)
+def test_a_text_memo_slot_ends_at_a_nul_byte_as_cpython_reads_it(pickled: bytes) -> None:
+    """CPython reads a PUT/GET argument as a C string (hypothesis found the
+    scan refusing ``p0\\x00``, which CPython takes as slot 0)."""
+    whole = scan_in_pieces(pickled, [])
+    assert (whole == (True, True, 0)) is cpython_loads(pickled), whole
+    for cut in range(len(pickled) + 1):
+        assert scan_in_pieces(pickled, [cut]) == whole, cut
+
+
 @settings(max_examples=600, deadline=None)
 @given(plain, st.data())
 def test_the_scan_says_the_same_of_a_pickle_in_any_pieces(obj: Any, data: Any) -> None:
