@@ -340,15 +340,6 @@ text_slot(const unsigned char *p, Py_ssize_t n)
     return digits && i == n ? slot : -1;
 }
 
-uint64_t
-little_endian(const unsigned char *p, int n)
-{
-    uint64_t x = 0;
-    for (int i = n - 1; i >= 0; i--)
-        x = (x << 8) | p[i];
-    return x;
-}
-
 /* The opcodes, as pickletools names them. */
 enum opcode {
     MARK = '(', STOP = '.', POP = '0', POP_MARK = '1', DUP = '2', FLOAT = 'F',
@@ -385,6 +376,12 @@ static unsigned char watched[256];
 static unsigned char raises[256];
 /* Opcodes that give an object more (higher, if a call made it). */
 static unsigned char adds_to[256];
+/* What scan_light needs of an opcode, side by side (one load per opcode in
+ * its loop): the size of one it only steps over (fixed-size, not watched;
+ * else 0), and its counts. */
+static struct {
+    unsigned char step, raises, adds, reaches_code;
+} light[256];
 
 static void
 set(const unsigned char *codes, enum arg arg, unsigned char width)
@@ -431,6 +428,12 @@ fill_table(void)
         raises[up[i]] = 1;
     adds_to[APPEND] = adds_to[APPENDS] = adds_to[SETITEM] = adds_to[SETITEMS] = 1;
     adds_to[ADDITEMS] = adds_to[BUILD] = 1;
+    for (int op = 0; op < 256; op++) {
+        light[op].step = arg_of[op] == FIXED && !watched[op] ? 1 + width_of[op] : 0;
+        light[op].raises = raises[op];
+        light[op].adds = adds_to[op];
+        light[op].reaches_code = reaches_code[op];
+    }
 }
 
 /* Bytes of the opcode at ``p`` the scan must have before acting on it (the
@@ -675,20 +678,24 @@ scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n)
 static int
 scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
 {
-    Py_ssize_t i = 0, stores = 0, frame_end = 0, ups = 0, adds = 0;
-    int plain = 1;
+    Py_ssize_t i = 0, stores = 0, frame_end = 0, ups = 0, adds = 0, code = 0;
+    Py_ssize_t limit = n; /* where the current FRAME, else the pickle, ends */
 #define REFUSE(offset, what) return (s->at = (offset), refuse(s, what))
+#define COUNT(op) (ups += light[op].raises, adds += light[op].adds, \
+                   code += light[op].reaches_code)
     while (i < n) {
         unsigned char op = p[i];
-        int arg = arg_of[op];
-        Py_ssize_t size = 1 + width_of[op], end = i + size;
-        plain &= !reaches_code[op];
-        ups += raises[op];
-        adds += adds_to[op];
-        if (arg == FIXED && !watched[op] && end <= n && (i >= frame_end || end <= frame_end)) {
-            i = end;
+        Py_ssize_t step = light[op].step;
+        if (step && i + step <= limit) { /* most opcodes: numbers, containers */
+            COUNT(op);
+            i += step;
             continue;
         }
+        if (i >= frame_end)
+            limit = n;
+        COUNT(op);
+        int arg = arg_of[op];
+        Py_ssize_t size = 1 + width_of[op], end = i + size;
         if (arg == UNKNOWN)
             REFUSE(i, "unknown opcode");
         if (arg != TEXT && arg != TEXT_SLOT && size > n - i)
@@ -731,12 +738,12 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
                 uint64_t length = little_endian(p + i + 1, 8);
                 if (length > (uint64_t)(n - end))
                     REFUSE(i, "a FRAME past the end of the pickle");
-                frame_end = end + (Py_ssize_t)length;
+                limit = frame_end = end + (Py_ssize_t)length;
             }
             else if (op == STOP) {
-                s->plain = plain;
+                s->plain = code == 0;
                 s->stopped = 1;
-                *raising = ups + (plain ? 0 : adds); /* what a call made may take */
+                *raising = ups + (code ? adds : 0); /* what a call made may take */
                 if (end != n)
                     REFUSE(end, "pickle bytes after STOP");
                 return 0;
@@ -751,6 +758,7 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
         i = end;
     }
     REFUSE(n, "no STOP");
+#undef COUNT
 #undef REFUSE
 }
 

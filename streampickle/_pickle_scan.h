@@ -53,6 +53,16 @@ int scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n);
 /* 1 if the whole pickle at ``p`` passes and is plain, 0 if it passes and is
  * not, -1 (error set) if it is refused. */
 int scan_whole(const unsigned char *p, Py_ssize_t n, int strict);
-uint64_t little_endian(const unsigned char *p, int n);
+
+/* The ``n``-byte little-endian number at ``p`` (inline: frame headers and
+ * opcode arguments read several per record). */
+static inline uint64_t
+little_endian(const unsigned char *p, int n)
+{
+    uint64_t x = 0;
+    for (int i = n - 1; i >= 0; i--)
+        x = (x << 8) | p[i];
+    return x;
+}
 
 #endif

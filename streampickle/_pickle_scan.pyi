@@ -19,7 +19,8 @@ def check_whole(
 ) -> bool: ...
 
 class SmallRecords:
-    """The reader's fast path for records of one PICKLE frame."""
+    """Records of one PICKLE frame: encoded for the writer, checked and
+    loaded for the reader's fast path."""
 
     def __init__(
         self,
@@ -29,5 +30,6 @@ class SmallRecords:
         checksum: Callable[[bytes], int],
         loads: Callable[[bytes], object],
     ) -> None: ...
+    def frame(self, pickle: bytes | bytearray | memoryview, /) -> bytes: ...
     def size(self, header: bytes, /) -> int: ...
     def load(self, header: bytes, after: bytes, strict: bool, /) -> object: ...

@@ -242,6 +242,57 @@ SmallRecords_load(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+static void
+put_le(unsigned char *p, uint64_t x, int n)
+{
+    for (int i = 0; i < n; i++, x >>= 8)
+        p[i] = (unsigned char)x;
+}
+
+/* Write the header ``h`` at ``p``, its own check last; -1 with an error set. */
+static int
+write_header(SmallRecords *self, unsigned char *p, header h)
+{
+    put_le(p, h.word, 4);
+    put_le(p + 4, h.param, 4);
+    put_le(p + 8, h.stored, 8);
+    put_le(p + 16, h.raw, 8);
+    put_le(p + 24, h.payload_check, 4);
+    PyObject *checked = PyBytes_FromStringAndSize((const char *)p, HEADER_CHECKED);
+    if (checked == NULL)
+        return -1;
+    int64_t check = checksum(self, checked);
+    Py_DECREF(checked);
+    if (check < 0)
+        return -1;
+    put_le(p + HEADER_CHECKED, (uint64_t)check, 4);
+    return 0;
+}
+
+static PyObject *
+SmallRecords_frame(SmallRecords *self, PyObject *data)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Py_ssize_t n = view.len;
+    PyObject *result = NULL;
+    int64_t check = checksum(self, data);
+    if (check >= 0)
+        result = PyBytes_FromStringAndSize(NULL, n + 2 * HEADER_SIZE);
+    if (result != NULL) {
+        unsigned char *p = (unsigned char *)PyBytes_AS_STRING(result);
+        memcpy(p + HEADER_SIZE, view.buf, (size_t)n);
+        header first = {self->pickle_word, 0, (uint64_t)n, (uint64_t)n, (uint32_t)check, 0};
+        header end = {self->end_word, 0, 0, (uint64_t)n, 0, 0};
+        if (write_header(self, p, first) < 0
+            || write_header(self, p + HEADER_SIZE + n, end) < 0)
+            Py_CLEAR(result);
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyObject *
 SmallRecords_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -284,12 +335,17 @@ static PyMethodDef SmallRecords_methods[] = {
      "RECORD_END for it, and the pickle passes check_whole as plain data.\n"
      "Ellipsis if all that holds but the pickle is not plain; NotImplemented\n"
      "if anything else is wrong (the general path says what)."},
+    {"frame", (PyCFunction)SmallRecords_frame, METH_O,
+     "frame(pickle, /)\n--\n\n"
+     "The record of the pickle bytes ``pickle`` as one checked PICKLE frame\n"
+     "and its RECORD_END (no buffers): what load() takes."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyType_Slot SmallRecords_slots[] = {
     {Py_tp_doc, "SmallRecords(pickle_word, end_word, max_size, checksum, loads)\n--\n\n"
-                "The reader's fast path for records of one PICKLE frame."},
+                "Records of one PICKLE frame: encoded for the writer, checked and\n"
+                "loaded for the reader's fast path."},
     {Py_tp_new, SmallRecords_new},
     {Py_tp_dealloc, SmallRecords_dealloc},
     {Py_tp_methods, SmallRecords_methods},

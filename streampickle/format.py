@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import pickle
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import NamedTuple
 
 import xxhash
 
+from ._pickle_scan import SmallRecords
 from .errors import CorruptStreamError, TruncatedStreamError
 
 # ---------------------------------------------------------------------------
@@ -291,6 +293,20 @@ def whole_record_end(pickle_bytes: int) -> bytes:
     there, valid, without decoding them (small messages: the same few sizes
     recur, hence the cache)."""
     return frame(Kind.RECORD_END, raw_size=pickle_bytes)
+
+
+#: Most small messages are records of one checked PICKLE frame and their
+#: RECORD_END. In C, told by the encoders above what those headers start with:
+#: ``frame(pickle)`` encodes such a record for the writer; ``size`` and
+#: ``load`` check one and load it for the reader (``_pickle_scan_module.c``).
+#: Records larger than ``max_size`` go the general way.
+SMALL_RECORDS = SmallRecords(
+    pickle_word=int.from_bytes(plain_pickle_header(0, 0)[:4], "little"),
+    end_word=int.from_bytes(whole_record_end(0)[:4], "little"),
+    max_size=1 << 20,
+    checksum=xxh3_64,
+    loads=pickle.loads,
+)
 
 
 def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHeader:

@@ -38,6 +38,10 @@ class Sink(Protocol):
         """Hand what was written to the reader: called at every record's end."""
         ...
 
+    def send(self, data: bytes) -> None:
+        """``write`` the end of a record, then ``flush``: in one step."""
+        ...
+
     def finish(self) -> None: ...
     def abort(self) -> None: ...
 
@@ -75,6 +79,10 @@ class FileSink:
         flush = getattr(self.file, "flush", None)
         if flush is not None:
             flush()
+
+    def send(self, data: bytes) -> None:
+        self.write(data)
+        self.flush()
 
     def finish(self) -> None:
         self.flush()
@@ -187,6 +195,17 @@ class SocketSink:
 
     def flush(self) -> None:
         self._send_pending()
+        if not self.pushed:
+            self.pushed = True
+            self._push()
+
+    def send(self, data: bytes) -> None:
+        if self.pending or len(data) >= self.GATHER:
+            self.write(data)
+            self.flush()
+            return
+        self.sock.sendall(data)  # a small message: one send, no gathering copy
+        self.position += len(data)
         if not self.pushed:
             self.pushed = True
             self._push()

@@ -115,30 +115,35 @@ class Pickler(pickle.Pickler):
 
     def dump(self, obj: Any) -> None:
         """Write ``obj`` as the next record; each record decodes on its own."""
-        self.write_record(lambda writer: _pickle_dump(self, obj))
+        self._write_record(_pickle_dump, self, obj)
 
     def write_record(self, write: Callable[[FrameWriter], None]) -> None:
         """Write the next record: ``write`` hands the frame writer the record's
         pickle bytes and buffers, in stream order (as the C pickler does for
         ``dump``); then the record ends as every record does. ``streampickle
         convert`` copies records this way, without unpickling them."""
+        self._write_record(write, self._writer)
+
+    def _write_record(self, write: Callable[..., None], *args: Any) -> None:
+        """``write(*args)`` makes the record (inline, not in helpers: a small
+        message over a socket costs about as much here as in the pickling)."""
         if self._state != "open":
             raise ValueError(f"cannot dump to a {self._state} Pickler")
-        writer = self._writer
-        if not self._sink.seekable:  # no index: keep nothing per record
+        writer, sink = self._writer, self._sink
+        seekable = sink.seekable
+        if not seekable:  # no index: keep nothing per record
             writer.buffer_offsets.clear()
-        start, first_buffer = self._sink.position, len(writer.buffer_offsets)
-        writer.begin_record()
+        start, first_buffer = sink.position, len(writer.buffer_offsets)
+        writer.pickle_bytes, writer.record_first_buffer = 0, first_buffer
         self.clear_memo()
         try:
-            write(writer)
-            writer.end_record()
-            if self._flush_records:  # a reader on a pipe or socket gets it now
-                self._sink.flush()
+            write(*args)
+            # A reader on a pipe or socket gets each record as it ends.
+            writer.end_record(self._flush_records)
         except BaseException:
             self._fail()
             raise
-        if self._sink.seekable:
+        if seekable:
             count = len(writer.buffer_offsets) - first_buffer
             self._records.append(fmt.RecordEntry(start, first_buffer, count))
 

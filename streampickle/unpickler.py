@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from . import format as fmt
-from ._pickle_scan import SmallRecords, check_whole
+from ._pickle_scan import check_whole
 from .errors import (
     CorruptStreamError,
     ForbiddenGlobalError,
@@ -37,15 +37,7 @@ _PICKLE, _RECORD_END = Kind.PICKLE, Kind.RECORD_END
 _STREAM_ENDS = frozenset({Kind.INDEX, Kind.END})
 _SMALL_FRAME = FrameReader.GROWTH_STEP
 _HEADER_SIZE = fmt.FRAME_HEADER.size
-#: The fast path for records of one checked PICKLE frame (most small
-#: messages), told by format.py's own encoders what their headers start with.
-_SMALL = SmallRecords(
-    pickle_word=int.from_bytes(fmt.plain_pickle_header(0, 0)[:4], "little"),
-    end_word=int.from_bytes(fmt.whole_record_end(0)[:4], "little"),
-    max_size=_SMALL_FRAME,
-    checksum=fmt.xxh3_64,
-    loads=pickle.loads,
-)
+_SMALL = fmt.SMALL_RECORDS  # records of one checked PICKLE frame: most small messages
 
 
 def _not_a_pickle(number: int, exc: Exception) -> CorruptStreamError:

@@ -33,6 +33,7 @@ IN_FLIGHT_PER_THREAD = 2
 MIN_COMPRESSED_PICKLE = 256
 # Written per record, so kept as globals (``Kind.PICKLE`` costs ~70 ns on 3.11).
 _PICKLE, _RECORD_END = Kind.PICKLE, Kind.RECORD_END
+_SMALL_RECORDS = fmt.SMALL_RECORDS
 _CHECKED, _NO_FLAGS = Flag.CHECKED, Flag(0)
 
 
@@ -235,14 +236,11 @@ class FrameWriter:
 
     # -- records -------------------------------------------------------------
 
-    def begin_record(self) -> None:
-        self.pickle_bytes = 0
-        self.record_first_buffer = len(self.buffer_offsets)
-
-    def end_record(self) -> None:
+    def end_record(self, flush: bool) -> None:
         """Write the record's last pickle bytes and its RECORD_END: when they
         are few and uncompressed, as one write (a small message without
-        buffers: one write, or one send, per message)."""
+        buffers: one write, or one send, per message). ``flush``: hand the
+        record to the reader now (a pipe or socket)."""
         buffers = len(self.buffer_offsets) - self.record_first_buffer
         last = self.pending  # the last PICKLE frame, if it goes out with the RECORD_END
         n = len(last)
@@ -250,21 +248,28 @@ class FrameWriter:
             self.flush()
             self.drain()
             n = 0
-        self.pickle_bytes += n
-        end = (
-            fmt.frame(_RECORD_END, raw_size=self.pickle_bytes, param=buffers)
-            if buffers
-            else fmt.whole_record_end(self.pickle_bytes)  # cached: sizes recur
-        )
-        if not n:
-            self.sink.write(end)
-            return
-        if self.checked:
-            head = fmt.plain_pickle_header(n, fmt.checksum(last))
-        else:
-            head = fmt.frame(_PICKLE, stored_size=n, raw_size=n, flags=self.flags)
-        self.sink.write(b"".join((head, last, end)))
         self.pending = bytearray()
+        if n and self.checked and not buffers and not self.pickle_bytes:
+            self.pickle_bytes = n
+            record = _SMALL_RECORDS.frame(last)  # the whole record: one C call
+        else:
+            self.pickle_bytes += n
+            end = (
+                fmt.frame(_RECORD_END, raw_size=self.pickle_bytes, param=buffers)
+                if buffers
+                else fmt.whole_record_end(self.pickle_bytes)  # cached: sizes recur
+            )
+            if not n:
+                record = end
+            elif self.checked:
+                record = fmt.plain_pickle_header(n, fmt.checksum(last)) + last + end
+            else:
+                head = fmt.frame(_PICKLE, stored_size=n, raw_size=n, flags=self.flags)
+                record = b"".join((head, last, end))
+        if flush:
+            self.sink.send(record)
+        else:
+            self.sink.write(record)
 
     def _pickle_frame(self, payload: bytes | bytearray | memoryview) -> None:
         self.pickle_bytes += len(payload)

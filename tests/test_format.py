@@ -184,6 +184,30 @@ class TestFrameCodec:
         expected = h.stored_size if small and h is not None else -1
         assert unpickler._SMALL.size(bytes(data)) == expected
 
+    @given(
+        payload=st.binary(max_size=3000),
+        kind=st.sampled_from([bytes, bytearray, memoryview]),
+    )
+    def test_a_one_frame_record_from_c_is_the_general_encoders_bytes(
+        self, payload: bytes, kind: type
+    ) -> None:
+        """The writer's small records (``SMALL_RECORDS.frame``, in C) are the
+        bytes the Python encoders give, which the reader's fast path takes."""
+        record = fmt.SMALL_RECORDS.frame(kind(payload))
+        n = len(payload)
+        assert record == (
+            fmt.frame(
+                Kind.PICKLE,
+                stored_size=n,
+                raw_size=n,
+                flags=Flag.CHECKED,
+                payload_check=fmt.checksum(payload),
+            )
+            + payload
+            + fmt.frame(Kind.RECORD_END, raw_size=n)
+        )
+        assert fmt.SMALL_RECORDS.size(record[:32]) == n
+
     @given(size=st.integers(0, fmt.MAX_FRAME_SIZE), check=st.integers(0, 2**32 - 1))
     def test_plain_pickle_header_is_the_general_encoders_bytes(
         self, size: int, check: int
