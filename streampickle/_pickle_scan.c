@@ -376,12 +376,9 @@ static unsigned char watched[256];
 static unsigned char raises[256];
 /* Opcodes that give an object more (higher, if a call made it). */
 static unsigned char adds_to[256];
-/* What scan_light needs of an opcode, side by side (one load per opcode in
- * its loop): the size of one it only steps over (fixed-size, not watched;
- * else 0), and its counts. */
-static struct {
-    unsigned char step, raises, adds, reaches_code;
-} light[256];
+/* The size of an opcode scan_light only steps over (fixed-size, neither
+ * watched nor counted: numbers, empty containers, marks), else 0. */
+static unsigned char step_over[256];
 
 static void
 set(const unsigned char *codes, enum arg arg, unsigned char width)
@@ -428,12 +425,10 @@ fill_table(void)
         raises[up[i]] = 1;
     adds_to[APPEND] = adds_to[APPENDS] = adds_to[SETITEM] = adds_to[SETITEMS] = 1;
     adds_to[ADDITEMS] = adds_to[BUILD] = 1;
-    for (int op = 0; op < 256; op++) {
-        light[op].step = arg_of[op] == FIXED && !watched[op] ? 1 + width_of[op] : 0;
-        light[op].raises = raises[op];
-        light[op].adds = adds_to[op];
-        light[op].reaches_code = reaches_code[op];
-    }
+    for (int op = 0; op < 256; op++)
+        if (arg_of[op] == FIXED && !watched[op] && !raises[op] && !adds_to[op]
+            && !reaches_code[op])
+            step_over[op] = 1 + width_of[op];
 }
 
 /* Bytes of the opcode at ``p`` the scan must have before acting on it (the
@@ -681,19 +676,18 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
     Py_ssize_t i = 0, stores = 0, frame_end = 0, ups = 0, adds = 0, code = 0;
     Py_ssize_t limit = n; /* where the current FRAME, else the pickle, ends */
 #define REFUSE(offset, what) return (s->at = (offset), refuse(s, what))
-#define COUNT(op) (ups += light[op].raises, adds += light[op].adds, \
-                   code += light[op].reaches_code)
     while (i < n) {
         unsigned char op = p[i];
-        Py_ssize_t step = light[op].step;
-        if (step && i + step <= limit) { /* most opcodes: numbers, containers */
-            COUNT(op);
+        Py_ssize_t step = step_over[op];
+        if (step && i + step <= limit) { /* most opcodes */
             i += step;
             continue;
         }
         if (i >= frame_end)
             limit = n;
-        COUNT(op);
+        ups += raises[op];
+        adds += adds_to[op];
+        code += reaches_code[op];
         int arg = arg_of[op];
         Py_ssize_t size = 1 + width_of[op], end = i + size;
         if (arg == UNKNOWN)
@@ -758,7 +752,6 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
         i = end;
     }
     REFUSE(n, "no STOP");
-#undef COUNT
 #undef REFUSE
 }
 

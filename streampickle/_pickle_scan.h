@@ -59,6 +59,18 @@ int scan_whole(const unsigned char *p, Py_ssize_t n, int strict);
 static inline uint64_t
 little_endian(const unsigned char *p, int n)
 {
+#if PY_LITTLE_ENDIAN
+    if (n == 8) {
+        uint64_t x8;
+        memcpy(&x8, p, 8);
+        return x8;
+    }
+    if (n == 4) {
+        uint32_t x4;
+        memcpy(&x4, p, 4);
+        return x4;
+    }
+#endif
     uint64_t x = 0;
     for (int i = n - 1; i >= 0; i--)
         x = (x << 8) | p[i];

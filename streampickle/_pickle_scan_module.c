@@ -172,17 +172,54 @@ checksum(SmallRecords *self, PyObject *data)
     return (int64_t)(value & 0xFFFFFFFFu);
 }
 
-/* 1 if the 32 bytes at ``p`` are a valid header of the plain kind with
- * ``word``, 0 if not, -1 with an error set. */
-static int
-valid_header(SmallRecords *self, const char *p, header h)
+/* A header's own check: the low half of the XXH3-64 (seed 0) of its first
+ * 28 bytes. Computed here, not by a call to the xxhash module that payloads
+ * take: for 17 to 128 bytes XXH3 is a few multiplications (xxHash's spec,
+ * doc/xxhash_spec.md; XXH3_len_17to128_64b), and two headers go with every
+ * small message. The tests hold it to xxhash's own. */
+static uint64_t
+fold_product(uint64_t a, uint64_t b) /* the 128-bit a * b, its halves xored */
 {
-    PyObject *checked = PyBytes_FromStringAndSize(p, HEADER_CHECKED);
-    if (checked == NULL)
-        return -1;
-    int64_t check = checksum(self, checked);
-    Py_DECREF(checked);
-    return check < 0 ? -1 : check == h.check;
+#ifdef __SIZEOF_INT128__
+    __uint128_t product = (__uint128_t)a * b;
+    return (uint64_t)product ^ (uint64_t)(product >> 64);
+#else
+    uint64_t lo_lo = (a & 0xFFFFFFFF) * (b & 0xFFFFFFFF), hi_lo = (a >> 32) * (b & 0xFFFFFFFF);
+    uint64_t lo_hi = (a & 0xFFFFFFFF) * (b >> 32), hi_hi = (a >> 32) * (b >> 32);
+    uint64_t cross = (lo_lo >> 32) + (hi_lo & 0xFFFFFFFF) + lo_hi;
+    uint64_t upper = (hi_lo >> 32) + (cross >> 32) + hi_hi;
+    return ((cross << 32) | (lo_lo & 0xFFFFFFFF)) ^ upper;
+#endif
+}
+
+static uint64_t
+mix16(const unsigned char *p, const unsigned char *secret)
+{
+    return fold_product(little_endian(p, 8) ^ little_endian(secret, 8),
+                        little_endian(p + 8, 8) ^ little_endian(secret + 8, 8));
+}
+
+static uint32_t
+header_check(const unsigned char *p)
+{
+    /* The first 32 bytes of XXH3's default secret: all 28 bytes use. */
+    static const unsigned char secret[32] = {
+        0xb8, 0xfe, 0x6c, 0x39, 0x23, 0xa4, 0x4b, 0xbe, 0x7c, 0x01, 0x81,
+        0x2c, 0xf7, 0x21, 0xad, 0x1c, 0xde, 0xd4, 0x6d, 0xe9, 0x83, 0x90,
+        0x97, 0xdb, 0x72, 0x40, 0xa4, 0xa4, 0xb7, 0xb3, 0x67, 0x1f};
+    uint64_t acc = HEADER_CHECKED * 0x9E3779B185EBCA87u; /* len * PRIME64_1 */
+    acc += mix16(p, secret) + mix16(p + HEADER_CHECKED - 16, secret + 16);
+    acc ^= acc >> 37; /* XXH3's avalanche */
+    acc *= 0x165667919E3779F9u;
+    acc ^= acc >> 32;
+    return (uint32_t)acc;
+}
+
+/* 1 if the 32 bytes at ``p`` (read as ``h``) check, else 0. */
+static int
+valid_header(const char *p, header h)
+{
+    return header_check((const unsigned char *)p) == h.check;
 }
 
 static PyObject *
@@ -195,8 +232,7 @@ SmallRecords_size(SmallRecords *self, PyObject *data)
     if (h.word != self->pickle_word || h.param || h.stored != h.raw
         || h.stored > self->max_size)
         return PyLong_FromLong(-1);
-    int valid = valid_header(self, p, h);
-    return valid < 0 ? NULL : PyLong_FromLongLong(valid ? (long long)h.stored : -1);
+    return PyLong_FromLongLong(valid_header(p, h) ? (long long)h.stored : -1);
 }
 
 static PyObject *
@@ -221,10 +257,11 @@ SmallRecords_load(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
     if (end.word != self->end_word || end.param || end.stored || end.raw != h.stored
         || end.payload_check)
         Py_RETURN_NOTIMPLEMENTED;
-    int valid = valid_header(self, p + n, end);
-    if (valid <= 0)
-        return valid < 0 ? NULL : Py_NewRef(Py_NotImplemented);
-    PyObject *chunk = PyBytes_FromStringAndSize(p, n);
+    if (!valid_header(p + n, end))
+        Py_RETURN_NOTIMPLEMENTED;
+    /* A view, not a copy: ``after`` outlives the call, and neither the
+     * check nor the unpickler keeps what it is given. */
+    PyObject *chunk = PyMemoryView_FromMemory((char *)p, n, PyBUF_READ);
     if (chunk == NULL)
         return NULL;
     PyObject *result = NULL;
@@ -242,6 +279,100 @@ SmallRecords_load(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* -- the socket adapter's read of a small record ---------------------------
+ *
+ * Over a socket a small message costs its two recv calls and little else,
+ * so the Python around them (two frames of SocketSource.read per message)
+ * shows; here both reads are one C call. Only the reading is here: what it
+ * returns goes through size() and load() like any other source's. */
+
+static PyObject *fileno_name; /* "fileno", interned */
+
+#ifndef MS_WINDOWS
+#include <errno.h>
+#include <sys/socket.h>
+
+/* Read up to ``n`` bytes from ``fd`` into ``buf``: fewer where the peer
+ * closed, or where the socket would block (a timeout is set: the caller's
+ * socket.recv then waits as it says). -1 with an error set. */
+static Py_ssize_t
+recv_upto(int fd, char *buf, Py_ssize_t n)
+{
+    Py_ssize_t got = 0;
+    while (got < n) {
+        ssize_t r;
+        Py_BEGIN_ALLOW_THREADS
+        r = recv(fd, buf + got, (size_t)(n - got), 0);
+        Py_END_ALLOW_THREADS
+        if (r > 0)
+            got += r;
+        else if (r == 0 || errno == EAGAIN || errno == EWOULDBLOCK)
+            break;
+        else if (errno == EINTR) {
+            if (PyErr_CheckSignals() < 0) /* a handler raised, as in socket.recv */
+                return -1;
+        }
+        else {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+    }
+    return got;
+}
+#endif
+
+static PyObject *
+SmallRecords_receive(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "receive() takes a socket and a size limit");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *fileno = PyObject_CallMethodNoArgs(args[0], fileno_name);
+    if (fileno == NULL)
+        return NULL;
+    long fd = PyLong_AsLong(fileno);
+    Py_DECREF(fileno);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    char head[HEADER_SIZE] = {0};
+    Py_ssize_t got = 0, after = 0;
+#ifndef MS_WINDOWS
+    if (fd >= 0 && fd <= INT_MAX && (got = recv_upto((int)fd, head, HEADER_SIZE)) < 0)
+        return NULL;
+#endif
+    PyObject *rest = NULL;
+    header h = read_header((const unsigned char *)head);
+    if (got == HEADER_SIZE && h.word == self->pickle_word && !h.param && h.stored == h.raw
+        && h.stored <= self->max_size && (Py_ssize_t)h.stored <= limit
+        && valid_header(head, h)) {
+        Py_ssize_t want = (Py_ssize_t)h.stored + HEADER_SIZE;
+        if ((rest = PyBytes_FromStringAndSize(NULL, want)) == NULL)
+            return NULL;
+#ifndef MS_WINDOWS
+        after = recv_upto((int)fd, PyBytes_AS_STRING(rest), want);
+#endif
+        if (after < 0 || (after < want && _PyBytes_Resize(&rest, after) < 0)) {
+            Py_XDECREF(rest);
+            return NULL;
+        }
+    }
+    else if ((rest = PyBytes_FromStringAndSize(NULL, 0)) == NULL)
+        return NULL;
+    PyObject *first = PyBytes_FromStringAndSize(head, got);
+    if (first == NULL) {
+        Py_DECREF(rest);
+        return NULL;
+    }
+    PyObject *result = PyTuple_Pack(2, first, rest);
+    Py_DECREF(first);
+    Py_DECREF(rest);
+    return result;
+}
+
 static void
 put_le(unsigned char *p, uint64_t x, int n)
 {
@@ -249,24 +380,16 @@ put_le(unsigned char *p, uint64_t x, int n)
         p[i] = (unsigned char)x;
 }
 
-/* Write the header ``h`` at ``p``, its own check last; -1 with an error set. */
-static int
-write_header(SmallRecords *self, unsigned char *p, header h)
+/* Write the header ``h`` at ``p``, its own check last. */
+static void
+write_header(unsigned char *p, header h)
 {
     put_le(p, h.word, 4);
     put_le(p + 4, h.param, 4);
     put_le(p + 8, h.stored, 8);
     put_le(p + 16, h.raw, 8);
     put_le(p + 24, h.payload_check, 4);
-    PyObject *checked = PyBytes_FromStringAndSize((const char *)p, HEADER_CHECKED);
-    if (checked == NULL)
-        return -1;
-    int64_t check = checksum(self, checked);
-    Py_DECREF(checked);
-    if (check < 0)
-        return -1;
-    put_le(p + HEADER_CHECKED, (uint64_t)check, 4);
-    return 0;
+    put_le(p + HEADER_CHECKED, header_check(p), 4);
 }
 
 static PyObject *
@@ -285,9 +408,8 @@ SmallRecords_frame(SmallRecords *self, PyObject *data)
         memcpy(p + HEADER_SIZE, view.buf, (size_t)n);
         header first = {self->pickle_word, 0, (uint64_t)n, (uint64_t)n, (uint32_t)check, 0};
         header end = {self->end_word, 0, 0, (uint64_t)n, 0, 0};
-        if (write_header(self, p, first) < 0
-            || write_header(self, p + HEADER_SIZE + n, end) < 0)
-            Py_CLEAR(result);
+        write_header(p, first);
+        write_header(p + HEADER_SIZE + n, end);
     }
     PyBuffer_Release(&view);
     return result;
@@ -335,6 +457,13 @@ static PyMethodDef SmallRecords_methods[] = {
      "RECORD_END for it, and the pickle passes check_whole as plain data.\n"
      "Ellipsis if all that holds but the pickle is not plain; NotImplemented\n"
      "if anything else is wrong (the general path says what)."},
+    {"receive", (PyCFunction)(void (*)(void))SmallRecords_receive, METH_FASTCALL,
+     "receive(sock, limit, /)\n--\n\n"
+     "Read a frame header from the connected socket ``sock``, and if it is\n"
+     "one size() takes, of at most ``limit`` bytes, the payload and the 32\n"
+     "bytes after it: (header, after), either cut short where the peer\n"
+     "closed or the socket would block (it has a timeout; its own recv then\n"
+     "reads the rest). Nothing is read on Windows: (b'', b'')."},
     {"frame", (PyCFunction)SmallRecords_frame, METH_O,
      "frame(pickle, /)\n--\n\n"
      "The record of the pickle bytes ``pickle`` as one checked PICKLE frame\n"
@@ -382,6 +511,8 @@ add_type(PyObject *module, PyType_Spec *spec, const char *name)
 static int
 exec_module(PyObject *module)
 {
+    if (fileno_name == NULL && (fileno_name = PyUnicode_InternFromString("fileno")) == NULL)
+        return -1;
     if (add_type(module, &PickleScan_spec, "PickleScan") < 0)
         return -1;
     return add_type(module, &SmallRecords_spec, "SmallRecords");

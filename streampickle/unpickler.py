@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import operator
 import pickle
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
@@ -26,7 +27,7 @@ from .errors import (
 from .format import FrameHeader, Kind
 from .frames import FrameReader
 from .index import index_from_end, scan_index
-from .io import FileSource, MmapSource, open_source
+from .io import FileSource, MmapSource, SocketSource, open_source
 from .pagecache import check_policy
 from .pickler import check_threads
 from .records import RecordReader, WholeRecord, bad_counts, refused, too_large
@@ -188,6 +189,13 @@ class Unpickler:
         # Where the input's size is known, a payload past its end is refused
         # before it is read, as ``decode_frame_header`` does.
         self._unsized = self._source.remaining() is None
+        # A plain socket's reads of a small record are one C call (see load).
+        source = self._source
+        self._socket = (
+            source.sock
+            if isinstance(source, SocketSource) and type(source.sock) is socket.socket
+            else None
+        )
         self._state = "new"
         self._count = 0
         # Set on each record's unpickler: a subclass's override, behind the
@@ -239,16 +247,23 @@ class Unpickler:
             if state == "broken":
                 raise StreamError("stream unreadable after an earlier error")
         try:
-            if state == "open":
-                data = self._source.read(_HEADER_SIZE)
-            else:  # new: the first header comes with the stream's
+            both = b""  # what is read of the payload and the header after it
+            if state != "open":  # new: the first header comes with the stream's
                 _, data = self._frames.stream_header(then=_HEADER_SIZE)
                 self._state = "open"
+            elif self._socket is None:
+                data = self._source.read(_HEADER_SIZE)
+            else:  # the header, and a small record's rest, in one C call
+                data, both = _SMALL.receive(self._socket, self._plain_limit)
+                self._source.position += len(data) + len(both)
+                if len(data) < _HEADER_SIZE:  # a timeout is set, or the peer closed
+                    data += self._source.read(_HEADER_SIZE - len(data))
             n = _SMALL.size(data)  # -1 unless a checked, uncompressed PICKLE frame
             if 0 <= n <= self._plain_limit and (
                 self._unsized or n <= (self._source.remaining() or 0)
             ):
-                both = self._source.read(n + _HEADER_SIZE)
+                if len(both) < n + _HEADER_SIZE:
+                    both += self._source.read(n + _HEADER_SIZE - len(both))
                 try:  # most small messages end here, in one C call
                     obj = _SMALL.load(data, both, self._safe)
                 except Exception as exc:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import signal
 import socket
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -173,3 +175,143 @@ class TestMaxSize:
     def test_bad_max_size_is_a_value_error(self, bad: Any) -> None:
         with pytest.raises(ValueError, match="max_size"):
             sp.loads(sp.dumps(1), max_size=bad)
+
+
+def small_records_stream(count: int = 3) -> tuple[list[Any], bytes]:
+    records = [{"id": i, "text": "t" * (20 * i), "values": [0.5] * i} for i in range(count)]
+    out = io.BytesIO()
+    with sp.Pickler(out) as p:
+        for r in records:
+            p.dump(r)
+    return records, out.getvalue()
+
+
+def read_all(source: Any, **options: Any) -> tuple[list[Any], str]:
+    """The records an Unpickler loads from ``source`` and how it stopped."""
+    got: list[Any] = []
+    try:
+        with sp.Unpickler(source, **options) as u:
+            while True:
+                got.append(u.load())
+    except Exception as exc:  # EOFError at the clean end
+        return got, f"{type(exc).__name__}: {exc}"
+
+
+class TestSmallRecordsReadInC:
+    """After a stream's first record, a plain socket's small records are read
+    by one C call (``SMALL_RECORDS.receive``); what it cannot finish, the
+    socket's own recv does."""
+
+    def test_a_stream_cut_at_every_byte_reads_as_through_socket_recv(self) -> None:
+        """Records, errors and their offsets as the Python reads give them
+        (a socket subclass, which might not be a plain socket underneath,
+        is read through its own recv)."""
+
+        class OwnRecv(socket.socket):
+            pass
+
+        _, data = small_records_stream()
+        for cut in range(len(data) + 1):
+            results = []
+            for kind in (socket.socket, OwnRecv):
+                a, b = socket.socketpair()
+                t = send_then_close(a, data[:cut])
+                reader = kind(fileno=b.detach())
+                results.append(read_all(reader))
+                t.join()
+                reader.close()
+            assert results[0] == results[1], cut
+
+    @pytest.mark.parametrize("timeout", [None, 5.0])
+    def test_records_arriving_a_few_bytes_at_a_time_load(
+        self, timeout: float | None
+    ) -> None:
+        records, data = small_records_stream(6)
+        a, b = socket.socketpair()
+        b.settimeout(timeout)
+
+        def trickle() -> None:
+            for start in range(0, len(data), 7):
+                a.sendall(data[start : start + 7])
+                time.sleep(0.0005)
+            a.close()
+
+        t = threading.Thread(target=trickle)
+        t.start()
+        assert read_all(b) == (records, "EOFError: end of streampickle stream")
+        t.join()
+        b.close()
+
+    def test_a_timeout_inside_a_small_record_names_its_offset(self) -> None:
+        records, data = small_records_stream()
+        second = sp.Unpickler(io.BytesIO(data))
+        second.load()
+        start = second._source.position  # where the second record begins
+        a, b = socket.socketpair()
+        b.settimeout(0.2)
+        for cut in (start + 10, start + 40):  # inside its header, inside its pickle
+            a.sendall(data[:cut])
+            with sp.Unpickler(b) as u:
+                assert u.load() == records[0]
+                with pytest.raises(TimeoutError, match=f"offset {cut}"):
+                    u.load()
+            a.close()
+            b.close()
+            a, b = socket.socketpair()
+            b.settimeout(0.2)
+        a.close()
+        b.close()
+
+    def test_a_small_record_over_max_size_is_refused_unread(self) -> None:
+        records, data = small_records_stream()
+        a, b = socket.socketpair()
+        a.sendall(data)
+        with sp.Unpickler(b, max_size=60) as u:
+            assert u.load() == records[0]
+            with pytest.raises(sp.StreamError, match="max_size=60"):
+                u.load()
+        a.close()
+        b.close()
+
+    @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="no interval timer")
+    def test_a_signal_during_the_wait_runs_its_handler(self) -> None:
+        """As socket.recv does (PEP 475): a handler that returns lets the
+        read go on; one that raises ends it with its exception."""
+        records, data = small_records_stream()
+        first = len(fmt.encode_stream_header()) + len(sp.dumps(records[0])) - 48
+        ticks: list[int] = []
+
+        class Stop(Exception):
+            pass
+
+        def tick(signum: int, frame: Any) -> None:
+            ticks.append(signum)
+
+        def stop(signum: int, frame: Any) -> None:
+            raise Stop
+
+        old = signal.signal(signal.SIGALRM, tick)
+        try:
+            a, b = socket.socketpair()
+            a.sendall(data[:first])
+            with sp.Unpickler(b) as u:
+                assert u.load() == records[0]
+                later = threading.Timer(0.3, a.sendall, [data[first:]])
+                later.start()
+                signal.setitimer(signal.ITIMER_REAL, 0.05)
+                assert u.load() == records[1]
+                later.join()
+            assert ticks
+            signal.signal(signal.SIGALRM, stop)
+            c, d = socket.socketpair()
+            c.sendall(data[:first])
+            with sp.Unpickler(d) as u:
+                assert u.load() == records[0]
+                signal.setitimer(signal.ITIMER_REAL, 0.05)
+                with pytest.raises(Stop):
+                    u.load()
+            for s in (a, b, c, d):
+                s.close()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
