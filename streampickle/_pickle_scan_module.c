@@ -134,11 +134,15 @@ check_whole(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
 #define HEADER_SIZE 32
 #define HEADER_CHECKED 28
 
+#define STREAM_HEADER_SIZE 16
+
 typedef struct {
     PyObject_HEAD
     uint32_t pickle_word, end_word;
     uint64_t max_size;
     PyObject *checksum, *loads;
+    /* What a writer puts before and after a one-record stream's record. */
+    char stream_header[STREAM_HEADER_SIZE], stream_end[HEADER_SIZE];
 } SmallRecords;
 
 typedef struct {
@@ -235,32 +239,19 @@ SmallRecords_size(SmallRecords *self, PyObject *data)
     return PyLong_FromLongLong(valid_header(p, h) ? (long long)h.stored : -1);
 }
 
+/* The record whose PICKLE header is ``h``, if the ``n`` payload bytes and
+ * the 32 bytes after them at ``p`` (alive through the call) are its payload,
+ * of the right check, and a valid RECORD_END for it, and the pickle passes
+ * the scan as plain data: its ``loads``. Ellipsis if all that holds but the
+ * pickle is not plain; NotImplemented if anything else is wrong. */
 static PyObject *
-SmallRecords_load(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
+load_record(SmallRecords *self, header h, const char *p, Py_ssize_t n, int strict)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "load() takes a header, the bytes after it, strict");
-        return NULL;
-    }
-    int strict = PyObject_IsTrue(args[2]);
-    if (strict < 0)
-        return NULL;
-    if (!PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])
-        || PyBytes_GET_SIZE(args[0]) != HEADER_SIZE)
-        Py_RETURN_NOTIMPLEMENTED;
-    header h = read_header((const unsigned char *)PyBytes_AS_STRING(args[0]));
-    const char *p = PyBytes_AS_STRING(args[1]);
-    Py_ssize_t n = (Py_ssize_t)h.stored;
-    if (PyBytes_GET_SIZE(args[1]) != n + HEADER_SIZE)
-        Py_RETURN_NOTIMPLEMENTED;
     header end = read_header((const unsigned char *)p + n);
     if (end.word != self->end_word || end.param || end.stored || end.raw != h.stored
-        || end.payload_check)
+        || end.payload_check || !valid_header(p + n, end))
         Py_RETURN_NOTIMPLEMENTED;
-    if (!valid_header(p + n, end))
-        Py_RETURN_NOTIMPLEMENTED;
-    /* A view, not a copy: ``after`` outlives the call, and neither the
-     * check nor the unpickler keeps what it is given. */
+    /* A view, not a copy: neither the check nor the unpickler keeps it. */
     PyObject *chunk = PyMemoryView_FromMemory((char *)p, n, PyBUF_READ);
     if (chunk == NULL)
         return NULL;
@@ -279,6 +270,26 @@ SmallRecords_load(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+static PyObject *
+SmallRecords_load(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "load() takes a header, the bytes after it, strict");
+        return NULL;
+    }
+    int strict = PyObject_IsTrue(args[2]);
+    if (strict < 0)
+        return NULL;
+    if (!PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])
+        || PyBytes_GET_SIZE(args[0]) != HEADER_SIZE)
+        Py_RETURN_NOTIMPLEMENTED;
+    header h = read_header((const unsigned char *)PyBytes_AS_STRING(args[0]));
+    Py_ssize_t n = (Py_ssize_t)h.stored;
+    if (PyBytes_GET_SIZE(args[1]) != n + HEADER_SIZE)
+        Py_RETURN_NOTIMPLEMENTED;
+    return load_record(self, h, PyBytes_AS_STRING(args[1]), n, strict);
+}
+
 /* -- the socket adapter's read of a small record ---------------------------
  *
  * Over a socket a small message costs its two recv calls and little else,
@@ -292,34 +303,106 @@ static PyObject *fileno_name; /* "fileno", interned */
 #include <errno.h>
 #include <sys/socket.h>
 
-/* Read up to ``n`` bytes from ``fd`` into ``buf``: fewer where the peer
- * closed, or where the socket would block (a timeout is set: the caller's
- * socket.recv then waits as it says). -1 with an error set. */
+/* One recv of up to ``n`` bytes from ``fd`` into ``buf``: how many came, 0
+ * where the peer closed or the socket would block (a timeout is set: the
+ * caller's socket.recv then waits as it says), -1 with an error set. */
 static Py_ssize_t
-recv_upto(int fd, char *buf, Py_ssize_t n)
+recv_once(int fd, char *buf, Py_ssize_t n)
 {
-    Py_ssize_t got = 0;
-    while (got < n) {
+    for (;;) {
         ssize_t r;
         Py_BEGIN_ALLOW_THREADS
-        r = recv(fd, buf + got, (size_t)(n - got), 0);
+        r = recv(fd, buf, (size_t)n, 0);
         Py_END_ALLOW_THREADS
-        if (r > 0)
-            got += r;
-        else if (r == 0 || errno == EAGAIN || errno == EWOULDBLOCK)
-            break;
-        else if (errno == EINTR) {
-            if (PyErr_CheckSignals() < 0) /* a handler raised, as in socket.recv */
-                return -1;
-        }
-        else {
+        if (r >= 0)
+            return r;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        if (errno != EINTR) {
             PyErr_SetFromErrno(PyExc_OSError);
             return -1;
         }
+        if (PyErr_CheckSignals() < 0) /* a handler raised, as in socket.recv */
+            return -1;
+    }
+}
+
+/* Up to ``n`` bytes into ``buf``, fewer where recv_once stops, and no more
+ * than ``sure`` unless ``more`` (if given) says, of the ``sure`` bytes, that
+ * the rest must follow: a reader never waits for bytes a stream need not
+ * have. How many came, or -1 with an error set. */
+static Py_ssize_t
+recv_upto(int fd, char *buf, Py_ssize_t n, Py_ssize_t sure,
+          int (*more)(void *, const char *), void *arg)
+{
+    Py_ssize_t got = 0, r;
+    while (got < n && !(got >= sure && more != NULL && !more(arg, buf))) {
+        if ((r = recv_once(fd, buf + got, n - got)) <= 0)
+            return r < 0 ? -1 : got;
+        got += r;
     }
     return got;
 }
 #endif
+
+/* The socket ``sock``'s descriptor, or -1 where it has none (closed) or
+ * reads are not done here (Windows). -2 with an error set. */
+static int
+socket_fd(PyObject *sock)
+{
+    PyObject *fileno = PyObject_CallMethodNoArgs(sock, fileno_name);
+    if (fileno == NULL)
+        return -2;
+    long fd = PyLong_AsLong(fileno);
+    Py_DECREF(fileno);
+    if (fd == -1 && PyErr_Occurred())
+        return -2;
+#ifdef MS_WINDOWS
+    fd = -1;
+#endif
+    return fd >= 0 && fd <= INT_MAX ? (int)fd : -1;
+}
+
+/* The header at ``p`` (``got`` bytes read) if it is one size() takes, of at
+ * most ``limit`` bytes: its payload size; else -1. */
+static Py_ssize_t
+small_size(SmallRecords *self, const char *p, Py_ssize_t got, Py_ssize_t limit)
+{
+    if (got < HEADER_SIZE)
+        return -1;
+    header h = read_header((const unsigned char *)p);
+    return h.word == self->pickle_word && !h.param && h.stored == h.raw
+                   && h.stored <= self->max_size && (Py_ssize_t)h.stored <= limit
+                   && valid_header(p, h)
+               ? (Py_ssize_t)h.stored
+               : -1;
+}
+
+/* A new bytes of up to ``want`` bytes read from ``fd``: fewer where
+ * recv_upto stops (``sure``, ``more``, ``arg``: as it takes them). */
+static PyObject *
+recv_bytes(int fd, Py_ssize_t want, Py_ssize_t sure, int (*more)(void *, const char *),
+           void *arg)
+{
+    PyObject *data = PyBytes_FromStringAndSize(NULL, want);
+    if (data == NULL)
+        return NULL;
+    Py_ssize_t got = 0;
+#ifndef MS_WINDOWS
+    got = recv_upto(fd, PyBytes_AS_STRING(data), want, sure, more, arg);
+#endif
+    if (got < 0 || (got < want && _PyBytes_Resize(&data, got) < 0)) {
+        Py_XDECREF(data);
+        return NULL;
+    }
+    return data;
+}
+
+static PyObject *
+recv_all(int fd, Py_ssize_t want)
+{
+    return recv_bytes(fd, want, want, NULL, NULL);
+}
 
 static PyObject *
 SmallRecords_receive(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
@@ -329,47 +412,91 @@ SmallRecords_receive(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     }
     Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
-    if (limit == -1 && PyErr_Occurred())
+    int fd = socket_fd(args[0]);
+    if ((limit == -1 && PyErr_Occurred()) || fd == -2)
         return NULL;
-    PyObject *fileno = PyObject_CallMethodNoArgs(args[0], fileno_name);
-    if (fileno == NULL)
+    PyObject *first = fd >= 0 ? recv_all(fd, HEADER_SIZE) : PyBytes_FromString("");
+    if (first == NULL)
         return NULL;
-    long fd = PyLong_AsLong(fileno);
-    Py_DECREF(fileno);
-    if (fd == -1 && PyErr_Occurred())
-        return NULL;
-    char head[HEADER_SIZE] = {0};
-    Py_ssize_t got = 0, after = 0;
-#ifndef MS_WINDOWS
-    if (fd >= 0 && fd <= INT_MAX && (got = recv_upto((int)fd, head, HEADER_SIZE)) < 0)
-        return NULL;
-#endif
-    PyObject *rest = NULL;
-    header h = read_header((const unsigned char *)head);
-    if (got == HEADER_SIZE && h.word == self->pickle_word && !h.param && h.stored == h.raw
-        && h.stored <= self->max_size && (Py_ssize_t)h.stored <= limit
-        && valid_header(head, h)) {
-        Py_ssize_t want = (Py_ssize_t)h.stored + HEADER_SIZE;
-        if ((rest = PyBytes_FromStringAndSize(NULL, want)) == NULL)
-            return NULL;
-#ifndef MS_WINDOWS
-        after = recv_upto((int)fd, PyBytes_AS_STRING(rest), want);
-#endif
-        if (after < 0 || (after < want && _PyBytes_Resize(&rest, after) < 0)) {
-            Py_XDECREF(rest);
-            return NULL;
-        }
-    }
-    else if ((rest = PyBytes_FromStringAndSize(NULL, 0)) == NULL)
-        return NULL;
-    PyObject *first = PyBytes_FromStringAndSize(head, got);
-    if (first == NULL) {
-        Py_DECREF(rest);
-        return NULL;
-    }
-    PyObject *result = PyTuple_Pack(2, first, rest);
+    Py_ssize_t n = small_size(self, PyBytes_AS_STRING(first), PyBytes_GET_SIZE(first), limit);
+    PyObject *rest = n >= 0 ? recv_all(fd, n + HEADER_SIZE) : PyBytes_FromString("");
+    PyObject *result = rest == NULL ? NULL : PyTuple_Pack(2, first, rest);
     Py_DECREF(first);
-    Py_DECREF(rest);
+    Py_XDECREF(rest);
+    return result;
+}
+
+struct record_end_at {
+    SmallRecords *self;
+    Py_ssize_t at;
+    uint64_t pickle_bytes;
+};
+
+/* recv_upto's ``more`` for a record's payload: whether a valid RECORD_END
+ * for it follows, so that a stream has more bytes after it. */
+static int
+record_end_follows(void *arg, const char *p)
+{
+    struct record_end_at *r = arg;
+    header end = read_header((const unsigned char *)p + r->at);
+    return end.word == r->self->end_word && !end.param && !end.stored
+           && end.raw == r->pickle_bytes && !end.payload_check
+           && valid_header(p + r->at, end);
+}
+
+/* sp.load of a one-record stream of one small record, as sp.dump writes it
+ * to a socket: the stream header and the first frame header in one recv,
+ * the payload, RECORD_END and END in another, the checks and loads between
+ * them. Anything else, or a record load_record does not take, returns
+ * NotImplemented with the bytes read appended to ``parts``, for the general
+ * path to read on from; so does an error of the unpickler (that path says
+ * what it means), but not an error of reading. */
+static PyObject *
+SmallRecords_receive_stream(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyList_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "receive_stream() takes a socket, a size limit, strict, a list");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    int strict = PyObject_IsTrue(args[2]);
+    int fd = socket_fd(args[0]);
+    if ((limit == -1 && PyErr_Occurred()) || strict < 0 || fd == -2)
+        return NULL;
+    PyObject *parts = args[3], *result = NULL, *rest = NULL;
+    PyObject *first = fd >= 0 ? recv_all(fd, STREAM_HEADER_SIZE + HEADER_SIZE)
+                              : PyBytes_FromString("");
+    if (first == NULL)
+        return NULL;
+    const char *p = PyBytes_AS_STRING(first);
+    Py_ssize_t got = PyBytes_GET_SIZE(first), n = -1;
+    if (got == STREAM_HEADER_SIZE + HEADER_SIZE
+        && memcmp(p, self->stream_header, STREAM_HEADER_SIZE) == 0)
+        n = small_size(self, p + STREAM_HEADER_SIZE, HEADER_SIZE, limit);
+    /* The END after a valid RECORD_END must come: read both at once. */
+    struct record_end_at at = {self, n, (uint64_t)n};
+    if (n >= 0
+        && (rest = recv_bytes(fd, n + 2 * HEADER_SIZE, n + HEADER_SIZE, record_end_follows,
+                              &at))
+               == NULL)
+        goto done;
+    if (rest != NULL && PyBytes_GET_SIZE(rest) == n + 2 * HEADER_SIZE
+        && memcmp(PyBytes_AS_STRING(rest) + n + HEADER_SIZE, self->stream_end, HEADER_SIZE)
+               == 0) {
+        header h = read_header((const unsigned char *)p + STREAM_HEADER_SIZE);
+        result = load_record(self, h, PyBytes_AS_STRING(rest), n, strict);
+        if (result == NULL && PyErr_ExceptionMatches(PyExc_Exception))
+            PyErr_Clear(); /* the general path loads it again and says what is wrong */
+        else if (result == NULL || (result != Py_Ellipsis && result != Py_NotImplemented))
+            goto done;
+        Py_CLEAR(result);
+    }
+    if (PyList_Append(parts, first) == 0 && (rest == NULL || PyList_Append(parts, rest) == 0))
+        result = Py_NewRef(Py_NotImplemented);
+done:
+    Py_DECREF(first);
+    Py_XDECREF(rest);
     return result;
 }
 
@@ -421,14 +548,23 @@ SmallRecords_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     unsigned int pickle_word, end_word;
     unsigned long long max_size;
     PyObject *checksum, *loads;
+    const char *stream_header, *stream_end;
+    Py_ssize_t header_len, end_len;
     static char *keywords[] = {"pickle_word", "end_word", "max_size", "checksum", "loads",
-                               NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "IIKOO", keywords, &pickle_word,
-                                     &end_word, &max_size, &checksum, &loads))
+                               "stream_header", "stream_end", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "IIKOOy#y#", keywords, &pickle_word,
+                                     &end_word, &max_size, &checksum, &loads, &stream_header,
+                                     &header_len, &stream_end, &end_len))
         return NULL;
+    if (header_len != STREAM_HEADER_SIZE || end_len != HEADER_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "a stream header is 16 bytes, an END frame 32");
+        return NULL;
+    }
     SmallRecords *self = (SmallRecords *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
+    memcpy(self->stream_header, stream_header, STREAM_HEADER_SIZE);
+    memcpy(self->stream_end, stream_end, HEADER_SIZE);
     self->pickle_word = pickle_word;
     self->end_word = end_word;
     self->max_size = max_size;
@@ -464,6 +600,13 @@ static PyMethodDef SmallRecords_methods[] = {
      "bytes after it: (header, after), either cut short where the peer\n"
      "closed or the socket would block (it has a timeout; its own recv then\n"
      "reads the rest). Nothing is read on Windows: (b'', b'')."},
+    {"receive_stream", (PyCFunction)(void (*)(void))SmallRecords_receive_stream,
+     METH_FASTCALL,
+     "receive_stream(sock, limit, strict, parts, /)\n--\n\n"
+     "The object of a one-record stream, as dump writes it, read from the\n"
+     "socket ``sock`` if its record is one load() loads, of at most\n"
+     "``limit`` bytes. Else NotImplemented, with the bytes read appended to\n"
+     "``parts`` for the general path to read on from."},
     {"frame", (PyCFunction)SmallRecords_frame, METH_O,
      "frame(pickle, /)\n--\n\n"
      "The record of the pickle bytes ``pickle`` as one checked PICKLE frame\n"

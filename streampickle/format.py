@@ -295,20 +295,6 @@ def whole_record_end(pickle_bytes: int) -> bytes:
     return frame(Kind.RECORD_END, raw_size=pickle_bytes)
 
 
-#: Most small messages are records of one checked PICKLE frame and their
-#: RECORD_END. In C, told by the encoders above what those headers start with:
-#: ``frame(pickle)`` encodes such a record for the writer; ``size`` and
-#: ``load`` check one and load it for the reader (``_pickle_scan_module.c``).
-#: Records larger than ``max_size`` go the general way.
-SMALL_RECORDS = SmallRecords(
-    pickle_word=int.from_bytes(plain_pickle_header(0, 0)[:4], "little"),
-    end_word=int.from_bytes(whole_record_end(0)[:4], "little"),
-    max_size=1 << 20,
-    checksum=xxh3_64,
-    loads=pickle.loads,
-)
-
-
 def decode_frame_header(data: bytes, offset: int, limit: int | None) -> FrameHeader:
     """Validate a 32-byte frame header found at ``offset``.
 
@@ -510,3 +496,19 @@ def encode_tail(index: Index | None, at: int) -> bytes:
 _STREAM_HEADER_BYTES = _encode_stream_header()
 #: The END frame of a stream without an index (written to pipes and sockets).
 NO_INDEX_END = frame(Kind.END)
+
+
+#: Most small messages are records of one checked PICKLE frame and their
+#: RECORD_END. In C, told by the encoders above what those headers start with:
+#: ``frame(pickle)`` encodes such a record for the writer; ``size`` and
+#: ``load`` check one and load it for the reader (``_pickle_scan_module.c``).
+#: Records larger than ``max_size`` go the general way.
+SMALL_RECORDS = SmallRecords(
+    pickle_word=int.from_bytes(plain_pickle_header(0, 0)[:4], "little"),
+    end_word=int.from_bytes(whole_record_end(0)[:4], "little"),
+    max_size=1 << 20,
+    checksum=xxh3_64,
+    loads=pickle.loads,
+    stream_header=_STREAM_HEADER_BYTES,
+    stream_end=NO_INDEX_END,
+)

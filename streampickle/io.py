@@ -375,12 +375,22 @@ class SocketSource:
 
     seekable = False
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, prefix: bytes = b"") -> None:
         self.sock = sock
         self.position = 0
+        self.prefix = prefix  # bytes already received from sock, read first
+
+    def _take_prefix(self, n: int) -> bytes:
+        taken, self.prefix = self.prefix[:n], self.prefix[n:]
+        self.position += len(taken)
+        return taken
 
     def readinto(self, view: memoryview) -> int:
         got, want = 0, view.nbytes
+        if self.prefix:
+            taken = self._take_prefix(want)
+            got = len(taken)
+            view[:got] = taken
         try:
             while got < want and (n := self.sock.recv_into(view[got:], want - got)):
                 got += n
@@ -392,6 +402,9 @@ class SocketSource:
     def read(self, n: int) -> bytes:
         """Up to ``n`` bytes (fewer only where the peer closed) as one bytes:
         small reads skip readinto's buffer and copy."""
+        if self.prefix:
+            taken = self._take_prefix(n)
+            return taken + self.read(n - len(taken)) if len(taken) < n else taken
         try:
             data = self.sock.recv(n)
             self.position += len(data)
@@ -529,7 +542,7 @@ def open_source(
         if mmap_mode is not None:
             return MmapSource(f, mmap_mode, owned=True)
         return FileSource(f, owned=True, page_cache=page_cache)
-    if isinstance(file, SegmentSource):
+    if isinstance(file, SegmentSource | SocketSource):
         return file
     if not callable(getattr(file, "read", None)):
         raise TypeError(

@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import socket
+import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 from . import format as fmt
 from .errors import TruncatedStreamError
 from .index import Scan, scan_index
-from .io import AppendSink, FileSource, Sink, open_sink
+from .io import AppendSink, FileSource, Sink, SocketSink, open_sink
 from .pagecache import check_policy
 from .writer import Compression, FrameWriter
 
@@ -205,6 +207,90 @@ def _existing_records(path: Any) -> Scan | None:
     return scan
 
 
+class _SocketMessage:
+    """``dump(obj, sock)`` with the default options, for a plain socket. Most
+    such messages are small, and a Pickler, its frame writer and its sink made
+    per message cost more than the pickling. So the C pickler writes here: a
+    pickle of at most ``LIMIT`` bytes without out-of-band buffers goes out as
+    the whole stream, in one send. Past that, or at the first out-of-band
+    buffer, what was written goes to a Pickler on the socket and the rest
+    follows it there: nothing is pickled twice, and memory stays bounded. One
+    per thread (the C pickler is reused: clearing its memo costs less than
+    making one)."""
+
+    LIMIT = SocketSink.GATHER
+
+    def __init__(self) -> None:
+        self.pickler = pickle.Pickler(self, 5, buffer_callback=self.write_buffer)
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.sock: socket.socket | None = None
+        self.stream: Pickler | None = None  # once the message is streamed
+
+    def dump(self, obj: Any, sock: socket.socket) -> None:
+        self.sock = sock
+        try:
+            _pickle_dump(self.pickler, obj)
+            if self.stream is None:
+                pickled = b"".join(self.parts)
+                sock.sendall(_STREAM_HEAD + fmt.SMALL_RECORDS.frame(pickled) + _END)
+            else:
+                self.stream._writer.end_record(False)
+                self.stream.close()
+        except BaseException:
+            if self.stream is not None:
+                self.stream._fail()
+            raise
+        finally:
+            self.pickler.clear_memo()
+            self.parts.clear()
+            self.size, self.sock, self.stream = 0, None, None
+
+    def write(self, data: Any) -> int:
+        if self.stream is None:
+            n = len(data) if type(data) is bytes else memoryview(data).nbytes
+            if self.size + n <= self.LIMIT:
+                self.parts.append(bytes(data))  # bytes(bytes) is the same object
+                self.size += n
+                return n
+            self._start_stream()
+        assert self.stream is not None
+        return self.stream._writer.write(data)
+
+    def write_buffer(self, buffer: pickle.PickleBuffer) -> bool:
+        if self.stream is None:
+            if buffer.raw().nbytes < fmt.MIN_OUT_OF_BAND:
+                return True  # in-band, as FrameWriter.write_buffer has it
+            self._start_stream()
+        assert self.stream is not None
+        return self.stream._writer.write_buffer(buffer)
+
+    def _start_stream(self) -> None:
+        stream = Pickler(self.sock)
+        stream._flush_records = False  # the END frame follows at once
+        self.stream = stream
+        for part in self.parts:
+            stream._writer.write(part)
+        self.parts.clear()
+
+
+_STREAM_HEAD, _END = fmt.encode_stream_header(), fmt.NO_INDEX_END
+_socket_messages = threading.local()
+
+
+def _dump_socket_message(obj: Any, sock: socket.socket) -> None:
+    """``_SocketMessage.dump`` with this thread's, or a new one when a
+    ``__reduce__`` dumps to a socket while this thread's is in use."""
+    message = getattr(_socket_messages, "free", None)
+    _socket_messages.free = None
+    if message is None:
+        message = _SocketMessage()
+    try:
+        message.dump(obj, sock)
+    finally:
+        _socket_messages.free = message
+
+
 def dump(
     obj: Any,
     file: Any,
@@ -218,6 +304,18 @@ def dump(
     page_cache: str = "auto",
 ) -> None:
     """Write ``obj`` to ``file`` as a one-record stream."""
+    if (
+        type(file) is socket.socket
+        and compress is None
+        and level == 3
+        and threads is None
+        and frame_size is None
+        and checksum is True
+        and shuffle is None
+        and page_cache == "auto"
+    ):
+        _dump_socket_message(obj, file)
+        return
     with Pickler(
         file,
         compress=compress,

@@ -41,6 +41,18 @@ _HEADER_SIZE = fmt.FRAME_HEADER.size
 _SMALL = fmt.SMALL_RECORDS  # records of one checked PICKLE frame: most small messages
 
 
+def _check_max_size(max_size: int | None) -> None:
+    if max_size is not None and (not isinstance(max_size, int) or max_size < 0):
+        raise ValueError(f"max_size must be None or an int >= 0, not {max_size!r}")
+
+
+def _plain_limit(max_size: int | None) -> int:
+    """Records that start with a checked PICKLE frame up to this size are
+    read without decoding its header into a FrameHeader; larger ones go the
+    general way, which also refuses those over max_size."""
+    return _SMALL_FRAME if max_size is None else min(max_size, _SMALL_FRAME)
+
+
 def _not_a_pickle(number: int, exc: Exception) -> CorruptStreamError:
     return CorruptStreamError(
         f"record {number} is not a valid pickle: {type(exc).__name__}: {exc}"
@@ -171,8 +183,7 @@ class Unpickler:
     ) -> None:
         check_threads(threads)
         check_policy(page_cache)
-        if max_size is not None and (not isinstance(max_size, int) or max_size < 0):
-            raise ValueError(f"max_size must be None or an int >= 0, not {max_size!r}")
+        _check_max_size(max_size)
         self._source = open_source(file, mmap_mode, page_cache)
         self._frames = FrameReader(self._source, threads)
         self._record = RecordReader(self._frames, max_size, strict=safe)
@@ -180,12 +191,7 @@ class Unpickler:
         self._whole = WholeRecord()
         self._inner: _RecordUnpickler | None = None
         self._random_index: fmt.Index | None = None
-        # Records that start with a checked PICKLE frame up to this size are
-        # read without decoding its header into a FrameHeader; larger ones go
-        # the general way, which also refuses those over max_size.
-        self._plain_limit = (
-            _SMALL_FRAME if max_size is None else min(max_size, _SMALL_FRAME)
-        )
+        self._plain_limit = _plain_limit(max_size)
         # Where the input's size is known, a payload past its end is refused
         # before it is read, as ``decode_frame_header`` does.
         self._unsized = self._source.remaining() is None
@@ -193,7 +199,9 @@ class Unpickler:
         source = self._source
         self._socket = (
             source.sock
-            if isinstance(source, SocketSource) and type(source.sock) is socket.socket
+            if isinstance(source, SocketSource)
+            and type(source.sock) is socket.socket
+            and not source.prefix
             else None
         )
         self._state = "new"
@@ -525,6 +533,17 @@ def load(
 
     ``max_size`` refuses a record of more pickle and buffer bytes before they
     are allocated: with ``safe=True``, the guard for untrusted peers."""
+    if type(file) is socket.socket and mmap_mode is None and not allow:
+        # A small message, as dump sends it: read, checked and loaded in one C
+        # call; else the general way reads on from the bytes that call read.
+        check_threads(threads)
+        check_policy(page_cache)
+        _check_max_size(max_size)
+        parts: list[bytes] = []
+        obj = _SMALL.receive_stream(file, _plain_limit(max_size), safe, parts)
+        if obj is not NotImplemented:
+            return obj
+        file = SocketSource(file, b"".join(parts))
     with Unpickler(
         file,
         mmap_mode=mmap_mode,

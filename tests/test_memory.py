@@ -265,9 +265,14 @@ def records_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 DUMP = """
 import socket
 
-obj = make_dict(PARAMS["mib"], 32)
-nbytes = sum(a.nbytes for _, a in array_items(obj))
 target = PARAMS["target"]
+if target == "socket-in-band":  # bytes go in the pickle: a pickle of the object's size
+    obj = [bytes([i % 256]) * MiB for i in range(PARAMS["mib"])]
+    nbytes = sum(map(len, obj))
+    target = "socket"
+else:
+    obj = make_dict(PARAMS["mib"], 32)
+    nbytes = sum(a.nbytes for _, a in array_items(obj))
 extra = {}
 if target in ("path", "path-zstd"):
     with Meter() as m:
@@ -302,8 +307,12 @@ emit({**m.report(), "nbytes": nbytes, **extra})
 """
 
 
-@pytest.mark.parametrize("target", ["path", "file", "socket", "path-zstd"])
+@pytest.mark.parametrize(
+    "target", ["path", "file", "socket", "socket-in-band", "path-zstd"]
+)
 def test_dump_memory_is_flat(tmp_path: Path, target: str) -> None:
+    """socket-in-band: sp.dump to a socket gathers a small message whole
+    (one send); a large pickle, arrays or not, streams."""
     m = run_measured(DUMP, path=str(tmp_path / "out.sp"), mib=OBJ_MIB, target=target)
     msg = describe(f"dump of a {OBJ_MIB} MiB dict to a {target}", m, SLACK_MIB)
     if target != "path-zstd":  # compressed, it is smaller

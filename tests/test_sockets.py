@@ -315,3 +315,193 @@ class TestSmallRecordsReadInC:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, old)
+
+
+class NonSeekableSink(io.RawIOBase):
+    """A write-only, unseekable file: what sp.dump writes to a pipe."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.data += b
+        return memoryview(b).nbytes
+
+
+def received(send: Any) -> bytes:
+    """Every byte ``send(sock)`` puts on a socketpair."""
+    a, b = socket.socketpair()
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while chunk := b.recv(1 << 20):
+            chunks.append(chunk)
+
+    t = threading.Thread(target=drain)
+    t.start()
+    try:
+        send(a)
+    finally:
+        a.close()
+        t.join()
+        b.close()
+    return b"".join(chunks)
+
+
+class Unpicklable:
+    def __reduce__(self) -> Any:
+        raise ValueError("not this one")
+
+
+class TestOneMessageCalls:
+    """sp.dump(obj, sock) and sp.load(sock) of a small message take one C
+    call for the bytes of the stream (see pickler._SocketMessage and
+    SMALL_RECORDS.receive_stream); what they cannot finish goes on the general
+    way. Bytes, results and errors must be the general path's."""
+
+    @pytest.mark.parametrize(
+        "obj",
+        [
+            None,
+            {"id": 1, "values": [0.5] * 100},
+            b"x" * (64 * 1024 - 40),  # around the one-send limit
+            b"x" * (64 * 1024 - 10),
+            b"x" * (64 * 1024 + 10),
+            np.arange(100),  # in-band: a small buffer
+            np.arange(10_000),  # out of band
+            {"meta": "m" * 70_000, "a": np.arange(5000)},  # streamed before its buffer
+            [b"y" * 300_000, np.arange(3000), b"z" * 10],
+        ],
+        ids=lambda o: type(o).__name__ + str(len(pickle.dumps(o, 5))),
+    )
+    def test_dump_to_a_socket_sends_the_general_paths_bytes(self, obj: Any) -> None:
+        general = NonSeekableSink()
+        sp.dump(obj, general)
+        assert received(lambda sock: sp.dump(obj, sock)) == bytes(general.data)
+
+    def test_a_failed_dump_sends_nothing_and_the_next_one_works(self) -> None:
+        def send(sock: socket.socket) -> None:
+            with pytest.raises(ValueError, match="not this one"):
+                sp.dump({"a": 1, "bad": Unpicklable()}, sock)
+            sp.dump({"b": 2}, sock)
+
+        assert received(send) == received(lambda sock: sp.dump({"b": 2}, sock))
+
+    def test_a_dump_that_fails_once_streaming_leaves_a_cut_stream(self) -> None:
+        obj = [np.arange(10_000), Unpicklable()]
+        data = received(lambda sock: pytest.raises(ValueError, sp.dump, obj, sock))
+        assert data.startswith(fmt.encode_stream_header())
+        with pytest.raises(sp.TruncatedStreamError):
+            sp.loads(data)
+
+    def test_a_dump_inside_a_dump_sends_both(self) -> None:
+        a, b = socket.socketpair()
+
+        class DumpsOnPickling:
+            def __reduce__(self) -> Any:
+                sp.dump({"inner": 1}, a)
+                return (dict, ({"outer": 2},))
+
+        c, d = socket.socketpair()
+        sp.dump(DumpsOnPickling(), c)
+        assert sp.load(b) == {"inner": 1}
+        assert sp.load(d) == {"outer": 2}
+        for s in (a, b, c, d):
+            s.close()
+
+    def test_threads_dumping_at_once_each_send_their_own(self) -> None:
+        pairs = [socket.socketpair() for _ in range(4)]
+        got: list[list[Any]] = [[] for _ in pairs]
+
+        def send(i: int) -> None:
+            for j in range(200):
+                sp.dump({"thread": i, "j": j, "pad": "p" * j}, pairs[i][0])
+
+        def receive(i: int) -> None:
+            got[i] = [sp.load(pairs[i][1]) for _ in range(200)]
+
+        threads = [
+            threading.Thread(target=f, args=(i,)) for i in range(4) for f in (send, receive)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for i, messages in enumerate(got):
+            assert messages == [{"thread": i, "j": j, "pad": "p" * j} for j in range(200)]
+        for pair in pairs:
+            for s in pair:
+                s.close()
+
+    def test_load_of_a_stream_cut_at_every_byte_fails_as_the_general_way(self) -> None:
+        class OwnRecv(socket.socket):
+            pass
+
+        data = sp.dumps({"id": 7, "text": "t" * 50})  # from a file: with its index
+        streamed = received(lambda sock: sp.dump({"id": 7, "text": "t" * 50}, sock))
+        for stream in (data, streamed):
+            for cut in range(len(stream) + 1):
+                results = []
+                for kind in (socket.socket, OwnRecv):
+                    a, b = socket.socketpair()
+                    t = send_then_close(a, stream[:cut])
+                    reader = kind(fileno=b.detach())
+                    try:
+                        results.append(("loaded", sp.load(reader)))
+                    except Exception as exc:
+                        results.append((type(exc).__name__, str(exc)))
+                    t.join()
+                    reader.close()
+                assert results[0] == results[1], cut
+
+    @pytest.mark.parametrize(
+        "obj", [np.float64(1.5), {"a": np.arange(3)}, complex(1, 2), {1, 2}]
+    )
+    def test_load_of_a_small_record_that_is_not_plain_data(self, obj: Any) -> None:
+        a, b = socket.socketpair()
+        sp.dump(obj, a)
+        sp.dump("next", a)
+        got = sp.load(b, safe=True)
+        assert type(got) is type(obj) and repr(got) == repr(obj)
+        assert sp.load(b) == "next"  # and nothing of it was read before
+        a.close()
+        b.close()
+
+    def test_load_takes_max_size_and_refuses_a_larger_record_unread(self) -> None:
+        a, b = socket.socketpair()
+        sp.dump("x" * 100, a)
+        sp.dump("y" * 100, a)
+        with pytest.raises(sp.StreamError, match="max_size=50"):
+            sp.load(b, max_size=50)
+        b.close()
+        a.close()
+        a, b = socket.socketpair()
+        sp.dump("x" * 100, a)
+        assert sp.load(b, max_size=200) == "x" * 100
+        with pytest.raises(ValueError, match="max_size"):
+            sp.load(b, max_size=-1)
+        a.close()
+        b.close()
+
+    def test_a_record_ending_in_end_is_refused_without_waiting_on_a_blocking_socket(
+        self,
+    ) -> None:
+        """No timeout set: were the reader to wait for bytes past the END, the
+        watchdog's close would end the wait and the error would differ."""
+        pickled = pickle.dumps(None, protocol=5)
+        first = fmt.frame(
+            Kind.PICKLE, stored_size=len(pickled), raw_size=len(pickled),
+            flags=fmt.Flag.CHECKED, payload_check=fmt.checksum(pickled),
+        )  # fmt: skip
+        a, b = socket.socketpair()
+        a.sendall(fmt.encode_stream_header() + first + pickled + fmt.NO_INDEX_END)
+        watchdog = threading.Timer(5, a.close)
+        watchdog.start()
+        with pytest.raises(sp.CorruptStreamError, match="END frame at offset 52"):
+            sp.load(b)
+        watchdog.cancel()
+        a.close()
+        b.close()
