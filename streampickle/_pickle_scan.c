@@ -377,8 +377,10 @@ static unsigned char raises[256];
 /* Opcodes that give an object more (higher, if a call made it). */
 static unsigned char adds_to[256];
 /* The size of an opcode scan_light only steps over (fixed-size, neither
- * watched nor counted: numbers, empty containers, marks), else 0. */
-static unsigned char step_over[256];
+ * watched nor counted: numbers, empty containers, marks); for any other, a
+ * size no pickle reaches, so that one comparison sends it the long way. */
+#define ACT_ON ((Py_ssize_t)1 << 60)
+static Py_ssize_t step_over[256];
 
 static void
 set(const unsigned char *codes, enum arg arg, unsigned char width)
@@ -426,9 +428,10 @@ fill_table(void)
     adds_to[APPEND] = adds_to[APPENDS] = adds_to[SETITEM] = adds_to[SETITEMS] = 1;
     adds_to[ADDITEMS] = adds_to[BUILD] = 1;
     for (int op = 0; op < 256; op++)
-        if (arg_of[op] == FIXED && !watched[op] && !raises[op] && !adds_to[op]
-            && !reaches_code[op])
-            step_over[op] = 1 + width_of[op];
+        step_over[op] = arg_of[op] == FIXED && !watched[op] && !raises[op] && !adds_to[op]
+                                && !reaches_code[op]
+                            ? 1 + width_of[op]
+                            : ACT_ON;
 }
 
 /* Bytes of the opcode at ``p`` the scan must have before acting on it (the
@@ -677,12 +680,12 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
     Py_ssize_t limit = n; /* where the current FRAME, else the pickle, ends */
 #define REFUSE(offset, what) return (s->at = (offset), refuse(s, what))
     while (i < n) {
+        /* most opcodes: one lookup and one comparison each */
+        while (i < limit && i + step_over[p[i]] <= limit)
+            i += step_over[p[i]];
+        if (i >= n)
+            break;
         unsigned char op = p[i];
-        Py_ssize_t step = step_over[op];
-        if (step && i + step <= limit) { /* most opcodes */
-            i += step;
-            continue;
-        }
         if (i >= frame_end)
             limit = n;
         ups += raises[op];
