@@ -1,6 +1,8 @@
 """The one compiled part: a C check of each record's pickle bytes before the
-unpickler runs them (streampickle/_pickle_scan*.c). It needs a C compiler and
-Python's headers at install, as numpy, zstandard and xxhash do from source."""
+unpickler runs them (streampickle/_pickle_scan*.c), and small records encoded,
+read from a socket and loaded in one call (streampickle/_small_records.c). It
+needs a C compiler and Python's headers at install, as numpy, zstandard and
+xxhash do from source."""
 
 from setuptools import Extension, setup
 
@@ -8,7 +10,11 @@ setup(
     ext_modules=[
         Extension(
             "streampickle._pickle_scan",
-            ["streampickle/_pickle_scan.c", "streampickle/_pickle_scan_module.c"],
+            [
+                "streampickle/_pickle_scan.c",
+                "streampickle/_pickle_scan_module.c",
+                "streampickle/_small_records.c",
+            ],
             depends=["streampickle/_pickle_scan.h"],
         )
     ]

@@ -1,5 +1,5 @@
 /* The scan of pickle bytes (_pickle_scan.c), as the module's Python types
- * (_pickle_scan_module.c) use it. */
+ * (_pickle_scan_module.c, _small_records.c) use it. */
 #ifndef STREAMPICKLE_PICKLE_SCAN_H
 #define STREAMPICKLE_PICKLE_SCAN_H
 #define PY_SSIZE_T_CLEAN
@@ -76,5 +76,9 @@ little_endian(const unsigned char *p, int n)
         x = (x << 8) | p[i];
     return x;
 }
+
+/* SmallRecords (_small_records.c): its type, and what it needs made once. */
+extern PyType_Spec SmallRecords_spec;
+int small_records_init(void);
 
 #endif

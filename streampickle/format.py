@@ -501,7 +501,7 @@ NO_INDEX_END = frame(Kind.END)
 #: Most small messages are records of one checked PICKLE frame and their
 #: RECORD_END. In C, told by the encoders above what those headers start with:
 #: ``frame(pickle)`` encodes such a record for the writer; ``size`` and
-#: ``load`` check one and load it for the reader (``_pickle_scan_module.c``).
+#: ``load`` check one and load it for the reader (``_small_records.c``).
 #: Records larger than ``max_size`` go the general way.
 SMALL_RECORDS = SmallRecords(
     pickle_word=int.from_bytes(plain_pickle_header(0, 0)[:4], "little"),

@@ -1,0 +1,519 @@
+/* SmallRecords: most small messages are a record of one checked PICKLE
+ * frame and its RECORD_END. Encoding one for the writer, and for the reader
+ * reading one from a socket, checking its headers, payload and pickle, and
+ * loading it, cost several Python calls each, each more than its work; here
+ * they are one C call. */
+#include "_pickle_scan.h"
+
+/* The frame layout is FORMAT.md's (u32 first word:
+ * kind, codec, flags; u32 param; u64 stored size; u64 raw size; u32 payload
+ * check; u32 check of the 28 bytes before it); the values to expect are
+ * given by format.py. Anything amiss is left to the general path, which says
+ * what is wrong. */
+#define HEADER_SIZE 32
+#define HEADER_CHECKED 28
+
+#define STREAM_HEADER_SIZE 16
+
+typedef struct {
+    PyObject_HEAD
+    uint32_t pickle_word, end_word;
+    uint64_t max_size;
+    PyObject *checksum, *loads;
+    /* What a writer puts before and after a one-record stream's record. */
+    char stream_header[STREAM_HEADER_SIZE], stream_end[HEADER_SIZE];
+} SmallRecords;
+
+typedef struct {
+    uint32_t word, param;
+    uint64_t stored, raw;
+    uint32_t payload_check, check;
+} header;
+
+static header
+read_header(const unsigned char *p)
+{
+    header h = {
+        (uint32_t)little_endian(p, 4), (uint32_t)little_endian(p + 4, 4),
+        little_endian(p + 8, 8), little_endian(p + 16, 8),
+        (uint32_t)little_endian(p + 24, 4), (uint32_t)little_endian(p + 28, 4),
+    };
+    return h;
+}
+
+/* The low half of the XXH3-64 of ``data``; -1 with an error set. */
+static int64_t
+checksum(SmallRecords *self, PyObject *data)
+{
+    PyObject *sum = PyObject_CallOneArg(self->checksum, data);
+    if (sum == NULL)
+        return -1;
+    unsigned long long value = PyLong_AsUnsignedLongLong(sum);
+    Py_DECREF(sum);
+    if (value == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    return (int64_t)(value & 0xFFFFFFFFu);
+}
+
+/* A header's own check: the low half of the XXH3-64 (seed 0) of its first
+ * 28 bytes. Computed here, not by a call to the xxhash module that payloads
+ * take: for 17 to 128 bytes XXH3 is a few multiplications (xxHash's spec,
+ * doc/xxhash_spec.md; XXH3_len_17to128_64b), and two headers go with every
+ * small message. The tests hold it to xxhash's own. */
+static uint64_t
+fold_product(uint64_t a, uint64_t b) /* the 128-bit a * b, its halves xored */
+{
+#ifdef __SIZEOF_INT128__
+    __uint128_t product = (__uint128_t)a * b;
+    return (uint64_t)product ^ (uint64_t)(product >> 64);
+#else
+    uint64_t lo_lo = (a & 0xFFFFFFFF) * (b & 0xFFFFFFFF), hi_lo = (a >> 32) * (b & 0xFFFFFFFF);
+    uint64_t lo_hi = (a & 0xFFFFFFFF) * (b >> 32), hi_hi = (a >> 32) * (b >> 32);
+    uint64_t cross = (lo_lo >> 32) + (hi_lo & 0xFFFFFFFF) + lo_hi;
+    uint64_t upper = (hi_lo >> 32) + (cross >> 32) + hi_hi;
+    return ((cross << 32) | (lo_lo & 0xFFFFFFFF)) ^ upper;
+#endif
+}
+
+static uint64_t
+mix16(const unsigned char *p, const unsigned char *secret)
+{
+    return fold_product(little_endian(p, 8) ^ little_endian(secret, 8),
+                        little_endian(p + 8, 8) ^ little_endian(secret + 8, 8));
+}
+
+static uint32_t
+header_check(const unsigned char *p)
+{
+    /* The first 32 bytes of XXH3's default secret: all 28 bytes use. */
+    static const unsigned char secret[32] = {
+        0xb8, 0xfe, 0x6c, 0x39, 0x23, 0xa4, 0x4b, 0xbe, 0x7c, 0x01, 0x81,
+        0x2c, 0xf7, 0x21, 0xad, 0x1c, 0xde, 0xd4, 0x6d, 0xe9, 0x83, 0x90,
+        0x97, 0xdb, 0x72, 0x40, 0xa4, 0xa4, 0xb7, 0xb3, 0x67, 0x1f};
+    uint64_t acc = HEADER_CHECKED * 0x9E3779B185EBCA87u; /* len * PRIME64_1 */
+    acc += mix16(p, secret) + mix16(p + HEADER_CHECKED - 16, secret + 16);
+    acc ^= acc >> 37; /* XXH3's avalanche */
+    acc *= 0x165667919E3779F9u;
+    acc ^= acc >> 32;
+    return (uint32_t)acc;
+}
+
+/* 1 if the 32 bytes at ``p`` (read as ``h``) check, else 0. */
+static int
+valid_header(const char *p, header h)
+{
+    return header_check((const unsigned char *)p) == h.check;
+}
+
+static PyObject *
+SmallRecords_size(SmallRecords *self, PyObject *data)
+{
+    if (!PyBytes_CheckExact(data) || PyBytes_GET_SIZE(data) != HEADER_SIZE)
+        return PyLong_FromLong(-1); /* a file's read() may give another type */
+    const char *p = PyBytes_AS_STRING(data);
+    header h = read_header((const unsigned char *)p);
+    if (h.word != self->pickle_word || h.param || h.stored != h.raw
+        || h.stored > self->max_size)
+        return PyLong_FromLong(-1);
+    return PyLong_FromLongLong(valid_header(p, h) ? (long long)h.stored : -1);
+}
+
+/* The record whose PICKLE header is ``h``, if the ``n`` payload bytes and
+ * the 32 bytes after them at ``p`` (alive through the call) are its payload,
+ * of the right check, and a valid RECORD_END for it, and the pickle passes
+ * the scan as plain data: its ``loads``. Ellipsis if all that holds but the
+ * pickle is not plain; NotImplemented if anything else is wrong. */
+static PyObject *
+load_record(SmallRecords *self, header h, const char *p, Py_ssize_t n, int strict)
+{
+    header end = read_header((const unsigned char *)p + n);
+    if (end.word != self->end_word || end.param || end.stored || end.raw != h.stored
+        || end.payload_check || !valid_header(p + n, end))
+        Py_RETURN_NOTIMPLEMENTED;
+    /* A view, not a copy: neither the check nor the unpickler keeps it. */
+    PyObject *chunk = PyMemoryView_FromMemory((char *)p, n, PyBUF_READ);
+    if (chunk == NULL)
+        return NULL;
+    PyObject *result = NULL;
+    int64_t check = checksum(self, chunk);
+    if (check >= 0) {
+        int plain = check == h.payload_check ? scan_whole((const unsigned char *)p, n, strict) : -1;
+        if (plain < 0) { /* the general path says what is wrong */
+            PyErr_Clear();
+            result = Py_NewRef(Py_NotImplemented);
+        }
+        else
+            result = plain ? PyObject_CallOneArg(self->loads, chunk) : Py_NewRef(Py_Ellipsis);
+    }
+    Py_DECREF(chunk);
+    return result;
+}
+
+static PyObject *
+SmallRecords_load(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "load() takes a header, the bytes after it, strict");
+        return NULL;
+    }
+    int strict = PyObject_IsTrue(args[2]);
+    if (strict < 0)
+        return NULL;
+    if (!PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])
+        || PyBytes_GET_SIZE(args[0]) != HEADER_SIZE)
+        Py_RETURN_NOTIMPLEMENTED;
+    header h = read_header((const unsigned char *)PyBytes_AS_STRING(args[0]));
+    Py_ssize_t n = (Py_ssize_t)h.stored;
+    if (PyBytes_GET_SIZE(args[1]) != n + HEADER_SIZE)
+        Py_RETURN_NOTIMPLEMENTED;
+    return load_record(self, h, PyBytes_AS_STRING(args[1]), n, strict);
+}
+
+/* -- the socket adapter's read of a small record ---------------------------
+ *
+ * Over a socket a small message costs its two recv calls and little else,
+ * so the Python around them (two frames of SocketSource.read per message)
+ * shows; here both reads are one C call. Only the reading is here: what it
+ * returns goes through size() and load() like any other source's. */
+
+static PyObject *fileno_name; /* "fileno", interned */
+
+int
+small_records_init(void)
+{
+    if (fileno_name == NULL)
+        fileno_name = PyUnicode_InternFromString("fileno");
+    return fileno_name == NULL ? -1 : 0;
+}
+
+#ifndef MS_WINDOWS
+#include <errno.h>
+#include <sys/socket.h>
+
+/* One recv of up to ``n`` bytes from ``fd`` into ``buf``: how many came, 0
+ * where the peer closed or the socket would block (a timeout is set: the
+ * caller's socket.recv then waits as it says), -1 with an error set. */
+static Py_ssize_t
+recv_once(int fd, char *buf, Py_ssize_t n)
+{
+    for (;;) {
+        ssize_t r;
+        Py_BEGIN_ALLOW_THREADS
+        r = recv(fd, buf, (size_t)n, 0);
+        Py_END_ALLOW_THREADS
+        if (r >= 0)
+            return r;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        if (errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0) /* a handler raised, as in socket.recv */
+            return -1;
+    }
+}
+
+/* Up to ``n`` bytes into ``buf``, fewer where recv_once stops, and no more
+ * than ``sure`` unless ``more`` (if given) says, of the ``sure`` bytes, that
+ * the rest must follow: a reader never waits for bytes a stream need not
+ * have. How many came, or -1 with an error set. */
+static Py_ssize_t
+recv_upto(int fd, char *buf, Py_ssize_t n, Py_ssize_t sure,
+          int (*more)(void *, const char *), void *arg)
+{
+    Py_ssize_t got = 0, r;
+    while (got < n && !(got >= sure && more != NULL && !more(arg, buf))) {
+        if ((r = recv_once(fd, buf + got, n - got)) <= 0)
+            return r < 0 ? -1 : got;
+        got += r;
+    }
+    return got;
+}
+#endif
+
+/* The socket ``sock``'s descriptor, or -1 where it has none (closed) or
+ * reads are not done here (Windows). -2 with an error set. */
+static int
+socket_fd(PyObject *sock)
+{
+    PyObject *fileno = PyObject_CallMethodNoArgs(sock, fileno_name);
+    if (fileno == NULL)
+        return -2;
+    long fd = PyLong_AsLong(fileno);
+    Py_DECREF(fileno);
+    if (fd == -1 && PyErr_Occurred())
+        return -2;
+#ifdef MS_WINDOWS
+    fd = -1;
+#endif
+    return fd >= 0 && fd <= INT_MAX ? (int)fd : -1;
+}
+
+/* The header at ``p`` (``got`` bytes read) if it is one size() takes, of at
+ * most ``limit`` bytes: its payload size; else -1. */
+static Py_ssize_t
+small_size(SmallRecords *self, const char *p, Py_ssize_t got, Py_ssize_t limit)
+{
+    if (got < HEADER_SIZE)
+        return -1;
+    header h = read_header((const unsigned char *)p);
+    return h.word == self->pickle_word && !h.param && h.stored == h.raw
+                   && h.stored <= self->max_size && (Py_ssize_t)h.stored <= limit
+                   && valid_header(p, h)
+               ? (Py_ssize_t)h.stored
+               : -1;
+}
+
+/* A new bytes of up to ``want`` bytes read from ``fd``: fewer where
+ * recv_upto stops (``sure``, ``more``, ``arg``: as it takes them). */
+static PyObject *
+recv_bytes(int fd, Py_ssize_t want, Py_ssize_t sure, int (*more)(void *, const char *),
+           void *arg)
+{
+    PyObject *data = PyBytes_FromStringAndSize(NULL, want);
+    if (data == NULL)
+        return NULL;
+    Py_ssize_t got = 0;
+#ifndef MS_WINDOWS
+    got = recv_upto(fd, PyBytes_AS_STRING(data), want, sure, more, arg);
+#endif
+    if (got < 0 || (got < want && _PyBytes_Resize(&data, got) < 0)) {
+        Py_XDECREF(data);
+        return NULL;
+    }
+    return data;
+}
+
+static PyObject *
+recv_all(int fd, Py_ssize_t want)
+{
+    return recv_bytes(fd, want, want, NULL, NULL);
+}
+
+static PyObject *
+SmallRecords_receive(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "receive() takes a socket and a size limit");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    int fd = socket_fd(args[0]);
+    if ((limit == -1 && PyErr_Occurred()) || fd == -2)
+        return NULL;
+    PyObject *first = fd >= 0 ? recv_all(fd, HEADER_SIZE) : PyBytes_FromString("");
+    if (first == NULL)
+        return NULL;
+    Py_ssize_t n = small_size(self, PyBytes_AS_STRING(first), PyBytes_GET_SIZE(first), limit);
+    PyObject *rest = n >= 0 ? recv_all(fd, n + HEADER_SIZE) : PyBytes_FromString("");
+    PyObject *result = rest == NULL ? NULL : PyTuple_Pack(2, first, rest);
+    Py_DECREF(first);
+    Py_XDECREF(rest);
+    return result;
+}
+
+struct record_end_at {
+    SmallRecords *self;
+    Py_ssize_t at;
+    uint64_t pickle_bytes;
+};
+
+/* recv_upto's ``more`` for a record's payload: whether a valid RECORD_END
+ * for it follows, so that a stream has more bytes after it. */
+static int
+record_end_follows(void *arg, const char *p)
+{
+    struct record_end_at *r = arg;
+    header end = read_header((const unsigned char *)p + r->at);
+    return end.word == r->self->end_word && !end.param && !end.stored
+           && end.raw == r->pickle_bytes && !end.payload_check
+           && valid_header(p + r->at, end);
+}
+
+/* sp.load of a one-record stream of one small record, as sp.dump writes it
+ * to a socket: the stream header and the first frame header in one recv,
+ * the payload, RECORD_END and END in another, the checks and loads between
+ * them. Anything else, or a record load_record does not take, returns
+ * NotImplemented with the bytes read appended to ``parts``, for the general
+ * path to read on from; so does an error of the unpickler (that path says
+ * what it means), but not an error of reading. */
+static PyObject *
+SmallRecords_receive_stream(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyList_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "receive_stream() takes a socket, a size limit, strict, a list");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    int strict = PyObject_IsTrue(args[2]);
+    int fd = socket_fd(args[0]);
+    if ((limit == -1 && PyErr_Occurred()) || strict < 0 || fd == -2)
+        return NULL;
+    PyObject *parts = args[3], *result = NULL, *rest = NULL;
+    PyObject *first = fd >= 0 ? recv_all(fd, STREAM_HEADER_SIZE + HEADER_SIZE)
+                              : PyBytes_FromString("");
+    if (first == NULL)
+        return NULL;
+    const char *p = PyBytes_AS_STRING(first);
+    Py_ssize_t got = PyBytes_GET_SIZE(first), n = -1;
+    if (got == STREAM_HEADER_SIZE + HEADER_SIZE
+        && memcmp(p, self->stream_header, STREAM_HEADER_SIZE) == 0)
+        n = small_size(self, p + STREAM_HEADER_SIZE, HEADER_SIZE, limit);
+    /* The END after a valid RECORD_END must come: read both at once. */
+    struct record_end_at at = {self, n, (uint64_t)n};
+    if (n >= 0
+        && (rest = recv_bytes(fd, n + 2 * HEADER_SIZE, n + HEADER_SIZE, record_end_follows,
+                              &at))
+               == NULL)
+        goto done;
+    if (rest != NULL && PyBytes_GET_SIZE(rest) == n + 2 * HEADER_SIZE
+        && memcmp(PyBytes_AS_STRING(rest) + n + HEADER_SIZE, self->stream_end, HEADER_SIZE)
+               == 0) {
+        header h = read_header((const unsigned char *)p + STREAM_HEADER_SIZE);
+        result = load_record(self, h, PyBytes_AS_STRING(rest), n, strict);
+        if (result == NULL && PyErr_ExceptionMatches(PyExc_Exception))
+            PyErr_Clear(); /* the general path loads it again and says what is wrong */
+        else if (result == NULL || (result != Py_Ellipsis && result != Py_NotImplemented))
+            goto done;
+        Py_CLEAR(result);
+    }
+    if (PyList_Append(parts, first) == 0 && (rest == NULL || PyList_Append(parts, rest) == 0))
+        result = Py_NewRef(Py_NotImplemented);
+done:
+    Py_DECREF(first);
+    Py_XDECREF(rest);
+    return result;
+}
+
+static void
+put_le(unsigned char *p, uint64_t x, int n)
+{
+    for (int i = 0; i < n; i++, x >>= 8)
+        p[i] = (unsigned char)x;
+}
+
+/* Write the header ``h`` at ``p``, its own check last. */
+static void
+write_header(unsigned char *p, header h)
+{
+    put_le(p, h.word, 4);
+    put_le(p + 4, h.param, 4);
+    put_le(p + 8, h.stored, 8);
+    put_le(p + 16, h.raw, 8);
+    put_le(p + 24, h.payload_check, 4);
+    put_le(p + HEADER_CHECKED, header_check(p), 4);
+}
+
+static PyObject *
+SmallRecords_frame(SmallRecords *self, PyObject *data)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Py_ssize_t n = view.len;
+    PyObject *result = NULL;
+    int64_t check = checksum(self, data);
+    if (check >= 0)
+        result = PyBytes_FromStringAndSize(NULL, n + 2 * HEADER_SIZE);
+    if (result != NULL) {
+        unsigned char *p = (unsigned char *)PyBytes_AS_STRING(result);
+        memcpy(p + HEADER_SIZE, view.buf, (size_t)n);
+        header first = {self->pickle_word, 0, (uint64_t)n, (uint64_t)n, (uint32_t)check, 0};
+        header end = {self->end_word, 0, 0, (uint64_t)n, 0, 0};
+        write_header(p, first);
+        write_header(p + HEADER_SIZE + n, end);
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *
+SmallRecords_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    unsigned int pickle_word, end_word;
+    unsigned long long max_size;
+    PyObject *checksum, *loads;
+    const char *stream_header, *stream_end;
+    Py_ssize_t header_len, end_len;
+    static char *keywords[] = {"pickle_word", "end_word", "max_size", "checksum", "loads",
+                               "stream_header", "stream_end", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "IIKOOy#y#", keywords, &pickle_word,
+                                     &end_word, &max_size, &checksum, &loads, &stream_header,
+                                     &header_len, &stream_end, &end_len))
+        return NULL;
+    if (header_len != STREAM_HEADER_SIZE || end_len != HEADER_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "a stream header is 16 bytes, an END frame 32");
+        return NULL;
+    }
+    SmallRecords *self = (SmallRecords *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    memcpy(self->stream_header, stream_header, STREAM_HEADER_SIZE);
+    memcpy(self->stream_end, stream_end, HEADER_SIZE);
+    self->pickle_word = pickle_word;
+    self->end_word = end_word;
+    self->max_size = max_size;
+    self->checksum = Py_NewRef(checksum);
+    self->loads = Py_NewRef(loads);
+    return (PyObject *)self;
+}
+
+static void
+SmallRecords_dealloc(SmallRecords *self)
+{
+    Py_XDECREF(self->checksum);
+    Py_XDECREF(self->loads);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef SmallRecords_methods[] = {
+    {"size", (PyCFunction)SmallRecords_size, METH_O,
+     "size(header, /)\n--\n\n"
+     "The payload size if ``header`` is a valid header of a checked,\n"
+     "uncompressed PICKLE frame of at most max_size bytes; else -1."},
+    {"load", (PyCFunction)(void (*)(void))SmallRecords_load, METH_FASTCALL,
+     "load(header, after, strict, /)\n--\n\n"
+     "``loads`` of the pickle that follows ``header`` (size() >= 0) if\n"
+     "``after`` is exactly its payload, of the right check, and a valid\n"
+     "RECORD_END for it, and the pickle passes check_whole as plain data.\n"
+     "Ellipsis if all that holds but the pickle is not plain; NotImplemented\n"
+     "if anything else is wrong (the general path says what)."},
+    {"receive", (PyCFunction)(void (*)(void))SmallRecords_receive, METH_FASTCALL,
+     "receive(sock, limit, /)\n--\n\n"
+     "Read a frame header from the connected socket ``sock``, and if it is\n"
+     "one size() takes, of at most ``limit`` bytes, the payload and the 32\n"
+     "bytes after it: (header, after), either cut short where the peer\n"
+     "closed or the socket would block (it has a timeout; its own recv then\n"
+     "reads the rest). Nothing is read on Windows: (b'', b'')."},
+    {"receive_stream", (PyCFunction)(void (*)(void))SmallRecords_receive_stream,
+     METH_FASTCALL,
+     "receive_stream(sock, limit, strict, parts, /)\n--\n\n"
+     "The object of a one-record stream, as dump writes it, read from the\n"
+     "socket ``sock`` if its record is one load() loads, of at most\n"
+     "``limit`` bytes. Else NotImplemented, with the bytes read appended to\n"
+     "``parts`` for the general path to read on from."},
+    {"frame", (PyCFunction)SmallRecords_frame, METH_O,
+     "frame(pickle, /)\n--\n\n"
+     "The record of the pickle bytes ``pickle`` as one checked PICKLE frame\n"
+     "and its RECORD_END (no buffers): what load() takes."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot SmallRecords_slots[] = {
+    {Py_tp_doc, "SmallRecords(pickle_word, end_word, max_size, checksum, loads)\n--\n\n"
+                "Records of one PICKLE frame: encoded for the writer, checked and\n"
+                "loaded for the reader's fast path."},
+    {Py_tp_new, SmallRecords_new},
+    {Py_tp_dealloc, SmallRecords_dealloc},
+    {Py_tp_methods, SmallRecords_methods},
+    {0, NULL},
+};
+
+PyType_Spec SmallRecords_spec = {
+    .name = "streampickle._pickle_scan.SmallRecords",
+    .basicsize = sizeof(SmallRecords),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = SmallRecords_slots,
+};
