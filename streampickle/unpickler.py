@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from . import format as fmt
+from . import safe
 from ._pickle_scan import check_whole
 from .errors import (
     CorruptStreamError,
@@ -31,6 +32,7 @@ from .io import FileSource, MmapSource, SocketSource, open_source
 from .pagecache import check_policy
 from .pickler import check_threads
 from .records import RecordReader, WholeRecord, bad_counts, refused, too_large
+from .safe import SAFE_GLOBALS, SafeRecordUnpickler
 
 # Enum members read per record, as module globals: ``Kind.PICKLE`` costs ~70 ns
 # on CPython 3.11 (a metaclass attribute lookup), a global ~15.
@@ -69,80 +71,21 @@ def _from_loads(number: int, exc: Exception) -> Exception:
     return _not_a_pickle(number, exc)
 
 
-#: Globals ``safe=True`` allows: builtins' plain data types and what numpy
-#: needs to rebuild arrays, dtypes and scalars (under numpy 1 and 2 names).
-SAFE_GLOBALS = frozenset(
-    [
-        f"builtins.{n}"
-        for n in (
-            "bool",
-            "bytearray",
-            "bytes",
-            "complex",
-            "dict",
-            "float",
-            "frozenset",
-            "int",
-            "list",
-            "range",
-            "set",
-            "slice",
-            "str",
-            "tuple",
-        )
-    ]
-    + [
-        f"numpy.{core}.{n}"
-        for core in ("core", "_core")
-        for n in (
-            "multiarray._reconstruct",
-            "multiarray.scalar",
-            "numeric._frombuffer",
-        )
-    ]
-    + ["numpy.dtype", "numpy.ndarray"]
-)
-
-
-def _checked_frombuffer(frombuffer: Callable[..., Any]) -> Callable[..., Any]:
-    """numpy's ``_frombuffer`` for safe mode: an array of Python objects read
-    from raw bytes would hold whatever pointers the bytes spell (numpy pickles
-    object arrays otherwise, never through it)."""
-
-    def checked(buffer: Any, dtype: Any, *args: Any) -> Any:
-        if _holds_objects(dtype):
-            raise ForbiddenGlobalError(
-                f"numpy _frombuffer of dtype {dtype!r}, which holds Python objects"
-            )
-        return frombuffer(buffer, dtype, *args)
-
-    return checked
-
-
-def _holds_objects(dtype: Any) -> bool:
-    """Whether any field of ``dtype``, at any depth, holds Python objects:
-    its own flags are the pickle's to set and cannot be trusted."""
-    seen: set[int] = set()
-    todo = [dtype]
-    while todo:
-        d = todo.pop()
-        if id(d) in seen:
-            continue
-        seen.add(id(d))
-        if getattr(d, "hasobject", False) or getattr(d, "kind", "") == "O":
-            return True
-        todo.extend(field[0] for field in (getattr(d, "fields", None) or {}).values())
-        sub = getattr(d, "subdtype", None)
-        if sub is not None:
-            todo.append(sub[0])
-    return False
-
-
 def _raised_by_unpickler(exc: BaseException) -> bool:
-    """True if ``exc`` came from the C unpickler itself (or a C function it
-    called), not from Python code the stream ran: a user's hook or class."""
+    """True if ``exc`` came from the unpickler itself (or a C function it
+    called), not from Python code the stream ran: a user's hook or class.
+    The C unpickler leaves no frame below its caller's; safe mode's runs in
+    pickle.py and safe.py."""
     tb = exc.__traceback__
-    return tb is not None and tb.tb_next is None
+    if tb is None:
+        return False
+    while (tb := tb.tb_next) is not None:
+        if tb.tb_frame.f_code.co_filename not in _UNPICKLER_FILES:
+            return False
+    return True
+
+
+_UNPICKLER_FILES = frozenset({pickle.__file__, safe.__file__})
 
 
 class _RecordUnpickler(pickle.Unpickler):
@@ -189,7 +132,7 @@ class Unpickler:
         self._record = RecordReader(self._frames, max_size, strict=safe)
         self._safe = safe
         self._whole = WholeRecord()
-        self._inner: _RecordUnpickler | None = None
+        self._inner: _RecordUnpickler | SafeRecordUnpickler | None = None
         self._random_index: fmt.Index | None = None
         self._plain_limit = _plain_limit(max_size)
         # Where the input's size is known, a payload past its end is refused
@@ -222,17 +165,14 @@ class Unpickler:
                         f"global {module}.{name} is forbidden in safe mode "
                         f"(record {self._count}); pass allow=[...] to permit it"
                     )
-                found = find(module, name)
-                if name == "_frombuffer" and module.startswith("numpy"):
-                    return _checked_frombuffer(found)
-                return found
+                return find(module, name)
 
             self._find_class = checked_find_class
 
     def find_class(self, module: str, name: str) -> Any:
         """The global ``module.name``, as ``pickle.Unpickler.find_class``."""
         assert self._inner is not None, "find_class is called while loading"
-        return pickle.Unpickler.find_class(self._inner, module, name)
+        return type(self._inner).find_class(self._inner, module, name)
 
     def _refuse_reentry(self) -> None:
         """A hook or a class's ``__setstate__`` that reads from this Unpickler
@@ -369,10 +309,13 @@ class Unpickler:
                     raise bad_counts(nxt, len(chunk), 0)
                 record.begin(nxt, number, chunk)  # more frames, or truncated
             # A whole record has no BUFFER frames.
-            inner = _RecordUnpickler(file, buffers=record if file is record else ())
+            # Safe mode runs what names globals with Python's unpickler, which
+            # checks each call and BUILD (safe.py); plain data needs neither.
+            unpickler = SafeRecordUnpickler if self._safe else _RecordUnpickler
+            inner = unpickler(file, buffers=record if file is record else ())
             self._inner = inner
             if self._find_class is not None:
-                inner.find_class = self._find_class  # type: ignore[method-assign,assignment]
+                inner.find_class = self._find_class  # type: ignore[method-assign]
             if self.persistent_load is not None:
                 inner.persistent_load = self.persistent_load  # type: ignore[method-assign]
             obj = inner.load()

@@ -1234,7 +1234,7 @@ class TestHostileLengthsInsideThePickle:
         )
 
     @staticmethod
-    def load_in_a_child(data: bytes, max_size: int | None = None) -> str:
+    def load_in_a_child(data: bytes, max_size: int | None = None, safe: bool = True) -> str:
         """What ``sp.load`` of ``data`` from a pipe-like file ends in, in a
         child allowed 256 MiB of address space more than it has: an
         exception's name and message, the value, or the signal that killed it."""
@@ -1249,7 +1249,7 @@ class TestHostileLengthsInsideThePickle:
             "pipe = io.BufferedReader(io.BytesIO(data))\n"
             "pipe.seekable = lambda: False\n"
             "try:\n"
-            f"    print(repr(sp.load(pipe, safe=True, max_size={max_size})))\n"
+            f"    print(repr(sp.load(pipe, safe={safe}, max_size={max_size})))\n"
             "except BaseException as exc:\n"
             "    print(f'{type(exc).__name__}: {exc}')\n"
         )
@@ -1326,26 +1326,116 @@ class TestHostileLengthsInsideThePickle:
             data = stream(*map(pickle_frame, pieces), record_end(len(pickled)), END)
         outcome = self.load_in_a_child(data)
         assert outcome.startswith(
-            ("CorruptStreamError: record 0", "ForbiddenGlobalError: numpy _frombuffer")
+            ("CorruptStreamError: record 0", "ForbiddenGlobalError: safe mode does not")
         ), outcome
 
+    @pytest.mark.parametrize("safe", [True, False])
     @pytest.mark.parametrize("max_size", [None, 1 << 20])
     def test_bytes_claimed_past_what_has_arrived_are_refused_not_allocated(
-        self, max_size: int | None
+        self, max_size: int | None, safe: bool
     ) -> None:
         """A record of several frames whose first claims 1 TiB of bytes: with
-        max_size, refused as too large from the claim; without, the failed
-        allocation is reported as the claim it was, never MemoryError."""
+        max_size, refused as too large from the claim; without, the C
+        unpickler's failed allocation is reported as the claim it was, never
+        MemoryError, and safe mode's unpickler (Python's) reads the claim as
+        it comes, until the input ends."""
         pickled = b"\x80\x05\x8e" + struct.pack("<Q", 1 << 40) + b"x" * 5000
         data = stream(pickle_frame(pickled[:4096]), pickle_frame(pickled[4096:]))
-        outcome = self.load_in_a_child(data, max_size)
+        outcome = self.load_in_a_child(data, max_size, safe)
         owed = (1 << 40) - (4096 - 11)  # what the first frame does not hold
         expected = (
-            f"CorruptStreamError: record 0 claims {owed} more" if max_size is None
-            else "StreamError: record 0 exceeds max_size=1048576 bytes: its pickle "
-                 f"claims {owed} bytes more"
-        )
+            "StreamError: record 0 exceeds max_size=1048576 bytes: its pickle "
+            f"claims {owed} bytes more" if max_size is not None
+            else "TruncatedStreamError: input ended at offset 5091 inside record 0"
+            if safe else f"CorruptStreamError: record 0 claims {owed} more"
+        )  # fmt: skip
         assert outcome.startswith(expected), outcome
+
+
+class Reduces:
+    """Pickles as ``func(*args)`` then, if given, ``state`` (BUILD)."""
+
+    def __init__(self, func: Any, args: tuple[Any, ...], state: Any = None) -> None:
+        self.reduced = (func, args) if state is None else (func, args, state)
+
+    def __reduce__(self) -> Any:
+        return self.reduced
+
+
+def as_newobj(reduces: Reduces) -> bytes:
+    """The pickle of ``reduces`` with its call made by NEWOBJ
+    (``cls.__new__(cls, *args)``), which a pickler writes only for the
+    object's own class."""
+    pickled = pickle.dumps(reduces, 5)
+    at = pickled.rindex(pickle.REDUCE)
+    return pickled[:at] + pickle.NEWOBJ + pickled[at + 1 :]
+
+
+def _forged_void() -> np.dtype[Any]:
+    d = np.dtype("V8")
+    d.__setstate__((3, "|", None, None, None, 8, 1, 63))  # flags: "holds objects"
+    return d
+
+
+_RECONSTRUCT = np._core.multiarray._reconstruct
+
+
+def array(shape: tuple[int, ...], dtype: Any, items: Any) -> Reduces:
+    """An array as numpy pickles one in-band, with the state given."""
+    return Reduces(_RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, shape, dtype, False, items))
+
+
+class TestSafeModeChecksEachCallAndState:
+    """Safe mode's globals are harmless only with the arguments and states
+    numpy and pickle write: each is checked before it runs (safe.py). Each
+    case in a child with 256 MiB of address space to spare: before, they
+    allocated without bound or crashed the process."""
+
+    CASES = {
+        "object-array-shorter-than-its-shape": lambda: array((3,), np.dtype("O"), [1]),
+        "dtype-flags-forged-to-hold-objects": lambda: array((1,), _forged_void(), [1]),
+        "object-array-from-raw-bytes": lambda: array((1,), np.dtype("O"), b"A" * 8),
+        "scalar-of-forged-dtype-from-bytes": lambda: Reduces(
+            np._core.multiarray.scalar, (_forged_void(), b"A" * 8)
+        ),
+        "bytearray-of-a-count": lambda: Reduces(bytearray, (1 << 40,)),
+        "bytes-of-a-count": lambda: Reduces(bytes, (1 << 40,)),
+        "list-of-a-range": lambda: Reduces(list, (range(1 << 40),)),
+        "frozenset-of-a-range": lambda: Reduces(frozenset, (range(1 << 40),)),
+        "ndarray-called": lambda: Reduces(np.ndarray, ((1 << 40,), "u1")),
+        "ndarray-new": lambda: as_newobj(Reduces(np.ndarray, ((1 << 40,),))),
+        "reconstruct-of-a-shape": lambda: Reduces(
+            _RECONSTRUCT, (np.ndarray, (1 << 40,), b"b")
+        ),
+        "state-given-to-a-list": lambda: Reduces(list, ([1],), {"a": 1}),
+    }
+
+    @pytest.mark.parametrize("case", sorted(CASES))
+    def test_a_call_or_state_numpy_or_builtins_would_trust_is_refused(
+        self, case: str
+    ) -> None:
+        made = self.CASES[case]()
+        pickled = made if isinstance(made, bytes) else pickle.dumps(made, 5)
+        outcome = TestHostileLengthsInsideThePickle.load_in_a_child(
+            stream(record(pickled), END)
+        )
+        assert outcome.startswith("ForbiddenGlobalError: safe mode"), outcome
+
+    def test_what_numpy_and_pickle_write_still_loads(self) -> None:
+        obj = [
+            np.array([1, "x", None], dtype=object),
+            np.array([[1, 2], [3, 4]], dtype=object),
+            np.zeros(3, dtype=[("a", "i4"), ("b", "f8", (2,))]),
+            np.arange(10, dtype=">i2"),
+            np.float32(1.5),
+            np.datetime64("2026-11-26"),
+            bytearray(b"abc"),
+            range(5),
+        ]
+        for protocol in (3, 4, 5):  # 2 writes bytes with _codecs.encode: not allowed
+            pickled = pickle.dumps(obj, protocol)
+            out = sp.loads(stream(record(pickled), END), safe=True)
+            assert repr(out) == repr(pickle.loads(pickled)), protocol
 
 
 # ---------------------------------------------------------------------------
