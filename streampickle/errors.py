@@ -25,4 +25,6 @@ class CorruptStreamError(StreamError):
 
 
 class ForbiddenGlobalError(StreamError):
-    """``safe=True`` refused to load a global that is not allowed."""
+    """``safe=True`` refused a global that is not allowed, or a call or state
+    of an allowed one that would make more than the record holds or that
+    numpy would trust (see ``streampickle/safe.py``)."""
