@@ -255,7 +255,16 @@ def command_line(script: str) -> str:
     return f"{text}\0{via}" if via else text
 
 
-SECTION_ORDER = ["core", "compress", "checksum", "profile", "sockets", "huge", "pagecache"]
+SECTION_ORDER = [
+    "core",
+    "compress",
+    "checksum",
+    "profile",
+    "sockets",
+    "small_instructions",
+    "huge",
+    "pagecache",
+]
 TITLE = "# streampickle benchmark results\n\n"
 
 

@@ -6,6 +6,7 @@ benchmarks/RESULTS.md.
     python benchmarks/run.py compress        # some suites only
     python benchmarks/run.py huge            # the 30 GiB suite (~15 min; never by default)
     python benchmarks/run.py pagecache       # 12 GiB files (~6 min; never by default)
+    python benchmarks/run.py instructions    # small messages under valgrind (~2 min)
 
 Every suite is also a script of its own (bench.py is "core"), with ``--quick``.
 """
@@ -25,6 +26,7 @@ SUITES = {
     "sockets": "sockets.py",
     "huge": "huge.py",
     "pagecache": "pagecache.py",
+    "instructions": "small_instructions.py",
 }
 DEFAULT = ["core", "compress", "sockets"]
 
@@ -36,7 +38,7 @@ def main() -> None:
         nargs="*",
         metavar="suite",
         help=f"{', '.join([*SUITES, 'all'])}; default: core compress sockets "
-        "('all' is the same; huge and pagecache only when named)",
+        "('all' is the same; huge, pagecache and instructions only when named)",
     )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
