@@ -10,6 +10,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -197,30 +198,36 @@ def read_all(source: Any, **options: Any) -> tuple[list[Any], str]:
         return got, f"{type(exc).__name__}: {exc}"
 
 
+class OwnRecv(socket.socket):
+    """A socket subclass, which might not be a plain socket underneath: read
+    through its own recv, the general way."""
+
+
+def fast_and_general(data: bytes, read: Callable[[socket.socket], Any]) -> list[Any]:
+    """``read`` of a socket that receives ``data`` then its peer's close:
+    a plain socket (read in C where it can be), then a subclass."""
+    results = []
+    for kind in (socket.socket, OwnRecv):
+        a, b = socket.socketpair()
+        t = send_then_close(a, data)
+        reader = kind(fileno=b.detach())
+        results.append(read(reader))
+        t.join()
+        reader.close()
+    return results
+
+
 class TestSmallRecordsReadInC:
     """After a stream's first record, a plain socket's small records are read
     by one C call (``SMALL_RECORDS.receive``); what it cannot finish, the
     socket's own recv does."""
 
     def test_a_stream_cut_at_every_byte_reads_as_through_socket_recv(self) -> None:
-        """Records, errors and their offsets as the Python reads give them
-        (a socket subclass, which might not be a plain socket underneath,
-        is read through its own recv)."""
-
-        class OwnRecv(socket.socket):
-            pass
-
+        """Records, errors and their offsets as the Python reads give them."""
         _, data = small_records_stream()
         for cut in range(len(data) + 1):
-            results = []
-            for kind in (socket.socket, OwnRecv):
-                a, b = socket.socketpair()
-                t = send_then_close(a, data[:cut])
-                reader = kind(fileno=b.detach())
-                results.append(read_all(reader))
-                t.join()
-                reader.close()
-            assert results[0] == results[1], cut
+            fast, general = fast_and_general(data[:cut], read_all)
+            assert fast == general, cut
 
     @pytest.mark.parametrize("timeout", [None, 5.0])
     def test_records_arriving_a_few_bytes_at_a_time_load(
@@ -437,25 +444,18 @@ class TestOneMessageCalls:
                 s.close()
 
     def test_load_of_a_stream_cut_at_every_byte_fails_as_the_general_way(self) -> None:
-        class OwnRecv(socket.socket):
-            pass
+        def load(sock: socket.socket) -> Any:
+            try:
+                return ("loaded", sp.load(sock))
+            except Exception as exc:
+                return (type(exc).__name__, str(exc))
 
         data = sp.dumps({"id": 7, "text": "t" * 50})  # from a file: with its index
         streamed = received(lambda sock: sp.dump({"id": 7, "text": "t" * 50}, sock))
         for stream in (data, streamed):
             for cut in range(len(stream) + 1):
-                results = []
-                for kind in (socket.socket, OwnRecv):
-                    a, b = socket.socketpair()
-                    t = send_then_close(a, stream[:cut])
-                    reader = kind(fileno=b.detach())
-                    try:
-                        results.append(("loaded", sp.load(reader)))
-                    except Exception as exc:
-                        results.append((type(exc).__name__, str(exc)))
-                    t.join()
-                    reader.close()
-                assert results[0] == results[1], cut
+                fast, general = fast_and_general(stream[:cut], load)
+                assert fast == general, cut
 
     @pytest.mark.parametrize(
         "obj", [np.float64(1.5), {"a": np.arange(3)}, complex(1, 2), {1, 2}]
