@@ -28,8 +28,10 @@ PickleScan_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static void
 PickleScan_dealloc(PickleScan *self)
 {
+    PyTypeObject *type = Py_TYPE(self);
     scan_free(&self->s);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type); /* a heap type: each instance holds a reference to it */
 }
 
 static PyObject *

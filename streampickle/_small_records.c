@@ -105,17 +105,28 @@ valid_header(const char *p, header h)
     return header_check((const unsigned char *)p) == h.check;
 }
 
+/* The header at ``p`` (``got`` bytes read) if it is one size() takes, of at
+ * most ``limit`` bytes: its payload size; else -1. */
+static Py_ssize_t
+small_size(SmallRecords *self, const char *p, Py_ssize_t got, Py_ssize_t limit)
+{
+    if (got < HEADER_SIZE)
+        return -1;
+    header h = read_header((const unsigned char *)p);
+    return h.word == self->pickle_word && !h.param && h.stored == h.raw
+                   && h.stored <= self->max_size && (Py_ssize_t)h.stored <= limit
+                   && valid_header(p, h)
+               ? (Py_ssize_t)h.stored
+               : -1;
+}
+
 static PyObject *
 SmallRecords_size(SmallRecords *self, PyObject *data)
 {
     if (!PyBytes_CheckExact(data) || PyBytes_GET_SIZE(data) != HEADER_SIZE)
         return PyLong_FromLong(-1); /* a file's read() may give another type */
-    const char *p = PyBytes_AS_STRING(data);
-    header h = read_header((const unsigned char *)p);
-    if (h.word != self->pickle_word || h.param || h.stored != h.raw
-        || h.stored > self->max_size)
-        return PyLong_FromLong(-1);
-    return PyLong_FromLongLong(valid_header(p, h) ? (long long)h.stored : -1);
+    return PyLong_FromSsize_t(
+        small_size(self, PyBytes_AS_STRING(data), HEADER_SIZE, PY_SSIZE_T_MAX));
 }
 
 /* The record whose PICKLE header is ``h``, if the ``n`` payload bytes and
@@ -162,9 +173,10 @@ SmallRecords_load(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
     if (!PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])
         || PyBytes_GET_SIZE(args[0]) != HEADER_SIZE)
         Py_RETURN_NOTIMPLEMENTED;
-    header h = read_header((const unsigned char *)PyBytes_AS_STRING(args[0]));
-    Py_ssize_t n = (Py_ssize_t)h.stored;
-    if (PyBytes_GET_SIZE(args[1]) != n + HEADER_SIZE)
+    const char *p = PyBytes_AS_STRING(args[0]);
+    header h = read_header((const unsigned char *)p);
+    Py_ssize_t n = small_size(self, p, HEADER_SIZE, PY_SSIZE_T_MAX);
+    if (n < 0 || PyBytes_GET_SIZE(args[1]) != n + HEADER_SIZE)
         Py_RETURN_NOTIMPLEMENTED;
     return load_record(self, h, PyBytes_AS_STRING(args[1]), n, strict);
 }
@@ -214,16 +226,15 @@ recv_once(int fd, char *buf, Py_ssize_t n)
     }
 }
 
-/* Up to ``n`` bytes into ``buf``, fewer where recv_once stops, and no more
- * than ``sure`` unless ``more`` (if given) says, of the ``sure`` bytes, that
- * the rest must follow: a reader never waits for bytes a stream need not
- * have. How many came, or -1 with an error set. */
+/* Up to ``n`` bytes into ``buf``: fewer where recv_once stops, and no more
+ * than the first recv to reach ``sure`` brought, so that a reader never
+ * waits for bytes past ``sure`` that a stream need not have. How many came,
+ * or -1 with an error set. */
 static Py_ssize_t
-recv_upto(int fd, char *buf, Py_ssize_t n, Py_ssize_t sure,
-          int (*more)(void *, const char *), void *arg)
+recv_upto(int fd, char *buf, Py_ssize_t n, Py_ssize_t sure)
 {
     Py_ssize_t got = 0, r;
-    while (got < n && !(got >= sure && more != NULL && !more(arg, buf))) {
+    while (got < sure) {
         if ((r = recv_once(fd, buf + got, n - got)) <= 0)
             return r < 0 ? -1 : got;
         got += r;
@@ -250,33 +261,17 @@ socket_fd(PyObject *sock)
     return fd >= 0 && fd <= INT_MAX ? (int)fd : -1;
 }
 
-/* The header at ``p`` (``got`` bytes read) if it is one size() takes, of at
- * most ``limit`` bytes: its payload size; else -1. */
-static Py_ssize_t
-small_size(SmallRecords *self, const char *p, Py_ssize_t got, Py_ssize_t limit)
-{
-    if (got < HEADER_SIZE)
-        return -1;
-    header h = read_header((const unsigned char *)p);
-    return h.word == self->pickle_word && !h.param && h.stored == h.raw
-                   && h.stored <= self->max_size && (Py_ssize_t)h.stored <= limit
-                   && valid_header(p, h)
-               ? (Py_ssize_t)h.stored
-               : -1;
-}
-
-/* A new bytes of up to ``want`` bytes read from ``fd``: fewer where
- * recv_upto stops (``sure``, ``more``, ``arg``: as it takes them). */
+/* A new bytes of up to ``want`` bytes read from ``fd``, as recv_upto reads
+ * them (``sure``: as it takes it). */
 static PyObject *
-recv_bytes(int fd, Py_ssize_t want, Py_ssize_t sure, int (*more)(void *, const char *),
-           void *arg)
+recv_bytes(int fd, Py_ssize_t want, Py_ssize_t sure)
 {
     PyObject *data = PyBytes_FromStringAndSize(NULL, want);
     if (data == NULL)
         return NULL;
     Py_ssize_t got = 0;
 #ifndef MS_WINDOWS
-    got = recv_upto(fd, PyBytes_AS_STRING(data), want, sure, more, arg);
+    got = recv_upto(fd, PyBytes_AS_STRING(data), want, sure);
 #endif
     if (got < 0 || (got < want && _PyBytes_Resize(&data, got) < 0)) {
         Py_XDECREF(data);
@@ -285,10 +280,27 @@ recv_bytes(int fd, Py_ssize_t want, Py_ssize_t sure, int (*more)(void *, const c
     return data;
 }
 
+/* Read on into ``*data`` (all of it read so far) up to ``want`` bytes;
+ * fewer where recv_upto stops. -1 with an error set. */
+static int
+recv_more(int fd, PyObject **data, Py_ssize_t want)
+{
+    Py_ssize_t have = PyBytes_GET_SIZE(*data);
+    if (_PyBytes_Resize(data, want) < 0)
+        return -1;
+    Py_ssize_t got = 0;
+#ifndef MS_WINDOWS
+    got = recv_upto(fd, PyBytes_AS_STRING(*data) + have, want - have, want - have);
+#endif
+    if (got < 0)
+        return -1;
+    return have + got < want ? _PyBytes_Resize(data, have + got) : 0;
+}
+
 static PyObject *
 recv_all(int fd, Py_ssize_t want)
 {
-    return recv_bytes(fd, want, want, NULL, NULL);
+    return recv_bytes(fd, want, want);
 }
 
 static PyObject *
@@ -299,8 +311,10 @@ SmallRecords_receive(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     }
     Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
     int fd = socket_fd(args[0]);
-    if ((limit == -1 && PyErr_Occurred()) || fd == -2)
+    if (fd == -2)
         return NULL;
     PyObject *first = fd >= 0 ? recv_all(fd, HEADER_SIZE) : PyBytes_FromString("");
     if (first == NULL)
@@ -311,24 +325,6 @@ SmallRecords_receive(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs
     Py_DECREF(first);
     Py_XDECREF(rest);
     return result;
-}
-
-struct record_end_at {
-    SmallRecords *self;
-    Py_ssize_t at;
-    uint64_t pickle_bytes;
-};
-
-/* recv_upto's ``more`` for a record's payload: whether a valid RECORD_END
- * for it follows, so that a stream has more bytes after it. */
-static int
-record_end_follows(void *arg, const char *p)
-{
-    struct record_end_at *r = arg;
-    header end = read_header((const unsigned char *)p + r->at);
-    return end.word == r->self->end_word && !end.param && !end.stored
-           && end.raw == r->pickle_bytes && !end.payload_check
-           && valid_header(p + r->at, end);
 }
 
 /* sp.load of a one-record stream of one small record, as sp.dump writes it
@@ -347,9 +343,10 @@ SmallRecords_receive_stream(SmallRecords *self, PyObject *const *args, Py_ssize_
         return NULL;
     }
     Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
-    int strict = PyObject_IsTrue(args[2]);
-    int fd = socket_fd(args[0]);
-    if ((limit == -1 && PyErr_Occurred()) || strict < 0 || fd == -2)
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    int strict = PyObject_IsTrue(args[2]), fd;
+    if (strict < 0 || (fd = socket_fd(args[0])) == -2)
         return NULL;
     PyObject *parts = args[3], *result = NULL, *rest = NULL;
     PyObject *first = fd >= 0 ? recv_all(fd, STREAM_HEADER_SIZE + HEADER_SIZE)
@@ -361,22 +358,29 @@ SmallRecords_receive_stream(SmallRecords *self, PyObject *const *args, Py_ssize_
     if (got == STREAM_HEADER_SIZE + HEADER_SIZE
         && memcmp(p, self->stream_header, STREAM_HEADER_SIZE) == 0)
         n = small_size(self, p + STREAM_HEADER_SIZE, HEADER_SIZE, limit);
-    /* The END after a valid RECORD_END must come: read both at once. */
-    struct record_end_at at = {self, n, (uint64_t)n};
-    if (n >= 0
-        && (rest = recv_bytes(fd, n + 2 * HEADER_SIZE, n + HEADER_SIZE, record_end_follows,
-                              &at))
-               == NULL)
+    /* The payload and RECORD_END, and the END too if it came with them (a
+     * writer sends all three at once); the END is waited for only once the
+     * record has loaded, as the general path reads it. */
+    Py_ssize_t record = n + HEADER_SIZE, whole = record + HEADER_SIZE;
+    if (n >= 0 && (rest = recv_bytes(fd, whole, record)) == NULL)
         goto done;
-    if (rest != NULL && PyBytes_GET_SIZE(rest) == n + 2 * HEADER_SIZE
-        && memcmp(PyBytes_AS_STRING(rest) + n + HEADER_SIZE, self->stream_end, HEADER_SIZE)
-               == 0) {
+    if (rest != NULL && PyBytes_GET_SIZE(rest) >= record) {
         header h = read_header((const unsigned char *)p + STREAM_HEADER_SIZE);
         result = load_record(self, h, PyBytes_AS_STRING(rest), n, strict);
         if (result == NULL && PyErr_ExceptionMatches(PyExc_Exception))
             PyErr_Clear(); /* the general path loads it again and says what is wrong */
-        else if (result == NULL || (result != Py_Ellipsis && result != Py_NotImplemented))
+        else if (result == NULL)
             goto done;
+        else if (result != Py_Ellipsis && result != Py_NotImplemented) {
+            if (PyBytes_GET_SIZE(rest) < whole && recv_more(fd, &rest, whole) < 0)
+                Py_CLEAR(result);
+            if (result == NULL || (PyBytes_GET_SIZE(rest) == whole
+                                   && memcmp(PyBytes_AS_STRING(rest) + record,
+                                             self->stream_end, HEADER_SIZE) == 0))
+                goto done;
+            /* not the END a writer puts after one record: the general way
+             * loads the record again and says what follows it */
+        }
         Py_CLEAR(result);
     }
     if (PyList_Append(parts, first) == 0 && (rest == NULL || PyList_Append(parts, rest) == 0))
@@ -463,9 +467,11 @@ SmallRecords_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static void
 SmallRecords_dealloc(SmallRecords *self)
 {
+    PyTypeObject *type = Py_TYPE(self);
     Py_XDECREF(self->checksum);
     Py_XDECREF(self->loads);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type); /* a heap type: each instance holds a reference to it */
 }
 
 static PyMethodDef SmallRecords_methods[] = {

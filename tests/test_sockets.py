@@ -486,6 +486,29 @@ class TestOneMessageCalls:
         a.close()
         b.close()
 
+    @pytest.mark.parametrize("damage", ["payload", "forbidden global"])
+    def test_a_bad_record_is_refused_without_waiting_for_its_end(self, damage: str) -> None:
+        """The END is waited for only once the record has loaded, as the
+        general path reads it: a peer that withholds it gets the error at once
+        (review: the first version waited for it, until a watchdog's close)."""
+        if damage == "payload":
+            data = bytearray(received(lambda sock: sp.dump({"k": 1}, sock)))
+            data[50] ^= 1
+            error, match = sp.CorruptStreamError, "payload check mismatch"
+        else:
+            data = bytearray(received(lambda sock: sp.dump(Unpicklable, sock)))
+            error, match = sp.ForbiddenGlobalError, "forbidden in safe mode"
+        a, b = socket.socketpair()
+        a.sendall(bytes(data[:-32]))  # all but the END; the connection stays open
+        watchdog = threading.Timer(5, a.close)
+        watchdog.start()
+        with pytest.raises(error, match=match):
+            sp.load(b, safe=True)
+        assert not watchdog.finished.is_set(), "waited for the END"
+        watchdog.cancel()
+        a.close()
+        b.close()
+
     def test_a_record_ending_in_end_is_refused_without_waiting_on_a_blocking_socket(
         self,
     ) -> None:
