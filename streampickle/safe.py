@@ -68,76 +68,130 @@ _FROMBUFFER = _CORE.numeric._frombuffer
 #: dtype of plain values has them.
 _OBJECT_FLAGS = 0x07
 _OBJECT = np.dtype(object)
+_make_dtype: Any = np.dtype  # built from what a pickle gave: no static type
+#: An empty array has no data to bound its other dimensions by: list() of one
+#: shaped (10**6, 0) is a million arrays. No more than this many rows, then.
+_MAX_EMPTY_EXTENT = 1 << 16
+
+
+def _refuse(what: str) -> ForbiddenGlobalError:
+    return ForbiddenGlobalError(f"safe mode {what}")
 
 
 def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> None:
-    """Refuse a call that makes more than the record holds: every call safe
-    mode allows is made with what the pickle gives, so the pickle must hold
-    the data, not a count of it."""
-    every = (*args, *(kwargs or {}).values())
+    """Refuse a call unless its arguments are of the kinds numpy and pickle
+    write: every call safe mode allows is then made with what the pickle
+    holds, not with a count of it, and numpy is given nothing it trusts."""
+    if kwargs:
+        raise _refuse(f"calls nothing with keyword arguments ({func!r:.60})")
     if isinstance(func, type) and issubclass(func, np.ndarray):
-        raise ForbiddenGlobalError(
-            "safe mode does not call numpy.ndarray (numpy pickles arrays with "
-            "_reconstruct or _frombuffer): it would allocate any shape"
-        )
-    if func in (bytes, bytearray) and args and isinstance(args[0], int):
-        raise ForbiddenGlobalError(
-            f"safe mode does not call {func.__name__}(n): n zero bytes from nothing"
-        )
-    if func in _MATERIALIZING and any(isinstance(a, range) for a in every):
-        raise ForbiddenGlobalError(
-            f"safe mode does not call {func.__name__} on a range: it would make "
-            "as many items as the range is long"
-        )
-    if func in (_SCALAR, _FROMBUFFER) and len(args) >= 2:
-        dtype = args[0] if func is _SCALAR else args[1]
-        if holds_objects(dtype):
-            # A scalar or array of Python objects read from raw bytes would
-            # hold whatever pointers the bytes spell (numpy pickles those
-            # otherwise, never through these).
-            raise ForbiddenGlobalError(
-                f"safe mode does not read numpy values of dtype {dtype!r}, which "
-                "holds Python objects, from raw bytes"
-            )
-    if func is _RECONSTRUCT and (
-        len(args) < 2 or not isinstance(args[1], tuple) or _size(args[1]) != 0
+        raise _refuse("does not call numpy.ndarray: it would allocate any shape")
+    if func in (bytes, bytearray) and not (
+        not args or isinstance(args[0], str | bytes | bytearray | list | tuple)
     ):
-        raise ForbiddenGlobalError(
-            "safe mode calls numpy's _reconstruct with an empty shape only (as "
-            "numpy pickles arrays: their data comes with their state)"
+        raise _refuse(f"calls {func.__name__} on bytes, a str, a list or a tuple only")
+    if func in _MATERIALIZING and any(isinstance(a, range | np.ndarray) for a in args):
+        raise _refuse(f"does not call {func.__name__} on a range or an array")
+    if func is np.dtype and not (
+        1 <= len(args) <= 3
+        and isinstance(args[0], str)
+        and all(isinstance(a, bool) for a in args[1:])
+    ):
+        raise _refuse("makes a numpy dtype from a type string only, as numpy pickles one")
+    if func is _SCALAR and not (
+        len(args) == 2
+        and _plain_items(args[0])
+        and isinstance(args[1], bytes)
+        and len(args[1]) == args[0].itemsize
+    ):
+        raise _refuse("makes a numpy scalar from a plain dtype and its bytes only")
+    if func is _FROMBUFFER and not (len(args) >= 2 and _plain_items(args[1])):
+        # an array of Python objects from raw bytes would hold whatever
+        # pointers the bytes spell (numpy pickles those otherwise)
+        raise _refuse("reads numpy arrays of plain dtypes only from raw bytes")
+    if func is _RECONSTRUCT and not (
+        len(args) == 3 and args[1] == (0,) and args[2] in (b"b", "b")
+    ):
+        raise _refuse(
+            "calls numpy's _reconstruct only as numpy pickles arrays: empty, their "
+            "data coming with their state"
         )
 
 
 def check_build(inst: Any, state: Any) -> None:
-    """Refuse a BUILD whose state numpy would trust: an array (or dtype)
-    whose items hold Python objects. Plain dtypes' arrays check their bytes
-    against their shape themselves."""
+    """Refuse a BUILD whose state numpy would trust: only arrays and dtypes
+    get one. A dtype's state must make a dtype numpy itself makes from its
+    description (flags, byte order and layout are otherwise the pickle's to
+    forge); an array's must hold exactly its data: bytes for its elements,
+    or one item per element for Python objects (numpy checks neither)."""
     if isinstance(inst, np.dtype):
-        return  # its flags are checked where an array or scalar takes it
+        _check_dtype_state(inst, state)
+        return
     if not isinstance(inst, np.ndarray):
-        raise ForbiddenGlobalError(
-            f"safe mode gives a state (BUILD) to numpy arrays and dtypes only, "
-            f"not to {type(inst).__name__}"
+        raise _refuse(
+            f"gives a state (BUILD) to numpy arrays and dtypes only, not to "
+            f"{type(inst).__name__}"
         )
-    if not (isinstance(state, tuple) and len(state) == 5):
-        raise ForbiddenGlobalError(f"safe mode: not a numpy array's state: {state!r:.80}")
-    shape, dtype, items = state[1], state[2], state[4]
-    if not isinstance(dtype, np.dtype) or not isinstance(shape, tuple) or _size(shape) < 0:
-        raise ForbiddenGlobalError(f"safe mode: not a numpy array's state: {state!r:.80}")
-    if holds_objects(dtype) and not (
-        dtype == _OBJECT
-        and dtype.flags == _OBJECT.flags
-        and isinstance(items, list)
-        and len(items) == _size(shape)
-    ):
-        # numpy fills an object array from its list without checking that
-        # the list is as long as the shape (a short one crashes numpy 2.4),
-        # and takes raw bytes for pointers where the flags say so.
-        raise ForbiddenGlobalError(
-            f"safe mode loads numpy arrays of Python objects only as numpy pickles "
-            f"them: dtype object and one item per element, not {dtype!r} and "
-            f"{type(items).__name__}"
+    if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[3], bool)):
+        raise _refuse(f"takes only numpy's array states, not {state!r:.80}")
+    shape, dtype, data = state[1], state[2], state[4]
+    if not isinstance(shape, tuple) or _size(shape) < 0 or not isinstance(dtype, np.dtype):
+        raise _refuse(f"takes only numpy's array states, not {state!r:.80}")
+    n = _size(shape)
+    if n == 0 and math.prod(d for d in shape if d) > _MAX_EMPTY_EXTENT:
+        raise _refuse(f"does not load an empty array of shape {shape}: its rows alone")
+    if dtype.itemsize == 0:
+        raise _refuse("does not load arrays of items of no bytes (any shape fits no data)")
+    if _same_dtype(dtype, _OBJECT):
+        fits = isinstance(data, list) and len(data) == n
+    else:
+        fits = (
+            _plain_items(dtype)
+            and isinstance(data, bytes)
+            and len(data) == n * dtype.itemsize
         )
+    if not fits:
+        raise _refuse(
+            f"loads a numpy array only with its data: {n} elements of {dtype!r}, "
+            f"not {type(data).__name__}"
+        )
+
+
+def _check_dtype_state(dtype: np.dtype[Any], state: Any) -> None:
+    """Apply ``state`` to a copy of ``dtype`` first: it must come out a dtype
+    that numpy makes from its own description."""
+    try:
+        scratch: Any = np.dtype(dtype, copy=True)
+        scratch.__setstate__(state)
+        extra = {"metadata": dict(scratch.metadata)} if scratch.metadata else {}
+        if scratch.subdtype is not None:  # its base was checked when it was built
+            rebuilt = _make_dtype(scratch.subdtype, **extra)
+        elif scratch.fields:  # numpy checks that each field fits in the item
+            names = scratch.names
+            layout = {
+                "names": names,
+                "formats": [scratch.fields[n][0] for n in names],
+                "offsets": [scratch.fields[n][1] for n in names],
+                "itemsize": scratch.itemsize,
+            }
+            rebuilt = _make_dtype(layout, align=scratch.isalignedstruct, **extra)
+        else:
+            rebuilt = _make_dtype(scratch.str, **extra)
+    except Exception as exc:
+        raise _refuse(f"takes only numpy's dtype states: {exc}") from None
+    if not _same_dtype(scratch, rebuilt):
+        raise _refuse(f"takes only dtype states numpy writes, not {state!r:.80}")
+
+
+def _same_dtype(a: np.dtype[Any], b: np.dtype[Any]) -> bool:
+    """Equal in every field a pickle carries. Not ``a == b``: it ignores
+    byte order and flags where numpy deems them irrelevant, and comparing an
+    object dtype of byte order ">" crashes numpy 2.4 (review)."""
+    return bool(a.__reduce__()[1:] == b.__reduce__()[1:])
+
+
+def _plain_items(dtype: Any) -> bool:
+    return isinstance(dtype, np.dtype) and dtype.itemsize > 0 and not holds_objects(dtype)
 
 
 def holds_objects(dtype: Any) -> bool:
@@ -199,7 +253,48 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         check_build(self.stack[-2], self.stack[-1])
         _PythonUnpickler.load_build(self)
 
+    # What containers get is added by their own methods, run on whatever the
+    # stack holds: only the containers the opcodes are for (a list's slice
+    # assignment from a range would expand it; an array's, loop over it).
+    def load_setitem(self) -> None:
+        _check_target(self.stack[-3], dict, "SETITEM")
+        _PythonUnpickler.load_setitem(self)
+
+    def load_setitems(self) -> None:
+        _check_target(self._below_mark(), dict, "SETITEMS")
+        _PythonUnpickler.load_setitems(self)
+
+    def load_append(self) -> None:
+        _check_target(self.stack[-2], list, "APPEND")
+        _PythonUnpickler.load_append(self)
+
+    def load_appends(self) -> None:
+        _check_target(self._below_mark(), list, "APPENDS")
+        _PythonUnpickler.load_appends(self)
+
+    def load_additems(self) -> None:
+        _check_target(self._below_mark(), set, "ADDITEMS")
+        _PythonUnpickler.load_additems(self)
+
+    def _below_mark(self) -> Any:
+        """What the items after the last MARK are added to (pickle.py keeps
+        the stack below a mark in its metastack)."""
+        below = self.metastack[-1] if self.metastack else None
+        return below[-1] if below else None
+
     dispatch[pickle.REDUCE[0]] = load_reduce
     dispatch[pickle.NEWOBJ[0]] = load_newobj
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
     dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.SETITEM[0]] = load_setitem
+    dispatch[pickle.SETITEMS[0]] = load_setitems
+    dispatch[pickle.APPEND[0]] = load_append
+    dispatch[pickle.APPENDS[0]] = load_appends
+    dispatch[pickle.ADDITEMS[0]] = load_additems
+
+
+def _check_target(target: Any, kind: type, opcode: str) -> None:
+    if not isinstance(target, kind):
+        raise _refuse(
+            f"runs {opcode} on a {kind.__name__} only, not {type(target).__name__}"
+        )
