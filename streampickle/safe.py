@@ -90,6 +90,10 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
         not args or isinstance(args[0], str | bytes | bytearray | list | tuple)
     ):
         raise _refuse(f"calls {func.__name__} on bytes, a str, a list or a tuple only")
+    if func is str and not all(isinstance(a, str | bytes | bytearray) for a in args):
+        # str() of a list writes each item's repr: a list of ten references to
+        # the last result, ten times over, is a string of 10**10 (review)
+        raise _refuse("calls str on strings and bytes only (with their encoding)")
     if func in _MATERIALIZING and any(isinstance(a, range | np.ndarray) for a in args):
         raise _refuse(f"does not call {func.__name__} on a range or an array")
     if func is np.dtype and not (
@@ -105,7 +109,9 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
         and len(args[1]) == args[0].itemsize
     ):
         raise _refuse("makes a numpy scalar from a plain dtype and its bytes only")
-    if func is _FROMBUFFER and not (len(args) >= 2 and _plain_items(args[1])):
+    if func is _FROMBUFFER and not (
+        len(args) == 4 and _plain_items(args[1]) and _fits_empty(args[2])
+    ):
         # an array of Python objects from raw bytes would hold whatever
         # pointers the bytes spell (numpy pickles those otherwise)
         raise _refuse("reads numpy arrays of plain dtypes only from raw bytes")
@@ -138,7 +144,7 @@ def check_build(inst: Any, state: Any) -> None:
     if not isinstance(shape, tuple) or _size(shape) < 0 or not isinstance(dtype, np.dtype):
         raise _refuse(f"takes only numpy's array states, not {state!r:.80}")
     n = _size(shape)
-    if n == 0 and math.prod(d for d in shape if d) > _MAX_EMPTY_EXTENT:
+    if not _fits_empty(shape):
         raise _refuse(f"does not load an empty array of shape {shape}: its rows alone")
     if dtype.itemsize == 0:
         raise _refuse("does not load arrays of items of no bytes (any shape fits no data)")
@@ -188,6 +194,14 @@ def _same_dtype(a: np.dtype[Any], b: np.dtype[Any]) -> bool:
     byte order and flags where numpy deems them irrelevant, and comparing an
     object dtype of byte order ">" crashes numpy 2.4 (review)."""
     return bool(a.__reduce__()[1:] == b.__reduce__()[1:])
+
+
+def _fits_empty(shape: Any) -> bool:
+    """A shape of ints >= 0; if it has no elements, at most _MAX_EMPTY_EXTENT
+    rows of nothing (an empty array has no data to bound them by)."""
+    if not isinstance(shape, tuple) or _size(shape) < 0:
+        return False
+    return _size(shape) > 0 or math.prod(d for d in shape if d) <= _MAX_EMPTY_EXTENT
 
 
 def _plain_items(dtype: Any) -> bool:

@@ -1461,6 +1461,10 @@ _RAW_SAFE_CASES = {
         _op_call(_op_global("numpy._core.multiarray", "scalar"), _op_dtype("<i8"),
                  _op_bytes(struct.pack("<q", 2**28))),
     ),  # fmt: skip
+    # each round, str() of a list of ten references to the last result: x10
+    "str-of-a-list-of-its-last-result": _op_str("A" * 100) + b"q\x00"
+    + (b"0" + _op_call(_op_global("builtins", "str"), b"(" + b"h\x00" * 10 + b"l")
+       + b"q\x00") * 9,
     "bytes-of-a-count-by-keyword": _op_global("builtins", "bytes")
     + b")}" + _op_str("source") + _op_int(2**28) + b"s\x92",
     "list-slice-assigned-a-range": b"]"
