@@ -202,10 +202,13 @@ class SocketSink:
     def send(self, data: bytes) -> None:
         if self.pending or len(data) >= self.GATHER:
             self.write(data)
-        else:  # a small message: one send, no gathering copy
-            self.sock.sendall(data)
-            self.position += len(data)
-        self.flush()
+            self.flush()
+            return
+        self.sock.sendall(data)  # a small message: one send, no gathering copy
+        self.position += len(data)
+        if not self.pushed:
+            self.pushed = True
+            self._push()
 
     def finish(self) -> None:
         self.flush()
