@@ -184,18 +184,20 @@ SmallRecords_load(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
 /* -- the socket adapter's read of a small record ---------------------------
  *
  * Over a socket a small message costs its two recv calls and little else,
- * so the Python around them (two frames of SocketSource.read per message)
- * shows; here both reads are one C call. Only the reading is here: what it
- * returns goes through size() and load() like any other source's. */
+ * so the Python around them (the reads, the position, the calls of size()
+ * and load()) shows; here a small record's reading, checks and loads are
+ * one C call. What it does not take goes on the general path. */
 
-static PyObject *fileno_name; /* "fileno", interned */
+static PyObject *fileno_name, *position_name; /* interned */
 
 int
 small_records_init(void)
 {
     if (fileno_name == NULL)
         fileno_name = PyUnicode_InternFromString("fileno");
-    return fileno_name == NULL ? -1 : 0;
+    if (position_name == NULL)
+        position_name = PyUnicode_InternFromString("position");
+    return fileno_name == NULL || position_name == NULL ? -1 : 0;
 }
 
 #ifndef MS_WINDOWS
@@ -303,25 +305,67 @@ recv_all(int fd, Py_ssize_t want)
     return recv_bytes(fd, want, want);
 }
 
-static PyObject *
-SmallRecords_receive(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
+/* ``source.position += n``: the socket source's count of bytes read, for
+ * what later errors say. */
+static int
+advance(PyObject *source, Py_ssize_t n)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "receive() takes a socket and a size limit");
+    PyObject *at = PyObject_GetAttr(source, position_name);
+    if (at == NULL)
+        return -1;
+    PyObject *step = PyLong_FromSsize_t(n);
+    PyObject *moved = step == NULL ? NULL : PyNumber_Add(at, step);
+    Py_DECREF(at);
+    Py_XDECREF(step);
+    int failed = moved == NULL ? -1 : PyObject_SetAttr(source, position_name, moved);
+    Py_XDECREF(moved);
+    return failed;
+}
+
+/* Unpickler.load of the next record of an open stream from a plain socket:
+ * the frame header in one recv and, if it is one size() takes, of at most
+ * ``limit`` bytes, the payload and RECORD_END in another; the checks and
+ * loads between them. ``source.position`` counts the bytes read. Else
+ * NotImplemented (or Ellipsis: load_record's "checked but not plain") with
+ * the bytes read appended to ``parts``, cut short where the peer closed or
+ * the socket would block (a timeout is set: the general path reads on with
+ * it). An error of ``loads`` is raised. */
+static PyObject *
+SmallRecords_receive_record(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyList_CheckExact(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "receive_record() takes a socket, its source, a size limit, "
+                        "strict, a list");
         return NULL;
     }
-    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
     if (limit == -1 && PyErr_Occurred())
         return NULL;
-    int fd = socket_fd(args[0]);
-    if (fd == -2)
+    int strict = PyObject_IsTrue(args[3]), fd;
+    if (strict < 0 || (fd = socket_fd(args[0])) == -2)
         return NULL;
+    PyObject *parts = args[4], *result = NULL, *rest = NULL;
     PyObject *first = fd >= 0 ? recv_all(fd, HEADER_SIZE) : PyBytes_FromString("");
     if (first == NULL)
         return NULL;
-    Py_ssize_t n = small_size(self, PyBytes_AS_STRING(first), PyBytes_GET_SIZE(first), limit);
-    PyObject *rest = n >= 0 ? recv_all(fd, n + HEADER_SIZE) : PyBytes_FromString("");
-    PyObject *result = rest == NULL ? NULL : PyTuple_Pack(2, first, rest);
+    const char *p = PyBytes_AS_STRING(first);
+    Py_ssize_t n = small_size(self, p, PyBytes_GET_SIZE(first), limit);
+    if (n >= 0 && (rest = recv_all(fd, n + HEADER_SIZE)) == NULL)
+        goto done;
+    if (advance(args[1], PyBytes_GET_SIZE(first) + (rest ? PyBytes_GET_SIZE(rest) : 0)) < 0)
+        goto done;
+    if (rest != NULL && PyBytes_GET_SIZE(rest) == n + HEADER_SIZE) {
+        result = load_record(self, read_header((const unsigned char *)p),
+                             PyBytes_AS_STRING(rest), n, strict);
+        if (result != Py_Ellipsis && result != Py_NotImplemented)
+            goto done; /* the object, or the error of loads */
+    }
+    if (PyList_Append(parts, first) < 0 || (rest != NULL && PyList_Append(parts, rest) < 0))
+        Py_CLEAR(result);
+    else if (result == NULL)
+        result = Py_NewRef(Py_NotImplemented);
+done:
     Py_DECREF(first);
     Py_XDECREF(rest);
     return result;
@@ -486,13 +530,15 @@ static PyMethodDef SmallRecords_methods[] = {
      "RECORD_END for it, and the pickle passes check_whole as plain data.\n"
      "Ellipsis if all that holds but the pickle is not plain; NotImplemented\n"
      "if anything else is wrong (the general path says what)."},
-    {"receive", (PyCFunction)(void (*)(void))SmallRecords_receive, METH_FASTCALL,
-     "receive(sock, limit, /)\n--\n\n"
-     "Read a frame header from the connected socket ``sock``, and if it is\n"
-     "one size() takes, of at most ``limit`` bytes, the payload and the 32\n"
-     "bytes after it: (header, after), either cut short where the peer\n"
-     "closed or the socket would block (it has a timeout; its own recv then\n"
-     "reads the rest). Nothing is read on Windows: (b'', b'')."},
+    {"receive_record", (PyCFunction)(void (*)(void))SmallRecords_receive_record,
+     METH_FASTCALL,
+     "receive_record(sock, source, limit, strict, parts, /)\n--\n\n"
+     "The next record's object, read from the connected socket ``sock`` if\n"
+     "it is one load() loads, of at most ``limit`` bytes; ``source.position``\n"
+     "counts the bytes read. Else NotImplemented, or Ellipsis where load()\n"
+     "would return it, with the bytes read appended to ``parts`` (cut short\n"
+     "where the peer closed or the socket would block) for the general path\n"
+     "to read on from. Nothing is read on Windows."},
     {"receive_stream", (PyCFunction)(void (*)(void))SmallRecords_receive_stream,
      METH_FASTCALL,
      "receive_stream(sock, limit, strict, parts, /)\n--\n\n"

@@ -14,7 +14,7 @@ import pickle
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from . import format as fmt
 from . import safe
@@ -61,14 +61,14 @@ def _not_a_pickle(number: int, exc: Exception) -> CorruptStreamError:
     )
 
 
-def _from_loads(number: int, exc: Exception) -> Exception:
-    """What an error of ``pickle.loads`` on a plain record becomes: the
+def _raise_from_loads(number: int, exc: Exception) -> NoReturn:
+    """Raise what an error of ``pickle.loads`` on a plain record becomes: the
     unpickler's own, a corrupt record; MemoryError, and the error of a
     caller's warnings hook (CPython warns on a bad escape in a protocol-0
     string), stay as they are."""
     if isinstance(exc, MemoryError) or not _raised_by_unpickler(exc):
-        return exc
-    return _not_a_pickle(number, exc)
+        raise exc
+    raise _not_a_pickle(number, exc) from exc
 
 
 def _raised_by_unpickler(exc: BaseException) -> bool:
@@ -201,9 +201,24 @@ class Unpickler:
                 self._state = "open"
             elif self._socket is None:
                 data = self._source.read(_HEADER_SIZE)
-            else:  # the header, and a small record's rest, in one C call
-                data, both = _SMALL.receive(self._socket, self._plain_limit)
-                self._source.position += len(data) + len(both)
+            else:  # most small records: read, checked and loaded in one C call
+                parts: list[bytes] = []
+                try:
+                    obj = _SMALL.receive_record(
+                        self._socket, self._source, self._plain_limit, self._safe, parts
+                    )
+                except OSError:  # of reading: a plain pickle calls nothing
+                    raise
+                except Exception as exc:
+                    _raise_from_loads(self._count, exc)
+                if obj is Ellipsis:  # checked, whole, not plain
+                    record = parts[1]
+                    n = len(record) - _HEADER_SIZE
+                    obj = self._unpickle(None, self._count, record[:n], record[n:], True)
+                if obj is not NotImplemented:
+                    self._count += 1
+                    return obj
+                data, both = parts[0], b"".join(parts[1:])
                 if len(data) < _HEADER_SIZE:  # a timeout is set, or the peer closed
                     data += self._source.read(_HEADER_SIZE - len(data))
             n = _SMALL.size(data)  # -1 unless a checked, uncompressed PICKLE frame
@@ -212,13 +227,10 @@ class Unpickler:
             ):
                 if len(both) < n + _HEADER_SIZE:
                     both += self._source.read(n + _HEADER_SIZE - len(both))
-                try:  # most small messages end here, in one C call
+                try:
                     obj = _SMALL.load(data, both, self._safe)
                 except Exception as exc:
-                    error = _from_loads(self._count, exc)
-                    if error is exc:
-                        raise
-                    raise error from exc
+                    _raise_from_loads(self._count, exc)
                 if obj is Ellipsis:  # checked, whole, not plain
                     obj = self._unpickle(None, self._count, both[:n], both[n:], True)
                 elif obj is NotImplemented:  # the general way says what is wrong
@@ -274,10 +286,7 @@ class Unpickler:
                 try:
                     return pickle.loads(chunk)
                 except Exception as exc:
-                    error = _from_loads(number, exc)
-                    if error is exc:
-                        raise
-                    raise error from exc
+                    _raise_from_loads(number, exc)
         return self._unpickle(None, number, chunk, after, whole)
 
     def _unpickle(
@@ -479,11 +488,15 @@ def load(
     if type(file) is socket.socket and mmap_mode is None and not allow:
         # A small message, as dump sends it: read, checked and loaded in one C
         # call; else the general way reads on from the bytes that call read.
-        check_threads(threads)
-        check_policy(page_cache)
-        _check_max_size(max_size)
+        limit = _SMALL_FRAME
+        if threads is not None or page_cache != "auto" or max_size is not None:
+            # not called for the defaults: a call costs a small message ~1.5%
+            check_threads(threads)
+            check_policy(page_cache)
+            _check_max_size(max_size)
+            limit = _plain_limit(max_size)
         parts: list[bytes] = []
-        obj = _SMALL.receive_stream(file, _plain_limit(max_size), safe, parts)
+        obj = _SMALL.receive_stream(file, limit, safe, parts)
         if obj is not NotImplemented:
             return obj
         file = SocketSource(file, b"".join(parts))

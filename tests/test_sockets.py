@@ -219,8 +219,8 @@ def fast_and_general(data: bytes, read: Callable[[socket.socket], Any]) -> list[
 
 class TestSmallRecordsReadInC:
     """After a stream's first record, a plain socket's small records are read
-    by one C call (``SMALL_RECORDS.receive``); what it cannot finish, the
-    socket's own recv does."""
+    by one C call (``SMALL_RECORDS.receive_record``); what it cannot finish,
+    the socket's own recv does."""
 
     def test_a_stream_cut_at_every_byte_reads_as_through_socket_recv(self) -> None:
         """Records, errors and their offsets as the Python reads give them."""
@@ -228,6 +228,47 @@ class TestSmallRecordsReadInC:
         for cut in range(len(data) + 1):
             fast, general = fast_and_general(data[:cut], read_all)
             assert fast == general, cut
+
+    def test_records_not_plain_or_failing_in_loads_read_as_through_socket_recv(
+        self,
+    ) -> None:
+        """Records the C call checks but hands back (not plain data: the
+        general unpickler loads them) and one whose pickle passes the scan but
+        fails in pickle.loads (SETITEMS on a list): the same records, errors
+        and offsets, at every cut."""
+        out = io.BytesIO()
+        with sp.Pickler(out) as p:
+            for obj in ({"id": 0}, {1, 2}, np.float64(1.5), complex(1, 2), "plain"):
+                p.dump(obj)
+            p.write_record(lambda w: w.write(b"\x80\x05](K\x01K\x02u."))
+            p.dump("after")
+        data = out.getvalue()
+        whole = fast_and_general(data, read_all)
+        assert whole[0][0] == [{"id": 0}, {1, 2}, np.float64(1.5), complex(1, 2), "plain"]
+        assert whole[0][1].startswith("CorruptStreamError: record 5 is not a valid pickle")
+        for cut in range(len(data)):
+            fast, general = fast_and_general(data[:cut], read_all)
+            assert fast == general, cut
+
+    def test_a_reset_connection_raises_its_os_error(self) -> None:
+        """An error of reading is not taken for an error of the pickle."""
+        records, data = small_records_stream()
+        second = sp.Unpickler(io.BytesIO(data))
+        second.load()
+        second.load()
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            a = socket.create_connection(server.getsockname())
+            b, _ = server.accept()
+        a.sendall(data[: second._source.position])  # two whole records
+        with sp.Unpickler(b) as u:
+            assert [u.load(), u.load()] == records[:2]
+            b.sendall(b"x")  # unread by a: its close then resets the connection
+            time.sleep(0.05)
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
+            a.close()
+            with pytest.raises(ConnectionResetError):
+                u.load()  # the third record's header: read in C
+        b.close()
 
     @pytest.mark.parametrize("timeout", [None, 5.0])
     def test_records_arriving_a_few_bytes_at_a_time_load(
