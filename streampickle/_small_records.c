@@ -376,8 +376,7 @@ done:
  * the payload, RECORD_END and END in another, the checks and loads between
  * them. Anything else, or a record load_record does not take, returns
  * NotImplemented with the bytes read appended to ``parts``, for the general
- * path to read on from; so does an error of the unpickler (that path says
- * what it means), but not an error of reading. */
+ * path to read on from. An error of reading or of ``loads`` is raised. */
 static PyObject *
 SmallRecords_receive_stream(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -411,11 +410,9 @@ SmallRecords_receive_stream(SmallRecords *self, PyObject *const *args, Py_ssize_
     if (rest != NULL && PyBytes_GET_SIZE(rest) >= record) {
         header h = read_header((const unsigned char *)p + STREAM_HEADER_SIZE);
         result = load_record(self, h, PyBytes_AS_STRING(rest), n, strict);
-        if (result == NULL && PyErr_ExceptionMatches(PyExc_Exception))
-            PyErr_Clear(); /* the general path loads it again and says what is wrong */
-        else if (result == NULL)
+        if (result == NULL) /* the error of loads */
             goto done;
-        else if (result != Py_Ellipsis && result != Py_NotImplemented) {
+        if (result != Py_Ellipsis && result != Py_NotImplemented) {
             if (PyBytes_GET_SIZE(rest) < whole && recv_more(fd, &rest, whole) < 0)
                 Py_CLEAR(result);
             if (result == NULL || (PyBytes_GET_SIZE(rest) == whole

@@ -496,7 +496,12 @@ def load(
             _check_max_size(max_size)
             limit = _plain_limit(max_size)
         parts: list[bytes] = []
-        obj = _SMALL.receive_stream(file, limit, safe, parts)
+        try:
+            obj = _SMALL.receive_stream(file, limit, safe, parts)
+        except OSError:  # of reading: a plain pickle calls nothing
+            raise
+        except Exception as exc:
+            _raise_from_loads(0, exc)
         if obj is not NotImplemented:
             return obj
         file = SocketSource(file, b"".join(parts))

@@ -178,6 +178,14 @@ class TestMaxSize:
             sp.loads(sp.dumps(1), max_size=bad)
 
 
+def stream_of(pickled: bytes) -> bytes:
+    """A one-record stream whose record's pickle bytes are ``pickled``."""
+    out = io.BytesIO()
+    with sp.Pickler(out) as p:
+        p.write_record(lambda w: w.write(pickled))
+    return out.getvalue()
+
+
 def small_records_stream(count: int = 3) -> tuple[list[Any], bytes]:
     records = [{"id": i, "text": "t" * (20 * i), "values": [0.5] * i} for i in range(count)]
     out = io.BytesIO()
@@ -250,7 +258,8 @@ class TestSmallRecordsReadInC:
             fast, general = fast_and_general(data[:cut], read_all)
             assert fast == general, cut
 
-    def test_a_reset_connection_raises_its_os_error(self) -> None:
+    @pytest.mark.parametrize("reader", ["Unpickler", "sp.load"])
+    def test_a_reset_connection_raises_its_os_error(self, reader: str) -> None:
         """An error of reading is not taken for an error of the pickle."""
         records, data = small_records_stream()
         second = sp.Unpickler(io.BytesIO(data))
@@ -259,15 +268,16 @@ class TestSmallRecordsReadInC:
         with socket.create_server(("127.0.0.1", 0)) as server:
             a = socket.create_connection(server.getsockname())
             b, _ = server.accept()
-        a.sendall(data[: second._source.position])  # two whole records
-        with sp.Unpickler(b) as u:
+        u = sp.Unpickler(b)
+        if reader == "Unpickler":
+            a.sendall(data[: second._source.position])  # two whole records
             assert [u.load(), u.load()] == records[:2]
-            b.sendall(b"x")  # unread by a: its close then resets the connection
-            time.sleep(0.05)
-            a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
-            a.close()
-            with pytest.raises(ConnectionResetError):
-                u.load()  # the third record's header: read in C
+        b.sendall(b"x")  # unread by a: its close then resets the connection
+        time.sleep(0.05)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
+        a.close()
+        with pytest.raises(ConnectionResetError):  # the first read, in C
+            u.load() if reader == "Unpickler" else sp.load(b)
         b.close()
 
     @pytest.mark.parametrize("timeout", [None, 5.0])
@@ -493,7 +503,8 @@ class TestOneMessageCalls:
 
         data = sp.dumps({"id": 7, "text": "t" * 50})  # from a file: with its index
         streamed = received(lambda sock: sp.dump({"id": 7, "text": "t" * 50}, sock))
-        for stream in (data, streamed):
+        failing = stream_of(b"\x80\x05](K\x01K\x02u.")  # fails in pickle.loads
+        for stream in (data, streamed, failing):
             for cut in range(len(stream) + 1):
                 fast, general = fast_and_general(stream[:cut], load)
                 assert fast == general, cut
