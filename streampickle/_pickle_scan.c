@@ -141,6 +141,7 @@ scan_init(scan *s)
     s->skip = 0;
     s->lines = 0;
     s->plain = 1;
+    s->hashes_shared = 0;
     s->stopped = 0;
     s->whole = 0;
     s->pending_len = 0;
@@ -372,6 +373,15 @@ static unsigned char arg_of[256], width_of[256], lines_of[256];
 static unsigned char reaches_code[256];
 /* Opcodes of fixed size that scan_light acts on: memo stores, FRAME, STOP. */
 static unsigned char watched[256];
+/* What it takes to hash in time beyond a bounded factor of a pickle's bytes
+ * (T = (T, T), eighty times: 168 bytes, 2**80 visits; a megabyte int hashed
+ * as often as the pickle refers to it): an object shared (SHARES), one whose
+ * hash is not cached and grows with it (COSTLY: tuples, LONG4's ints), and
+ * an opcode that hashes keys or items (HASHES). In safe mode a pickle with
+ * all three is not plain: Python's unpickler runs it, counting what hashing
+ * visits (safe.py). */
+enum { SHARES = 1, COSTLY = 2, HASHES = 4, HASHES_SHARED = 7 };
+static unsigned char dag_bits[256];
 /* Opcodes whose result may be higher than what they take (see the top). */
 static unsigned char raises[256];
 /* Opcodes that give an object more (higher, if a call made it). */
@@ -427,9 +437,14 @@ fill_table(void)
         raises[up[i]] = 1;
     adds_to[APPEND] = adds_to[APPENDS] = adds_to[SETITEM] = adds_to[SETITEMS] = 1;
     adds_to[ADDITEMS] = adds_to[BUILD] = 1;
+    dag_bits[DUP] = dag_bits[GET] = dag_bits[BINGET] = dag_bits[LONG_BINGET] = SHARES;
+    dag_bits[TUPLE] = dag_bits[TUPLE1] = dag_bits[TUPLE2] = dag_bits[TUPLE3] = COSTLY;
+    dag_bits[LONG4] = COSTLY;
+    dag_bits[SETITEM] = dag_bits[SETITEMS] = dag_bits[ADDITEMS] = HASHES;
+    dag_bits[FROZENSET] = dag_bits[DICT] = HASHES;
     for (int op = 0; op < 256; op++)
         step_over[op] = arg_of[op] == FIXED && !watched[op] && !raises[op] && !adds_to[op]
-                                && !reaches_code[op]
+                                && !reaches_code[op] && !dag_bits[op]
                             ? 1 + width_of[op]
                             : ACT_ON;
 }
@@ -678,6 +693,7 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
 {
     Py_ssize_t i = 0, stores = 0, frame_end = 0, ups = 0, adds = 0, code = 0;
     Py_ssize_t limit = n; /* where the current FRAME, else the pickle, ends */
+    int dag = 0;
 #define REFUSE(offset, what) return (s->at = (offset), refuse(s, what))
     while (i < n) {
         /* most opcodes: one lookup and one comparison each */
@@ -691,6 +707,7 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
         ups += raises[op];
         adds += adds_to[op];
         code += reaches_code[op];
+        dag |= dag_bits[op];
         int arg = arg_of[op];
         Py_ssize_t size = 1 + width_of[op], end = i + size;
         if (arg == UNKNOWN)
@@ -739,6 +756,7 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
             }
             else if (op == STOP) {
                 s->plain = code == 0;
+                s->hashes_shared = dag == HASHES_SHARED;
                 s->stopped = 1;
                 *raising = ups + (code ? adds : 0); /* what a call made may take */
                 if (end != n)
@@ -768,6 +786,7 @@ scan_whole(const unsigned char *p, Py_ssize_t n, int strict)
     s.whole = 1;
     Py_ssize_t raising = 0;
     int failed = scan_light(&s, p, n, &raising);
+    int hashes_shared = s.hashes_shared;
     /* It may nest too deep, or (strict) give a call's result a state */
     if (!failed && (raising > (Py_ssize_t)s.max_depth || (strict && !s.plain))) {
         scan_free(&s);
@@ -778,7 +797,7 @@ scan_whole(const unsigned char *p, Py_ssize_t n, int strict)
     }
     if (!failed && !s.stopped)
         failed = refuse(&s, s.lines ? "a text argument without its newline" : "no STOP");
-    int plain = s.plain;
+    int plain = s.plain && !(strict && hashes_shared);
     scan_free(&s);
     return failed ? -1 : plain;
 }

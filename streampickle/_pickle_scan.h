@@ -39,6 +39,7 @@ typedef struct {
     uint64_t skip;      /* bytes of an argument still to come */
     int lines;          /* newlines of text arguments still to come */
     int plain, stopped;
+    int hashes_shared;  /* scan_light's: shared objects, tuples, hashing */
     int whole;          /* every byte of the pickle is in this one piece */
     unsigned char pending[SLOT_TEXT_MAX + 2]; /* an opcode cut at a piece's end */
     int pending_len;

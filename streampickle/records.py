@@ -39,6 +39,10 @@ class WholeRecord:
     pos: int
     number: int
 
+    @property
+    def pickle_bytes(self) -> int:
+        return len(self.chunk)
+
     def finish(self) -> None:
         """After STOP: it must be the last pickle byte."""
         if self.pos != len(self.chunk):

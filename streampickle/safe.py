@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Sized
 from typing import Any
 
 import numpy as np
@@ -58,10 +59,20 @@ SAFE_GLOBALS = frozenset(
 #: Builtins that turn an iterable into as many items as it yields: given a
 #: range, a few bytes of pickle become any number of objects.
 _MATERIALIZING = frozenset({bytearray, bytes, dict, frozenset, list, set, tuple})
+_MATERIALIZING_IDS = frozenset(map(id, _MATERIALIZING))
+#: Codecs bytes() and str() may be given: linear, and what data is written in.
+_CODECS = frozenset({"ascii", "latin-1", "latin1", "utf-8", "utf8"})
 _CORE = getattr(np, "_core", None) or np.core  # numpy 2's name, else numpy 1's
 _RECONSTRUCT = _CORE.multiarray._reconstruct
 _SCALAR = _CORE.multiarray.scalar
 _FROMBUFFER = _CORE.numeric._frombuffer
+#: What SAFE_GLOBALS name, by id (a dtype compares equal to types and strings).
+_OWN_IDS = frozenset(
+    id(f)
+    for f in (bool, bytearray, bytes, complex, dict, float, frozenset, int, list)
+    + (range, set, slice, str, tuple, np.dtype, np.ndarray)
+    + (_RECONSTRUCT, _SCALAR, _FROMBUFFER)
+)
 #: dtype flags numpy takes from a pickled dtype's state and trusts: items that
 #: hold references (decref'd when freed), are pickled as lists, or are
 #: pointers (NPY_ITEM_REFCOUNT, NPY_LIST_PICKLE, NPY_ITEM_IS_POINTER). No
@@ -86,6 +97,12 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
         raise _refuse(f"calls nothing with keyword arguments ({func!r:.60})")
     if isinstance(func, type) and issubclass(func, np.ndarray):
         raise _refuse("does not call numpy.ndarray: it would allocate any shape")
+    if func in (bytes, bytearray, str) and not (
+        len(args) < 2
+        or (len(args) == 2 and isinstance(args[1], str) and args[1].lower() in _CODECS)
+    ):
+        # any registered codec is reachable by name; punycode is quadratic
+        raise _refuse(f"calls {func.__name__} with no codec but {sorted(_CODECS)}")
     if func in (bytes, bytearray) and not (
         not args or isinstance(args[0], str | bytes | bytearray | list | tuple)
     ):
@@ -110,11 +127,18 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
     ):
         raise _refuse("makes a numpy scalar from a plain dtype and its bytes only")
     if func is _FROMBUFFER and not (
-        len(args) == 4 and _plain_items(args[1]) and _fits_empty(args[2])
+        len(args) == 4
+        and _plain_items(args[1])
+        and _fits_empty(args[2])
+        and args[3] in ("C", "F")
+        and _bytes_of(args[0], _size(args[2]) * args[1].itemsize)
     ):
         # an array of Python objects from raw bytes would hold whatever
-        # pointers the bytes spell (numpy pickles those otherwise)
-        raise _refuse("reads numpy arrays of plain dtypes only from raw bytes")
+        # pointers the bytes spell (numpy pickles those otherwise); nor may
+        # the bytes be an object array's pointers (review)
+        raise _refuse(
+            "reads numpy arrays of plain dtypes only from raw bytes, exactly theirs"
+        )
     if func is _RECONSTRUCT and not (
         len(args) == 3 and args[1] == (0,) and args[2] in (b"b", "b")
     ):
@@ -124,15 +148,17 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
         )
 
 
-def check_build(inst: Any, state: Any) -> None:
+def check_build(inst: Any, state: Any) -> Any:
     """Refuse a BUILD whose state numpy would trust: only arrays and dtypes
     get one. A dtype's state must make a dtype numpy itself makes from its
     description (flags, byte order and layout are otherwise the pickle's to
     forge); an array's must hold exactly its data: bytes for its elements,
-    or one item per element for Python objects (numpy checks neither)."""
+    or one item per element for Python objects (numpy checks neither).
+    Returns the state to apply: for a dtype, that of numpy's own rebuilt one,
+    since numpy keeps the state's fields dict, which the pickle could still
+    reach through its memo and change after this check (review)."""
     if isinstance(inst, np.dtype):
-        _check_dtype_state(inst, state)
-        return
+        return _check_dtype_state(inst, state).__reduce__()[2]
     if not isinstance(inst, np.ndarray):
         raise _refuse(
             f"gives a state (BUILD) to numpy arrays and dtypes only, not to "
@@ -148,7 +174,7 @@ def check_build(inst: Any, state: Any) -> None:
         raise _refuse(f"does not load an empty array of shape {shape}: its rows alone")
     if dtype.itemsize == 0:
         raise _refuse("does not load arrays of items of no bytes (any shape fits no data)")
-    if _same_dtype(dtype, _OBJECT):
+    if _plain_object_dtype(dtype):
         fits = isinstance(data, list) and len(data) == n
     else:
         fits = (
@@ -161,11 +187,13 @@ def check_build(inst: Any, state: Any) -> None:
             f"loads a numpy array only with its data: {n} elements of {dtype!r}, "
             f"not {type(data).__name__}"
         )
+    return state
 
 
-def _check_dtype_state(dtype: np.dtype[Any], state: Any) -> None:
+def _check_dtype_state(dtype: np.dtype[Any], state: Any) -> np.dtype[Any]:
     """Apply ``state`` to a copy of ``dtype`` first: it must come out a dtype
-    that numpy makes from its own description."""
+    that numpy makes from its own description, which is returned."""
+    rebuilt: np.dtype[Any]
     try:
         scratch: Any = np.dtype(dtype, copy=True)
         scratch.__setstate__(state)
@@ -173,11 +201,12 @@ def _check_dtype_state(dtype: np.dtype[Any], state: Any) -> None:
         if scratch.subdtype is not None:  # its base was checked when it was built
             rebuilt = _make_dtype(scratch.subdtype, **extra)
         elif scratch.fields:  # numpy checks that each field fits in the item
-            names = scratch.names
+            fields = [scratch.fields[n] for n in scratch.names]
             layout = {
-                "names": names,
-                "formats": [scratch.fields[n][0] for n in names],
-                "offsets": [scratch.fields[n][1] for n in names],
+                "names": scratch.names,
+                "formats": [f[0] for f in fields],
+                "offsets": [f[1] for f in fields],
+                "titles": [f[2] if len(f) > 2 else None for f in fields],
                 "itemsize": scratch.itemsize,
             }
             rebuilt = _make_dtype(layout, align=scratch.isalignedstruct, **extra)
@@ -187,21 +216,42 @@ def _check_dtype_state(dtype: np.dtype[Any], state: Any) -> None:
         raise _refuse(f"takes only numpy's dtype states: {exc}") from None
     if not _same_dtype(scratch, rebuilt):
         raise _refuse(f"takes only dtype states numpy writes, not {state!r:.80}")
+    return rebuilt
 
 
 def _same_dtype(a: np.dtype[Any], b: np.dtype[Any]) -> bool:
     """Equal in every field a pickle carries. Not ``a == b``: it ignores
     byte order and flags where numpy deems them irrelevant, and comparing an
-    object dtype of byte order ">" crashes numpy 2.4 (review)."""
+    object dtype of byte order ">" crashes numpy 2.4 (review). (A field's
+    dtype compares equal to its str: the caller applies the rebuilt one.)"""
     return bool(a.__reduce__()[1:] == b.__reduce__()[1:])
+
+
+def _plain_object_dtype(dtype: np.dtype[Any]) -> bool:
+    """numpy's object dtype, with or without metadata (h5py's vlen str)."""
+    own, plain = dtype.__reduce__(), _OBJECT.__reduce__()
+    return bool(own[1] == plain[1] and own[2][1:8] == plain[2][1:8])
 
 
 def _fits_empty(shape: Any) -> bool:
     """A shape of ints >= 0; if it has no elements, at most _MAX_EMPTY_EXTENT
-    rows of nothing (an empty array has no data to bound them by)."""
+    rows of nothing before its first empty extent (an empty array has no
+    data to bound them by; those after it make no objects)."""
     if not isinstance(shape, tuple) or _size(shape) < 0:
         return False
-    return _size(shape) > 0 or math.prod(d for d in shape if d) <= _MAX_EMPTY_EXTENT
+    rows = shape[: shape.index(0)] if 0 in shape else shape
+    return _size(shape) > 0 or math.prod(rows) <= _MAX_EMPTY_EXTENT
+
+
+def _bytes_of(buffer: Any, n: int) -> bool:
+    """Whether ``buffer`` is ``n`` contiguous bytes (what pickle gives an
+    array's buffer, in band or out of band)."""
+    if isinstance(buffer, np.ndarray):
+        buffer = buffer.data
+    if not isinstance(buffer, bytes | bytearray | memoryview):
+        return False
+    view = memoryview(buffer)
+    return view.format in ("B", "b", "c") and view.contiguous and view.nbytes == n
 
 
 def _plain_items(dtype: Any) -> bool:
@@ -241,41 +291,100 @@ _PythonUnpickler: Any = pickle._Unpickler  # typeshed calls it the C one
 
 
 class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
-    """Python's unpickler, for a record in safe mode that names globals:
-    each call and each BUILD checked before it runs (slower per opcode than
-    the C unpickler; arrays' bytes are not opcodes)."""
+    """Python's unpickler, for a record in safe mode that names globals (or
+    hashes tuples it shares): each call and each BUILD checked before it
+    runs, and what calls copy and hashing visits counted against a budget of
+    the record's pickle bytes (slower per opcode than the C unpickler;
+    arrays' bytes are not opcodes)."""
 
     dispatch = dict(_PythonUnpickler.dispatch)
 
+    def __init__(self, file: Any, **options: Any) -> None:
+        super().__init__(file, **options)
+        self._record: Any = file  # its pickle_bytes: read so far
+        self._spent = 0
+
+    def _spend(self, work: int) -> None:
+        """Count ``work`` (bytes or items copied, objects a hash visits): a
+        record may not build, by copies of what it holds (``list`` of a
+        memo's megabyte string, a thousand times) or by hashing tuples that
+        share items (T = (T, T), eighty times: 2**80 visits), more than
+        _SPEND_FACTOR times its pickle bytes (review)."""
+        self._spent += work
+        if self._spent > _SPEND_FACTOR * self._record.pickle_bytes + _SPEND_FLOOR:
+            raise _refuse(
+                f"builds or hashes no more than {_SPEND_FACTOR} times a record's pickle "
+                f"bytes ({self._spent} items or bytes)"
+            )
+
+    def _call(self, func: Any, args: Any, kwargs: Any, step: Any, *step_args: Any) -> None:
+        check_call(func, args, kwargs)
+        if (func is set or func is frozenset or func is dict) and args:
+            self._spend_hashing(args[0])
+        elif (func is str or id(func) in _MATERIALIZING_IDS) and args:
+            self._spend(len(args[0]) if isinstance(args[0], Sized) else 1)  # a copy
+        elif func is _SCALAR:
+            self._spend(args[0].itemsize)
+        _run(func, step, *step_args)
+
+    def _spend_hashing(self, items: Any) -> None:
+        if isinstance(items, dict | set | frozenset):
+            self._spend(len(items))  # hashed as they are (a dict's keys, once)
+            return
+        for item in items:
+            self._spend(_hash_visits(item, self._left()))
+
+    def _left(self) -> int:
+        return int(_SPEND_FACTOR * self._record.pickle_bytes + _SPEND_FLOOR - self._spent)
+
     def load_reduce(self) -> None:
-        check_call(self.stack[-2], self.stack[-1], None)
-        _PythonUnpickler.load_reduce(self)
+        func, args = self.stack[-2], self.stack[-1]
+        self._call(func, args, None, _PythonUnpickler.load_reduce, self)
 
     def load_newobj(self) -> None:
-        check_call(self.stack[-2], self.stack[-1], None)
-        _PythonUnpickler.load_newobj(self)
+        func, args = self.stack[-2], self.stack[-1]
+        self._call(func, args, None, _PythonUnpickler.load_newobj, self)
 
     def load_newobj_ex(self) -> None:
-        check_call(self.stack[-3], self.stack[-2], self.stack[-1])
-        _PythonUnpickler.load_newobj_ex(self)
+        func, args, kwargs = self.stack[-3:]
+        self._call(func, args, kwargs, _PythonUnpickler.load_newobj_ex, self)
 
     def _instantiate(self, klass: Any, args: tuple[Any, ...]) -> None:  # OBJ, INST
-        check_call(klass, args, None)
-        _PythonUnpickler._instantiate(self, klass, args)
+        self._call(klass, args, None, _PythonUnpickler._instantiate, self, klass, args)
 
     def load_build(self) -> None:
-        check_build(self.stack[-2], self.stack[-1])
-        _PythonUnpickler.load_build(self)
+        inst = self.stack[-2]
+        self.stack[-1] = state = check_build(inst, self.stack[-1])
+        if isinstance(inst, np.ndarray):
+            self._spend(len(state[4]))  # its bytes, or its objects
+        _run(np.dtype, _PythonUnpickler.load_build, self)  # on numpy's, checked
+
+    # Opcodes that hash keys or items: each visit counted (a tuple hashes its
+    # items every time, however often it is shared).
+    def load_frozenset(self) -> None:
+        self._spend_hashing(self.stack)
+        _PythonUnpickler.load_frozenset(self)
+
+    def load_dict(self) -> None:
+        self._spend_hashing(self.stack[0::2])
+        _PythonUnpickler.load_dict(self)
+
+    def get_extension(self, code: int) -> None:  # EXT1, EXT2, EXT4
+        # pickle.py takes a registered code's global from copyreg's cache,
+        # never asking find_class (review: os.getcwd, had one been registered)
+        raise _refuse(f"loads no extension codes (EXT {code})")
 
     # What containers get is added by their own methods, run on whatever the
     # stack holds: only the containers the opcodes are for (a list's slice
     # assignment from a range would expand it; an array's, loop over it).
     def load_setitem(self) -> None:
         _check_target(self.stack[-3], dict, "SETITEM")
+        self._spend_hashing(self.stack[-2:-1])
         _PythonUnpickler.load_setitem(self)
 
     def load_setitems(self) -> None:
         _check_target(self._below_mark(), dict, "SETITEMS")
+        self._spend_hashing(self.stack[0::2])
         _PythonUnpickler.load_setitems(self)
 
     def load_append(self) -> None:
@@ -288,6 +397,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
 
     def load_additems(self) -> None:
         _check_target(self._below_mark(), set, "ADDITEMS")
+        self._spend_hashing(self.stack)
         _PythonUnpickler.load_additems(self)
 
     def _below_mark(self) -> Any:
@@ -305,6 +415,48 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     dispatch[pickle.APPEND[0]] = load_append
     dispatch[pickle.APPENDS[0]] = load_appends
     dispatch[pickle.ADDITEMS[0]] = load_additems
+    dispatch[pickle.FROZENSET[0]] = load_frozenset
+    dispatch[pickle.DICT[0]] = load_dict
+
+
+#: What a record in safe mode may copy and hash: this many items or bytes a
+#: pickle byte, and _SPEND_FLOOR more.
+_SPEND_FACTOR = 8
+_SPEND_FLOOR = 1 << 20
+
+
+def _hash_visits(obj: Any, limit: int) -> int:
+    """Objects hashing ``obj`` visits, counted up to just past ``limit``: a
+    tuple hashes its items each time (no cache); a frozenset goes through its
+    items' stored hashes; an int's hash reads all its digits."""
+    visits, todo = 1, [obj]
+    while todo:
+        item = todo.pop()
+        if type(item) is tuple or type(item) is frozenset:
+            visits += len(item)
+            if visits > limit:
+                break
+            if type(item) is tuple:
+                todo.extend(item)
+        elif type(item) is int:
+            visits += item.bit_length() >> 8
+    return visits
+
+
+def _run(func: Any, step: Any, *args: Any) -> None:
+    """``step(*args)``, which calls ``func``: where that is one of safe
+    mode's own (builtins, numpy), an error it raises (but MemoryError) is
+    the pickle's, raised as pickle's own error so that the reader calls the
+    record corrupt; the errors of a global a caller allowed are theirs."""
+    if id(func) not in _OWN_IDS:
+        step(*args)
+        return
+    try:
+        step(*args)
+    except (MemoryError, ForbiddenGlobalError):
+        raise
+    except Exception as exc:
+        raise pickle.UnpicklingError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _check_target(target: Any, kind: type, opcode: str) -> None:

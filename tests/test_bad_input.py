@@ -19,6 +19,7 @@ region of the stream they were found in, so a failing test says where.
 
 from __future__ import annotations
 
+import copyreg
 import io
 import os
 import pickle
@@ -32,6 +33,7 @@ import sys
 import threading
 import time
 import tracemalloc
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ from hypothesis import strategies as st
 
 import streampickle as sp
 from streampickle import format as fmt
+from streampickle import safe
 from streampickle.format import Flag, Kind
 
 # ---------------------------------------------------------------------------
@@ -1234,10 +1237,13 @@ class TestHostileLengthsInsideThePickle:
         )
 
     @staticmethod
-    def load_in_a_child(data: bytes, max_size: int | None = None, safe: bool = True) -> str:
+    def load_in_a_child(
+        data: bytes, max_size: int | None = None, safe: bool = True, use: str = "obj"
+    ) -> str:
         """What ``sp.load`` of ``data`` from a pipe-like file ends in, in a
         child allowed 256 MiB of address space more than it has: an
-        exception's name and message, the value, or the signal that killed it."""
+        exception's name and message, the repr of ``use`` (an expression of
+        the loaded ``obj``), or the signal that killed it."""
         code = (
             "import io, re, resource, sys\n"
             "import streampickle as sp\n"
@@ -1249,7 +1255,8 @@ class TestHostileLengthsInsideThePickle:
             "pipe = io.BufferedReader(io.BytesIO(data))\n"
             "pipe.seekable = lambda: False\n"
             "try:\n"
-            f"    print(repr(sp.load(pipe, safe={safe}, max_size={max_size})))\n"
+            f"    obj = sp.load(pipe, safe={safe}, max_size={max_size})\n"
+            f"    print(repr({use}))\n"
             "except BaseException as exc:\n"
             "    print(f'{type(exc).__name__}: {exc}')\n"
         )
@@ -1390,7 +1397,7 @@ def _op_global(module: str, name: str) -> bytes:
 
 
 def _op_str(text: str) -> bytes:
-    return b"X" + struct.pack("<I", len(text)) + text.encode()
+    return b"X" + struct.pack("<I", len(text.encode())) + text.encode()
 
 
 def _op_bytes(data: bytes) -> bytes:
@@ -1415,6 +1422,7 @@ def _op_dtype(spec: str, state: bytes = b"") -> bytes:
 
 
 _OP_RECONSTRUCT = _op_global("numpy._core.multiarray", "_reconstruct")
+_FROMBUFFER_OP = _op_global("numpy._core.numeric", "_frombuffer")
 
 
 def _op_array(shape: tuple[int, ...], dtype: bytes, data: bytes) -> bytes:
@@ -1473,6 +1481,67 @@ _RAW_SAFE_CASES = {
     "zero-size-items-of-a-huge-shape-set": _op_array(
         (2**62,), _op_dtype("V0"), _op_bytes(b"")
     ) + b")" + _op_bytes(b"") + b"s",
+    # third review: an object array's pointers read as uint64 (then written)
+    "frombuffer-of-an-object-array": _op_array(
+        (2,), _op_dtype("|O"), b"](" + _op_str("x") + _op_int(12345) + b"e"
+    ) + b"q\x000" + _op_call(_FROMBUFFER_OP, b"h\x00", _op_dtype("<u8"),
+                             _op_tuple(_op_int(2)), _op_str("C")),  # fmt: skip
+    "frombuffer-of-too-few-bytes": _op_call(
+        _FROMBUFFER_OP, _op_bytes(b"abc"), _op_dtype("<i4"), _op_tuple(_op_int(1)),
+        _op_str("C"),
+    ),  # fmt: skip
+    # any registered codec by name: punycode decodes in quadratic time
+    "bytes-by-the-punycode-codec": _op_call(
+        _op_global("builtins", "bytes"), _op_str("\U00010000" * 10), _op_str("punycode")
+    ),
+    "str-by-the-punycode-codec": _op_call(
+        _op_global("builtins", "str"), _op_bytes(b"abc-"), _op_str("punycode")
+    ),
+    # T = (T, T) eighty times (DUP), hashed: 2**80 visits from 170 bytes
+    "tuples-sharing-items-hashed-in-a-frozenset": b"(K\x00\x85" + b"2\x86" * 80 + b"\x91",
+    "tuples-sharing-items-as-a-dict-key": b"}K\x00\x85"  # shared through the memo
+    + b"".join(b"\x940h%ch%c\x86" % (i, i) for i in range(80)) + b"Ns",
+    "a-large-int-hashed-as-often-as-shared": b"(\x8b" + struct.pack("<I", 100_000)
+    + b"\x01" * 100_000 + b"\x94" + b"h\x00" * 30_000 + b"\x91",
+    # list() of a memo's 100 KB string, 2000 times: 1.6 GB of lists
+    "copies-of-a-shared-string": _op_str("a" * 100_000) + b"\x940("
+    + _op_call(_op_global("builtins", "list"), b"h\x00") * 2000 + b"l",
+}
+
+#: Third review: a dtype's fields dict, kept by numpy, reached through the
+#: memo and changed after its BUILD was checked; a field "dtype" that is a
+#: str. Each crashed numpy (loading, or repr or copy of what loaded).
+_FIELDS = b"}q\x00(" + _op_str("a") + _op_tuple(_op_dtype("<f8"), _op_int(0)) + _op_str(
+    "b"
+) + _op_tuple(_op_dtype("<i4"), _op_int(8)) + b"u"
+_V12 = _op_dtype("V12", _op_tuple(
+    _op_int(3), _op_str("|"), b"N", _op_tuple(_op_str("a"), _op_str("b")), _FIELDS,
+    _op_int(12), _op_int(1), _op_int(16),
+)) + b"q\x01"  # fmt: skip
+_AFTER_THE_CHECK = {
+    "field-set-to-its-own-dtype-then-hashed": (
+        _V12 + b"0h\x00" + _op_str("b") + _op_tuple(b"h\x01", _op_int(0)) + b"s0(h\x01\x91",
+        "obj",
+    ),
+    "field-moved-past-the-item": (
+        _V12 + b"0" + _op_array((1,), b"h\x01", _op_bytes(bytes(12))) + b"q\x020h\x00"
+        + _op_str("b") + _op_tuple(_op_dtype("<i4"), _op_int(1 << 40)) + b"s0h\x02",
+        "obj",
+    ),  # fmt: skip
+    "field-made-an-object-pointer": (
+        _V12 + b"0" + _op_array((1,), b"h\x01", _op_bytes(b"A" * 12)) + b"q\x020h\x00"
+        + _op_str("a") + _op_tuple(_op_dtype("|O"), _op_int(0)) + b"s0h\x02",
+        "obj['a'][0]",
+    ),  # fmt: skip
+    "field-dtype-given-as-a-str": (
+        _op_array((2,), _op_dtype("V12", _op_tuple(
+            _op_int(3), _op_str("|"), b"N", _op_tuple(_op_str("a"), _op_str("b")),
+            b"}(" + _op_str("a") + _op_tuple(_op_str("<f8"), _op_int(0)) + _op_str("b")
+            + _op_tuple(_op_dtype("<i4"), _op_int(8)) + b"u",
+            _op_int(12), _op_int(1), _op_int(16),
+        )), _op_bytes(bytes(24))),
+        "obj.copy()",
+    ),  # fmt: skip
 }
 
 
@@ -1515,6 +1584,40 @@ class TestSafeModeChecksEachCallAndState:
         )
         assert outcome.startswith("ForbiddenGlobalError: safe mode"), outcome
 
+    @pytest.mark.parametrize("case", sorted(_AFTER_THE_CHECK))
+    def test_a_dtype_gets_the_state_numpy_rebuilt_not_the_pickles(self, case: str) -> None:
+        body, use = _AFTER_THE_CHECK[case]
+        outcome = TestHostileLengthsInsideThePickle.load_in_a_child(
+            stream(record(b"\x80\x04" + body + b"."), END), use=use
+        )
+        assert "signal" not in outcome and "Error" not in outcome, outcome
+        assert "1099511627776" not in outcome  # the offset set after the check
+
+    def test_an_error_of_numpys_own_is_a_corrupt_record(self) -> None:
+        """Raised in numpy's Python code: not a caller's error to pass on."""
+        pickled = b"\x80\x04" + _op_dtype("<i4>,f8") + b"."
+        with pytest.raises(sp.CorruptStreamError, match="not a valid pickle: .*ValueError"):
+            sp.loads(stream(record(pickled), END), safe=True)
+
+    def test_an_extension_code_never_names_a_global(self) -> None:
+        """pickle.py takes a registered code's global from copyreg's cache,
+        without find_class: refused in safe mode, registered or not."""
+        pickled = b"\x80\x02\x82\xf0)R."
+        copyreg.add_extension("os", "getcwd", 240)
+        try:
+            with pytest.raises(sp.ForbiddenGlobalError, match="no extension codes"):
+                sp.loads(stream(record(pickled), END), safe=True)
+        finally:
+            copyreg.remove_extension("os", "getcwd", 240)
+
+    def test_each_safe_global_is_one_whose_errors_are_the_records(self) -> None:
+        for name in safe.SAFE_GLOBALS:
+            module, _, attr = name.rpartition(".")
+            with warnings.catch_warnings():  # numpy 2 on numpy.core's names
+                warnings.simplefilter("ignore", DeprecationWarning)
+                found = pickle.Unpickler(io.BytesIO()).find_class(module, attr)
+            assert id(found) in safe._OWN_IDS, name
+
     def test_what_numpy_and_pickle_write_still_loads(self) -> None:
         obj = [
             np.array([1, "x", None], dtype=object),
@@ -1536,6 +1639,11 @@ class TestSafeModeChecksEachCallAndState:
             np.datetime64("2026-11-26"),
             bytearray(b"abc"),
             range(5),
+            np.zeros(2, dtype=[(("title", "a"), "i4"), ("b", "f8")]),  # third review:
+            np.array(["x", None], dtype=np.dtype("O", metadata={"vlen": str})),
+            np.zeros((0, 70000)),  # refused, as were these two
+            b"\xc3\xa9".decode("utf-8"),
+            {("a", 1): 1, ("a", 2): frozenset({("a", 3)})},  # shares "a", hashes tuples
         ]
         for protocol in (3, 4, 5):  # 2 writes bytes with _codecs.encode: not allowed
             pickled = pickle.dumps(obj, protocol)

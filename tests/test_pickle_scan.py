@@ -564,6 +564,29 @@ def test_a_streamed_pickle_owes_the_rest_of_an_argument_it_has_begun() -> None:
         scan.feed(b"N")
 
 
+@pytest.mark.parametrize(
+    "body, shares_costly_hashed",
+    [
+        (b"(K\x00\x85" + b"2\x86" * 3 + b"\x91", True),  # DUP, tuples, FROZENSET
+        (b"}K\x00\x85\x940h\x00Ns", True),  # GET, a tuple key, SETITEM
+        (b"(\x8b\x01\x00\x00\x00\x01\x94h\x00\x91", True),  # GET, LONG4, FROZENSET
+        (b"(K\x00\x85K\x01\x86\x91", False),  # nothing shared
+        (b"(K\x00\x85" + b"2\x86" * 3 + b"l", False),  # nothing hashed
+        (b"(K\x00\x94h\x00\x91", False),  # nothing whose hash grows with it
+    ],
+)
+def test_strict_runs_pickles_that_hash_shared_tuples_with_the_checked_unpickler(
+    body: bytes, shares_costly_hashed: bool
+) -> None:
+    """A tuple hashes its items each time: shared, eighty tuples hash 2**80
+    items. Strict mode (safe) takes such a pickle for not plain, so that the
+    unpickler that counts what hashing visits runs it; plain otherwise."""
+    pickled = b"\x80\x04" + body + b"."
+    pickle.loads(pickled)  # a pickle CPython loads
+    assert check_whole(pickled) is True
+    assert check_whole(pickled, strict=True) is not shares_costly_hashed
+
+
 def test_the_scan_refuses_what_is_not_a_buffer() -> None:
     with pytest.raises(TypeError):
         check_whole("N.")  # type: ignore[arg-type]
