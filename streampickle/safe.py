@@ -8,8 +8,11 @@ shape), and numpy's ``__setstate__`` trusts what it is given (an object array
 whose list is shorter than its shape, or a dtype whose flags a pickle set to
 "holds objects", crash the process on numpy 2.4). So a record that names
 globals is run by ``SafeRecordUnpickler``, Python's own unpickler with every
-call (REDUCE, NEWOBJ, NEWOBJ_EX, OBJ, INST) and every BUILD checked first.
-Records of plain data name no global, call nothing and take the C path.
+call (REDUCE, NEWOBJ, NEWOBJ_EX, OBJ, INST) and every BUILD checked first,
+and what calls copy and hashing visits counted against a budget of the
+record's size. Records of plain data name no global, call nothing and take
+the C path, unless their hashing could visit beyond a bounded factor of
+their size (shared tuples: see ``dag_bits`` in ``_pickle_scan.c``).
 """
 
 from __future__ import annotations
@@ -311,7 +314,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         share items (T = (T, T), eighty times: 2**80 visits), more than
         _SPEND_FACTOR times its pickle bytes (review)."""
         self._spent += work
-        if self._spent > _SPEND_FACTOR * self._record.pickle_bytes + _SPEND_FLOOR:
+        if self._left() < 0:
             raise _refuse(
                 f"builds or hashes no more than {_SPEND_FACTOR} times a record's pickle "
                 f"bytes ({self._spent} items or bytes)"
@@ -325,7 +328,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
             self._spend(len(args[0]) if isinstance(args[0], Sized) else 1)  # a copy
         elif func is _SCALAR:
             self._spend(args[0].itemsize)
-        _run(func, step, *step_args)
+        _run(id(func) in _OWN_IDS, step, *step_args)
 
     def _spend_hashing(self, items: Any) -> None:
         if isinstance(items, dict | set | frozenset):
@@ -357,7 +360,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         self.stack[-1] = state = check_build(inst, self.stack[-1])
         if isinstance(inst, np.ndarray):
             self._spend(len(state[4]))  # its bytes, or its objects
-        _run(np.dtype, _PythonUnpickler.load_build, self)  # on numpy's, checked
+        _run(True, _PythonUnpickler.load_build, self)  # numpy's, on an array or dtype
 
     # Opcodes that hash keys or items: each visit counted (a tuple hashes its
     # items every time, however often it is shared).
@@ -443,12 +446,12 @@ def _hash_visits(obj: Any, limit: int) -> int:
     return visits
 
 
-def _run(func: Any, step: Any, *args: Any) -> None:
-    """``step(*args)``, which calls ``func``: where that is one of safe
-    mode's own (builtins, numpy), an error it raises (but MemoryError) is
-    the pickle's, raised as pickle's own error so that the reader calls the
-    record corrupt; the errors of a global a caller allowed are theirs."""
-    if id(func) not in _OWN_IDS:
+def _run(own: bool, step: Any, *args: Any) -> None:
+    """``step(*args)``: where what it calls is one of safe mode's own
+    (builtins, numpy), an error it raises (but MemoryError) is the pickle's,
+    raised as pickle's own error so that the reader calls the record
+    corrupt; the errors of a global a caller allowed are theirs."""
+    if not own:
         step(*args)
         return
     try:
