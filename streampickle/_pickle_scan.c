@@ -375,11 +375,13 @@ static unsigned char reaches_code[256];
 static unsigned char watched[256];
 /* What it takes to hash in time beyond a bounded factor of a pickle's bytes
  * (T = (T, T), eighty times: 168 bytes, 2**80 visits; a megabyte int hashed
- * as often as the pickle refers to it): an object shared (SHARES), one whose
- * hash is not cached and grows with it (COSTLY: tuples, LONG4's ints), and
- * an opcode that hashes keys or items (HASHES). In safe mode a pickle with
- * all three is not plain: Python's unpickler runs it, counting what hashing
- * visits (safe.py). */
+ * as often as the pickle refers to it; two equal frozensets built alike,
+ * compared item by item through what they share): an object shared
+ * (SHARES), one whose hash or comparison is not cached and grows with it
+ * (COSTLY: tuples, frozensets, LONG4's ints), and an opcode that hashes
+ * keys or items (HASHES). In safe mode a pickle with all three is not
+ * plain: Python's unpickler runs it, counting what hashing visits
+ * (safe.py). */
 enum { SHARES = 1, COSTLY = 2, HASHES = 4, HASHES_SHARED = 7 };
 static unsigned char dag_bits[256];
 /* Opcodes whose result may be higher than what they take (see the top). */
@@ -441,7 +443,8 @@ fill_table(void)
     dag_bits[TUPLE] = dag_bits[TUPLE1] = dag_bits[TUPLE2] = dag_bits[TUPLE3] = COSTLY;
     dag_bits[LONG4] = COSTLY;
     dag_bits[SETITEM] = dag_bits[SETITEMS] = dag_bits[ADDITEMS] = HASHES;
-    dag_bits[FROZENSET] = dag_bits[DICT] = HASHES;
+    dag_bits[FROZENSET] = HASHES | COSTLY;
+    dag_bits[DICT] = HASHES;
     for (int op = 0; op < 256; op++)
         step_over[op] = arg_of[op] == FIXED && !watched[op] && !raises[op] && !adds_to[op]
                                 && !reaches_code[op] && !dag_bits[op]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import reprlib
 from collections.abc import Sized
 from typing import Any
 
@@ -92,12 +93,22 @@ def _refuse(what: str) -> ForbiddenGlobalError:
     return ForbiddenGlobalError(f"safe mode {what}")
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 60, 60
+
+
+def _short(obj: Any) -> str:
+    """A repr of bounded cost: the whole one of a tuple that shares its
+    items can be of any length."""
+    return _SHORT.repr(obj)
+
+
 def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> None:
     """Refuse a call unless its arguments are of the kinds numpy and pickle
     write: every call safe mode allows is then made with what the pickle
     holds, not with a count of it, and numpy is given nothing it trusts."""
     if kwargs:
-        raise _refuse(f"calls nothing with keyword arguments ({func!r:.60})")
+        raise _refuse(f"calls nothing with keyword arguments ({_short(func)})")
     if isinstance(func, type) and issubclass(func, np.ndarray):
         raise _refuse("does not call numpy.ndarray: it would allocate any shape")
     if func in (bytes, bytearray, str) and not (
@@ -114,8 +125,25 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
         # str() of a list writes each item's repr: a list of ten references to
         # the last result, ten times over, is a string of 10**10 (review)
         raise _refuse("calls str on strings and bytes only (with their encoding)")
-    if func in _MATERIALIZING and any(isinstance(a, range | np.ndarray) for a in args):
+    if id(func) in _MATERIALIZING_IDS and any(
+        isinstance(a, range | np.ndarray) for a in args
+    ):
+        # (by id: a lookup in a set hashes func, which may be any tuple: review)
         raise _refuse(f"does not call {func.__name__} on a range or an array")
+    if (
+        func is dict
+        and args
+        and not (
+            isinstance(args[0], dict)
+            or (
+                isinstance(args[0], list | tuple)
+                and all(type(pair) is tuple and len(pair) == 2 for pair in args[0])
+            )
+        )
+    ):
+        # its pairs' first items are hashed: counted only where they are
+        # tuples (a list pair's key went uncounted: review)
+        raise _refuse("calls dict of a dict or of (key, value) tuples only")
     if func is np.dtype and not (
         1 <= len(args) <= 3
         and isinstance(args[0], str)
@@ -168,10 +196,10 @@ def check_build(inst: Any, state: Any) -> Any:
             f"{type(inst).__name__}"
         )
     if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[3], bool)):
-        raise _refuse(f"takes only numpy's array states, not {state!r:.80}")
+        raise _refuse(f"takes only numpy's array states, not {_short(state)}")
     shape, dtype, data = state[1], state[2], state[4]
     if not isinstance(shape, tuple) or _size(shape) < 0 or not isinstance(dtype, np.dtype):
-        raise _refuse(f"takes only numpy's array states, not {state!r:.80}")
+        raise _refuse(f"takes only numpy's array states, not {_short(state)}")
     n = _size(shape)
     if not _fits_empty(shape):
         raise _refuse(f"does not load an empty array of shape {shape}: its rows alone")
@@ -187,7 +215,7 @@ def check_build(inst: Any, state: Any) -> Any:
         )
     if not fits:
         raise _refuse(
-            f"loads a numpy array only with its data: {n} elements of {dtype!r}, "
+            f"loads a numpy array only with its data: {n} elements of {_short(dtype)}, "
             f"not {type(data).__name__}"
         )
     return state
@@ -196,6 +224,10 @@ def check_build(inst: Any, state: Any) -> Any:
 def _check_dtype_state(dtype: np.dtype[Any], state: Any) -> np.dtype[Any]:
     """Apply ``state`` to a copy of ``dtype`` first: it must come out a dtype
     that numpy makes from its own description, which is returned."""
+    if not _plain_dtype_state(state):
+        # numpy hashes the names and titles it is given, whatever they are
+        # (review: a shared tuple as a field name hashed 2**80 items)
+        raise _refuse(f"takes only numpy's dtype states, not {_short(state)}")
     rebuilt: np.dtype[Any]
     try:
         scratch: Any = np.dtype(dtype, copy=True)
@@ -218,8 +250,29 @@ def _check_dtype_state(dtype: np.dtype[Any], state: Any) -> np.dtype[Any]:
     except Exception as exc:
         raise _refuse(f"takes only numpy's dtype states: {exc}") from None
     if not _same_dtype(scratch, rebuilt):
-        raise _refuse(f"takes only dtype states numpy writes, not {state!r:.80}")
+        raise _refuse(f"takes only dtype states numpy writes, not {_short(state)}")
     return rebuilt
+
+
+def _plain_dtype_state(state: Any) -> bool:
+    """Shaped as numpy's: names, field names and titles are strings."""
+    if not (isinstance(state, tuple) and len(state) in (8, 9)):
+        return False
+    names, fields = state[3], state[4]
+    if names is not None and not (
+        type(names) is tuple and all(type(n) is str for n in names)
+    ):
+        return False
+    return fields is None or (
+        type(fields) is dict
+        and all(
+            type(name) is str
+            and type(field) is tuple
+            and 2 <= len(field) <= 3
+            and (len(field) == 2 or field[2] is None or type(field[2]) is str)
+            for name, field in fields.items()
+        )
+    )
 
 
 def _same_dtype(a: np.dtype[Any], b: np.dtype[Any]) -> bool:
@@ -429,20 +482,25 @@ _SPEND_FLOOR = 1 << 20
 
 
 def _hash_visits(obj: Any, limit: int) -> int:
-    """Objects hashing ``obj`` visits, counted up to just past ``limit``: a
-    tuple hashes its items each time (no cache); a frozenset goes through its
-    items' stored hashes; an int's hash reads all its digits."""
+    """Steps hashing ``obj`` takes, or comparing it with an equal object of
+    the same hash, counted up to just past ``limit``: a tuple hashes its
+    items each time (no cache), equal frozensets compare item by item, a
+    range hashes its ints, an int's hash reads each of its 30-bit digits.
+    Strings and bytes cache their hashes; floats and numpy's scalars take
+    one step."""
     visits, todo = 1, [obj]
     while todo:
         item = todo.pop()
-        if type(item) is tuple or type(item) is frozenset:
+        kind = type(item)
+        if kind is tuple or kind is frozenset:
             visits += len(item)
             if visits > limit:
                 break
-            if type(item) is tuple:
-                todo.extend(item)
-        elif type(item) is int:
-            visits += item.bit_length() >> 8
+            todo.extend(item)
+        elif kind is range:
+            todo += (item.start, item.stop, item.step)
+        elif kind is int:
+            visits += item.bit_length() // 30
     return visits
 
 

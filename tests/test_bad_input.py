@@ -1508,6 +1508,60 @@ _RAW_SAFE_CASES = {
     + _op_call(_op_global("builtins", "list"), b"h\x00") * 2000 + b"l",
 }
 
+def _shared_tuple(levels: int) -> bytes:
+    """T = (T, T), ``levels`` times over (DUP): hashing or printing it whole
+    visits 2**levels items."""
+    return b")" + b"2\x86" * levels
+
+
+def _frozenset_chain(levels: int, first: int) -> bytes:
+    """F = frozenset({F, frozenset({F, 0})}), ``levels`` times, memo slots
+    from ``first``: two built alike are equal, compared item by item."""
+    get = b"j%s" % struct.pack("<I", first)
+    out = b"(\x91\x94"
+    for i in range(levels):
+        get = b"j" + struct.pack("<I", first + i)
+        out += b"(" + get + b"(" + get + b"K\x00\x91\x91\x94"
+    return out
+
+
+_HUGE_INT = b"\x8b" + struct.pack("<I", 20_001) + b"\xff" * 20_000 + b"\x00"
+#: Fifth review: hashing, comparing or printing what a record shares,
+#: through paths the budget did not count: each hung or grew quadratically.
+_SHARED_AND_HASHED = {
+    "a-shared-tuple-as-the-callable": (
+        _shared_tuple(80) + b")R", "CorruptStreamError: record 0 is not a valid pickle"
+    ),
+    "a-shared-tuple-called-with-keywords": (
+        _shared_tuple(80) + b")}" + _op_str("k") + b"K\x01s\x92",
+        "ForbiddenGlobalError: safe mode calls nothing",
+    ),
+    "a-shared-tuple-as-an-array-state": (
+        _op_call(_OP_RECONSTRUCT, _op_global("numpy", "ndarray"), _op_tuple(_op_int(0)),
+                 _op_str("b")) + _shared_tuple(80) + b"b",
+        "ForbiddenGlobalError: safe mode takes only numpy's array states",
+    ),  # fmt: skip
+    "dict-of-list-pairs-keyed-by-a-shared-tuple": (
+        _op_call(_op_global("builtins", "dict"), b"](](" + _shared_tuple(80) + b"K\x00ee"),
+        "ForbiddenGlobalError: safe mode calls dict of a dict or of (key, value) tuples",
+    ),
+    "a-dtype-field-named-by-a-shared-tuple": (
+        _op_dtype("V8", b"(K\x03" + _op_str("|") + b"N(" + _shared_tuple(80)
+                  + b"t}K\x08K\x01K\x00t"),
+        "ForbiddenGlobalError: safe mode takes only numpy's dtype states",
+    ),  # fmt: skip
+    "a-range-of-a-huge-int-as-a-key-many-times": (
+        _op_call(_op_global("builtins", "range"), _op_int(0), _HUGE_INT) + b"\x940}("
+        + b"h\x00K\x00" * 50_000 + b"u",
+        "ForbiddenGlobalError: safe mode builds or hashes",
+    ),  # fmt: skip
+    "equal-frozensets-built-alike-in-one-set": (
+        _frozenset_chain(80, 0) + b"0" + _frozenset_chain(80, 81) + b"0\x8f("
+        + b"j" + struct.pack("<I", 80) + b"j" + struct.pack("<I", 161) + b"\x90",
+        "ForbiddenGlobalError: safe mode builds or hashes",
+    ),  # fmt: skip
+}
+
 #: Third review: a dtype's fields dict, kept by numpy, reached through the
 #: memo and changed after its BUILD was checked; a field "dtype" that is a
 #: str. Each crashed numpy (loading, or repr or copy of what loaded).
@@ -1592,6 +1646,16 @@ class TestSafeModeChecksEachCallAndState:
         )
         assert "signal" not in outcome and "Error" not in outcome, outcome
         assert "1099511627776" not in outcome  # the offset set after the check
+
+    @pytest.mark.parametrize("case", sorted(_SHARED_AND_HASHED))
+    def test_what_a_record_shares_is_hashed_compared_and_named_in_bounded_time(
+        self, case: str
+    ) -> None:
+        body, expected = _SHARED_AND_HASHED[case]
+        outcome = TestHostileLengthsInsideThePickle.load_in_a_child(
+            stream(record(b"\x80\x04" + body + b"."), END)
+        )
+        assert outcome.startswith(expected), outcome
 
     def test_an_error_of_numpys_own_is_a_corrupt_record(self) -> None:
         """Raised in numpy's Python code: not a caller's error to pass on."""

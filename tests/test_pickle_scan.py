@@ -572,15 +572,17 @@ def test_a_streamed_pickle_owes_the_rest_of_an_argument_it_has_begun() -> None:
         (b"(\x8b\x01\x00\x00\x00\x01\x94h\x00\x91", True),  # GET, LONG4, FROZENSET
         (b"(K\x00\x85K\x01\x86\x91", False),  # nothing shared
         (b"(K\x00\x85" + b"2\x86" * 3 + b"l", False),  # nothing hashed
-        (b"(K\x00\x94h\x00\x91", False),  # nothing whose hash grows with it
+        (b"(\x91\x94(h\x00\x91", True),  # GET, FROZENSET (compared item by item)
+        (b"\x8f(K\x00\x94h\x00\x90", False),  # nothing whose hash grows with it
     ],
 )
 def test_strict_runs_pickles_that_hash_shared_tuples_with_the_checked_unpickler(
     body: bytes, shares_costly_hashed: bool
 ) -> None:
     """A tuple hashes its items each time: shared, eighty tuples hash 2**80
-    items. Strict mode (safe) takes such a pickle for not plain, so that the
-    unpickler that counts what hashing visits runs it; plain otherwise."""
+    items (equal frozensets compare so). Strict mode (safe) takes such a
+    pickle for not plain, so that the unpickler that counts what hashing
+    visits runs it; plain otherwise."""
     pickled = b"\x80\x04" + body + b"."
     pickle.loads(pickled)  # a pickle CPython loads
     assert check_whole(pickled) is True
