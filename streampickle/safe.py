@@ -93,13 +93,24 @@ def _refuse(what: str) -> ForbiddenGlobalError:
     return ForbiddenGlobalError(f"safe mode {what}")
 
 
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 60, 60
+class _ShortRepr(reprlib.Repr):
+    """Builtin containers, strings and numbers cut short; anything else by
+    its type's name alone: reprlib would take its whole repr first, and that
+    of a slice of a tuple that shares its items, or of a dtype that shares a
+    field's dtype, is of any length (review)."""
+
+    def repr_instance(self, obj: Any, level: int) -> str:
+        if obj is None or type(obj) in (bool, float, complex):
+            return repr(obj)
+        return f"<{type(obj).__name__}>"
+
+
+_SHORT = _ShortRepr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxlong = 3, 60, 60
 
 
 def _short(obj: Any) -> str:
-    """A repr of bounded cost: the whole one of a tuple that shares its
-    items can be of any length."""
+    """A repr of bounded cost."""
     return _SHORT.repr(obj)
 
 
@@ -255,10 +266,20 @@ def _check_dtype_state(dtype: np.dtype[Any], state: Any) -> np.dtype[Any]:
 
 
 def _plain_dtype_state(state: Any) -> bool:
-    """Shaped as numpy's: names, field names and titles are strings."""
+    """Shaped as numpy's: names, field names and titles are strings, fields
+    and a subarray's base dtypes, offsets ints (numpy's own messages repr
+    whatever else it is given, at any length: review)."""
     if not (isinstance(state, tuple) and len(state) in (8, 9)):
         return False
-    names, fields = state[3], state[4]
+    subarray, names, fields = state[2:5]
+    if subarray is not None and not (
+        type(subarray) is tuple
+        and len(subarray) == 2
+        and isinstance(subarray[0], np.dtype)
+        and type(subarray[1]) is tuple
+        and all(type(n) is int for n in subarray[1])
+    ):
+        return False
     if names is not None and not (
         type(names) is tuple and all(type(n) is str for n in names)
     ):
@@ -269,10 +290,28 @@ def _plain_dtype_state(state: Any) -> bool:
             type(name) is str
             and type(field) is tuple
             and 2 <= len(field) <= 3
+            and isinstance(field[0], np.dtype)
+            and type(field[1]) is int
             and (len(field) == 2 or field[2] is None or type(field[2]) is str)
             for name, field in fields.items()
         )
     )
+
+
+def _dtype_nodes(dtype: np.dtype[Any], limit: int) -> int:
+    """The dtypes numpy visits to hash or print ``dtype``, counted up to just
+    past ``limit``: its fields' and subarray's, each time they appear (a
+    dtype whose two fields share one dtype, forty times over, is 2**40)."""
+    nodes, todo = 0, [dtype]
+    while todo and nodes <= limit:
+        d = todo.pop()
+        nodes += 1
+        fields = d.fields
+        if fields:
+            todo.extend(fields[name][0] for name in d.names or ())
+        if d.subdtype is not None:
+            todo.append(d.subdtype[0])
+    return nodes
 
 
 def _same_dtype(a: np.dtype[Any], b: np.dtype[Any]) -> bool:
@@ -413,6 +452,8 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         self.stack[-1] = state = check_build(inst, self.stack[-1])
         if isinstance(inst, np.ndarray):
             self._spend(len(state[4]))  # its bytes, or its objects
+        else:  # as numpy will hash and print it: field dtypes each time they appear
+            self._spend(_state_nodes(state, self._left()))
         _run(True, _PythonUnpickler.load_build, self)  # numpy's, on an array or dtype
 
     # Opcodes that hash keys or items: each visit counted (a tuple hashes its
@@ -481,6 +522,17 @@ _SPEND_FACTOR = 8
 _SPEND_FLOOR = 1 << 20
 
 
+def _state_nodes(state: tuple[Any, ...], limit: int) -> int:
+    """_dtype_nodes of the dtype a (checked) dtype state makes."""
+    subarray, names, fields = state[2:5]
+    nodes = 1
+    for d in [subarray[0]] if subarray else [fields[n][0] for n in names or ()]:
+        nodes += _dtype_nodes(d, limit - nodes)
+        if nodes > limit:
+            break
+    return nodes
+
+
 def _hash_visits(obj: Any, limit: int) -> int:
     """Steps hashing ``obj`` takes, or comparing it with an equal object of
     the same hash, counted up to just past ``limit``: a tuple hashes its
@@ -499,6 +551,8 @@ def _hash_visits(obj: Any, limit: int) -> int:
             todo.extend(item)
         elif kind is range:
             todo += (item.start, item.stop, item.step)
+        elif isinstance(item, np.dtype):
+            visits += _dtype_nodes(item, limit - visits)
         elif kind is int:
             visits += item.bit_length() // 30
     return visits

@@ -1494,6 +1494,13 @@ _RAW_SAFE_CASES = {
     "bytes-by-the-punycode-codec": _op_call(
         _op_global("builtins", "bytes"), _op_str("\U00010000" * 10), _op_str("punycode")
     ),
+    # a str for a field's dtype compared equal to the dtype numpy rebuilt
+    "field-dtype-given-as-a-str": _op_array((2,), _op_dtype("V12", _op_tuple(
+        _op_int(3), _op_str("|"), b"N", _op_tuple(_op_str("a"), _op_str("b")),
+        b"}(" + _op_str("a") + _op_tuple(_op_str("<f8"), _op_int(0)) + _op_str("b")
+        + _op_tuple(_op_dtype("<i4"), _op_int(8)) + b"u",
+        _op_int(12), _op_int(1), _op_int(16),
+    )), _op_bytes(bytes(24))),  # fmt: skip
     "str-by-the-punycode-codec": _op_call(
         _op_global("builtins", "str"), _op_bytes(b"abc-"), _op_str("punycode")
     ),
@@ -1562,9 +1569,56 @@ _SHARED_AND_HASHED = {
     ),  # fmt: skip
 }
 
+def _dtype_sharing_its_fields(levels: int) -> bytes:
+    """A dtype of two fields of one dtype at offset 0, ``levels`` times over:
+    numpy hashes and prints it as a tree of 2**levels dtypes."""
+    d = np.dtype("f8")
+    for _ in range(levels):
+        d = np.dtype({"names": ["a", "b"], "formats": [d, d], "offsets": [0, 0],
+                      "itemsize": 8})  # fmt: skip
+    return pickle.dumps(d, protocol=4)[11:-1]  # its opcodes: no PROTO, FRAME, STOP
+
+
+def _slice_of_a_shared_tuple(levels: int) -> bytes:
+    """slice(T), T = (T, T) ``levels`` times through the memo: its repr is
+    2**levels long, and so are messages that repr it whole."""
+    made = b"K\x00r\x00\x00\x00\x000"
+    for i in range(levels):
+        get = b"j" + struct.pack("<I", i)
+        made += get + get + b"\x86r" + struct.pack("<I", i + 1) + b"0"
+    last = b"j" + struct.pack("<I", levels)
+    return made + _op_call(_op_global("builtins", "slice"), last)
+
+
+#: Sixth review: numpy's hash and repr of a dtype, and repr in messages.
+_SHARED_AND_HASHED.update({
+    "a-dtype-sharing-its-fields-as-a-dict-key": (
+        b"}" + _dtype_sharing_its_fields(40) + b"K\x01s",
+        "ForbiddenGlobalError: safe mode builds or hashes",
+    ),
+    "a-dtype-sharing-its-fields-in-a-bad-array-state": (
+        _op_call(_OP_RECONSTRUCT, _op_global("numpy", "ndarray"), _op_tuple(_op_int(0)),
+                 _op_str("b"))
+        + b"(K\x01K\x01\x85" + _dtype_sharing_its_fields(40) + b"\x89C\x00tb",
+        "ForbiddenGlobalError: safe mode builds or hashes",
+    ),  # fmt: skip
+    "a-slice-of-a-shared-tuple-in-a-refused-state": (
+        _op_call(_OP_RECONSTRUCT, _op_global("numpy", "ndarray"), _op_tuple(_op_int(0)),
+                 _op_str("b"))
+        + b"(" + _slice_of_a_shared_tuple(60) + b"tb",
+        "ForbiddenGlobalError: safe mode takes only numpy's array states, not (<slice>,)",
+    ),  # fmt: skip
+    "a-slice-of-a-shared-tuple-as-a-field-dtype": (
+        b"(" + _slice_of_a_shared_tuple(60) + b"\x940"  # the slice: memo slot 61
+        + _op_dtype("V8", b"(K\x03" + _op_str("|") + b"N" + _op_str("a") + b"\x85}"
+                    + _op_str("a") + b"h\x3dK\x00\x86sK\x08K\x01K\x10t") + b"t",
+        "ForbiddenGlobalError: safe mode takes only numpy's dtype states, not (3, '|'",
+    ),  # fmt: skip
+})
+
 #: Third review: a dtype's fields dict, kept by numpy, reached through the
-#: memo and changed after its BUILD was checked; a field "dtype" that is a
-#: str. Each crashed numpy (loading, or repr or copy of what loaded).
+#: memo and changed after its BUILD was checked. Each crashed numpy (loading,
+#: or repr or field access of what loaded).
 _FIELDS = b"}q\x00(" + _op_str("a") + _op_tuple(_op_dtype("<f8"), _op_int(0)) + _op_str(
     "b"
 ) + _op_tuple(_op_dtype("<i4"), _op_int(8)) + b"u"
@@ -1586,15 +1640,6 @@ _AFTER_THE_CHECK = {
         _V12 + b"0" + _op_array((1,), b"h\x01", _op_bytes(b"A" * 12)) + b"q\x020h\x00"
         + _op_str("a") + _op_tuple(_op_dtype("|O"), _op_int(0)) + b"s0h\x02",
         "obj['a'][0]",
-    ),  # fmt: skip
-    "field-dtype-given-as-a-str": (
-        _op_array((2,), _op_dtype("V12", _op_tuple(
-            _op_int(3), _op_str("|"), b"N", _op_tuple(_op_str("a"), _op_str("b")),
-            b"}(" + _op_str("a") + _op_tuple(_op_str("<f8"), _op_int(0)) + _op_str("b")
-            + _op_tuple(_op_dtype("<i4"), _op_int(8)) + b"u",
-            _op_int(12), _op_int(1), _op_int(16),
-        )), _op_bytes(bytes(24))),
-        "obj.copy()",
     ),  # fmt: skip
 }
 
