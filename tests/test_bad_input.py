@@ -1425,11 +1425,15 @@ _OP_RECONSTRUCT = _op_global("numpy._core.multiarray", "_reconstruct")
 _FROMBUFFER_OP = _op_global("numpy._core.numeric", "_frombuffer")
 
 
+#: An empty array as numpy's pickle makes one, before its state (BUILD).
+_OP_EMPTY_ARRAY = _op_call(
+    _OP_RECONSTRUCT, _op_global("numpy", "ndarray"), _op_tuple(_op_int(0)), _op_str("b")
+)
+
+
 def _op_array(shape: tuple[int, ...], dtype: bytes, data: bytes) -> bytes:
-    made = _op_call(_OP_RECONSTRUCT, _op_global("numpy", "ndarray"), _op_tuple(_op_int(0)),
-                    _op_str("b"))  # fmt: skip
     state = _op_tuple(_op_int(1), _op_tuple(*map(_op_int, shape)), dtype, b"\x89", data)
-    return made + state + b"b"
+    return _OP_EMPTY_ARRAY + state + b"b"
 
 
 #: Second review's cases, as raw pickles (protocol 4 opcodes, STOP added).
@@ -1544,8 +1548,7 @@ _SHARED_AND_HASHED = {
         "ForbiddenGlobalError: safe mode calls nothing",
     ),
     "a-shared-tuple-as-an-array-state": (
-        _op_call(_OP_RECONSTRUCT, _op_global("numpy", "ndarray"), _op_tuple(_op_int(0)),
-                 _op_str("b")) + _shared_tuple(80) + b"b",
+        _OP_EMPTY_ARRAY + _shared_tuple(80) + b"b",
         "ForbiddenGlobalError: safe mode takes only numpy's array states",
     ),  # fmt: skip
     "dict-of-list-pairs-keyed-by-a-shared-tuple": (
@@ -1597,15 +1600,12 @@ _SHARED_AND_HASHED.update({
         "ForbiddenGlobalError: safe mode builds or hashes",
     ),
     "a-dtype-sharing-its-fields-in-a-bad-array-state": (
-        _op_call(_OP_RECONSTRUCT, _op_global("numpy", "ndarray"), _op_tuple(_op_int(0)),
-                 _op_str("b"))
-        + b"(K\x01K\x01\x85" + _dtype_sharing_its_fields(40) + b"\x89C\x00tb",
+        _OP_EMPTY_ARRAY
+        + _op_tuple(b"K\x01K\x01\x85", _dtype_sharing_its_fields(40), b"\x89C\x00") + b"b",
         "ForbiddenGlobalError: safe mode builds or hashes",
     ),  # fmt: skip
     "a-slice-of-a-shared-tuple-in-a-refused-state": (
-        _op_call(_OP_RECONSTRUCT, _op_global("numpy", "ndarray"), _op_tuple(_op_int(0)),
-                 _op_str("b"))
-        + b"(" + _slice_of_a_shared_tuple(60) + b"tb",
+        _OP_EMPTY_ARRAY + b"(" + _slice_of_a_shared_tuple(60) + b"tb",
         "ForbiddenGlobalError: safe mode takes only numpy's array states, not (<slice>,)",
     ),  # fmt: skip
     "a-slice-of-a-shared-tuple-as-a-field-dtype": (
