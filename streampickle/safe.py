@@ -161,6 +161,10 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
         and all(isinstance(a, bool) for a in args[1:])
     ):
         raise _refuse("makes a numpy dtype from a type string only, as numpy pickles one")
+    if func is _SCALAR and args:
+        _check_expansion(args[0])
+    if func is _FROMBUFFER and len(args) > 1:
+        _check_expansion(args[1])
     if func is _SCALAR and not (
         len(args) == 2
         and _plain_items(args[0])
@@ -211,6 +215,7 @@ def check_build(inst: Any, state: Any) -> Any:
     shape, dtype, data = state[1], state[2], state[4]
     if not isinstance(shape, tuple) or _size(shape) < 0 or not isinstance(dtype, np.dtype):
         raise _refuse(f"takes only numpy's array states, not {_short(state)}")
+    _check_expansion(dtype)
     n = _size(shape)
     if not _fits_empty(shape):
         raise _refuse(f"does not load an empty array of shape {shape}: its rows alone")
@@ -262,6 +267,7 @@ def _check_dtype_state(dtype: np.dtype[Any], state: Any) -> np.dtype[Any]:
         raise _refuse(f"takes only numpy's dtype states: {exc}") from None
     if not _same_dtype(scratch, rebuilt):
         raise _refuse(f"takes only dtype states numpy writes, not {_short(state)}")
+    _check_expansion(rebuilt)
     return rebuilt
 
 
@@ -421,6 +427,8 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         elif func is _SCALAR:
             self._spend(args[0].itemsize)
         _run(id(func) in _OWN_IDS, step, *step_args)
+        if func is np.dtype:
+            _check_expansion(self.stack[-1])  # made from a string
 
     def _spend_hashing(self, items: Any) -> None:
         if isinstance(items, dict | set | frozenset):
@@ -520,6 +528,50 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
 #: pickle byte, and _SPEND_FLOOR more.
 _SPEND_FACTOR = 8
 _SPEND_FLOOR = 1 << 20
+
+
+def _check_expansion(dtype: Any) -> None:
+    """Refuse a dtype whose items unfold, in ``tolist`` or ``repr``, into
+    many more objects than they have bytes: fields that overlap or share one
+    dtype (two fields of one dtype at offset 0, sixteen levels deep, are 2**16
+    floats an item from 8 bytes), or empty subarrays of many rows (a
+    ``(10**9, 0)`` field prints 10**9 empty lists). numpy writes none."""
+    if not isinstance(dtype, np.dtype):
+        return
+    limit = 2 * dtype.itemsize + 16
+    try:
+        unfolded = _unfolded(dtype, limit, {})
+    except RecursionError:
+        unfolded = limit + 1
+    if unfolded > limit:
+        raise _refuse(
+            f"loads no dtype whose items unfold into more than twice their bytes "
+            f"({_short(dtype)})"
+        )
+
+
+def _unfolded(dtype: np.dtype[Any], limit: int, seen: dict[int, int]) -> int:
+    """Objects an item of ``dtype`` unfolds into, or one past ``limit``."""
+    if id(dtype) in seen:
+        return seen[id(dtype)]
+    count = 1
+    if dtype.subdtype is not None:
+        base, shape = dtype.subdtype
+        rows = 1  # the item is a list; then the lists in it, then its items
+        for extent in shape[:-1]:
+            rows *= extent
+            count += rows
+            if rows == 0 or count > limit:
+                break
+        else:
+            count += rows * shape[-1] * _unfolded(base, limit, seen)
+    elif dtype.fields:
+        for name in dtype.names or ():
+            count += _unfolded(dtype.fields[name][0], limit, seen)
+            if count > limit:
+                break
+    seen[id(dtype)] = count = min(count, limit + 1)
+    return count
 
 
 def _state_nodes(state: tuple[Any, ...], limit: int) -> int:

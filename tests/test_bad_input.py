@@ -1597,12 +1597,12 @@ def _slice_of_a_shared_tuple(levels: int) -> bytes:
 _SHARED_AND_HASHED.update({
     "a-dtype-sharing-its-fields-as-a-dict-key": (
         b"}" + _dtype_sharing_its_fields(40) + b"K\x01s",
-        "ForbiddenGlobalError: safe mode builds or hashes",
+        "ForbiddenGlobalError: safe mode loads no dtype whose items unfold",
     ),
     "a-dtype-sharing-its-fields-in-a-bad-array-state": (
         _OP_EMPTY_ARRAY
         + _op_tuple(b"K\x01K\x01\x85", _dtype_sharing_its_fields(40), b"\x89C\x00") + b"b",
-        "ForbiddenGlobalError: safe mode builds or hashes",
+        "ForbiddenGlobalError: safe mode loads no dtype whose items unfold",
     ),  # fmt: skip
     "a-slice-of-a-shared-tuple-in-a-refused-state": (
         _OP_EMPTY_ARRAY + b"(" + _slice_of_a_shared_tuple(60) + b"tb",
@@ -1614,6 +1614,23 @@ _SHARED_AND_HASHED.update({
                     + _op_str("a") + b"h\x3dK\x00\x86sK\x08K\x01K\x10t") + b"t",
         "ForbiddenGlobalError: safe mode takes only numpy's dtype states, not (3, '|'",
     ),  # fmt: skip
+})
+
+#: Seventh review: dtypes whose items unfold, in the caller's tolist() or
+#: repr(), into far more objects than their bytes (SIGSEGV in numpy's tolist
+#: under the child's limit; a repr of gigabytes from 319 bytes).
+_RAW_SAFE_CASES.update({
+    "an-array-of-fields-sharing-a-dtype": _OP_EMPTY_ARRAY + _op_tuple(
+        _op_int(1), _op_tuple(_op_int(100)), _dtype_sharing_its_fields(16), b"\x89",
+        _op_bytes(bytes(800)),
+    ) + b"b",
+    "an-empty-subarray-of-many-rows": _op_array(
+        (1,), _op_dtype("f8,(1000000000,0)f8"), _op_bytes(bytes(8))
+    ),
+    "many-fields-at-one-offset": pickle.dumps(
+        np.dtype({"names": [f"f{i}" for i in range(900)], "formats": ["f8"] * 900,
+                  "offsets": [0] * 900, "itemsize": 8}), protocol=4,
+    )[11:-1],  # fmt: skip
 })
 
 #: Third review: a dtype's fields dict, kept by numpy, reached through the
