@@ -536,8 +536,8 @@ def _check_expansion(dtype: Any) -> None:
     dtype (two fields of one dtype at offset 0, sixteen levels deep, are 2**16
     floats an item from 8 bytes), or empty subarrays of many rows (a
     ``(10**9, 0)`` field prints 10**9 empty lists). numpy writes none."""
-    if not isinstance(dtype, np.dtype):
-        return
+    if not isinstance(dtype, np.dtype) or (dtype.fields is None and dtype.subdtype is None):
+        return  # not a dtype (refused elsewhere), or one item, one object
     limit = 2 * dtype.itemsize + 16
     try:
         unfolded = _unfolded(dtype, limit, {})
