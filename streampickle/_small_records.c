@@ -305,6 +305,24 @@ recv_all(int fd, Py_ssize_t want)
     return recv_bytes(fd, want, want);
 }
 
+/* The arguments of receive_record and receive_stream: the socket first, then
+ * (of ``want``) a size limit, strict and the list ``parts`` last. 0, or -1
+ * with an error set. */
+static int
+read_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *usage,
+          Py_ssize_t *limit, int *strict, int *fd)
+{
+    if (nargs != want || !PyList_CheckExact(args[want - 1])) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    *limit = PyLong_AsSsize_t(args[want - 3]);
+    if (*limit == -1 && PyErr_Occurred())
+        return -1;
+    *strict = PyObject_IsTrue(args[want - 2]);
+    return *strict < 0 || (*fd = socket_fd(args[0])) == -2 ? -1 : 0;
+}
+
 /* ``source.position += n``: the socket source's count of bytes read, for
  * what later errors say. */
 static int
@@ -333,17 +351,11 @@ advance(PyObject *source, Py_ssize_t n)
 static PyObject *
 SmallRecords_receive_record(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5 || !PyList_CheckExact(args[4])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "receive_record() takes a socket, its source, a size limit, "
-                        "strict, a list");
-        return NULL;
-    }
-    Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
-    if (limit == -1 && PyErr_Occurred())
-        return NULL;
-    int strict = PyObject_IsTrue(args[3]), fd;
-    if (strict < 0 || (fd = socket_fd(args[0])) == -2)
+    Py_ssize_t limit;
+    int strict, fd;
+    if (read_args(args, nargs, 5,
+                  "receive_record() takes a socket, its source, a size limit, strict, a list",
+                  &limit, &strict, &fd) < 0)
         return NULL;
     PyObject *parts = args[4], *result = NULL, *rest = NULL;
     PyObject *first = fd >= 0 ? recv_all(fd, HEADER_SIZE) : PyBytes_FromString("");
@@ -380,16 +392,10 @@ done:
 static PyObject *
 SmallRecords_receive_stream(SmallRecords *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4 || !PyList_CheckExact(args[3])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "receive_stream() takes a socket, a size limit, strict, a list");
-        return NULL;
-    }
-    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
-    if (limit == -1 && PyErr_Occurred())
-        return NULL;
-    int strict = PyObject_IsTrue(args[2]), fd;
-    if (strict < 0 || (fd = socket_fd(args[0])) == -2)
+    Py_ssize_t limit;
+    int strict, fd;
+    if (read_args(args, nargs, 4, "receive_stream() takes a socket, a size limit, strict, a list",
+                  &limit, &strict, &fd) < 0)
         return NULL;
     PyObject *parts = args[3], *result = NULL, *rest = NULL;
     PyObject *first = fd >= 0 ? recv_all(fd, STREAM_HEADER_SIZE + HEADER_SIZE)
