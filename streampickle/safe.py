@@ -12,20 +12,30 @@ call (REDUCE, NEWOBJ, NEWOBJ_EX, OBJ, INST) and every BUILD checked first,
 and what calls copy and hashing visits counted against a budget of the
 record's size. Records of plain data name no global, call nothing and take
 the C path, unless their hashing could visit beyond a bounded factor of
-their size (shared tuples: see ``dag_bits`` in ``_pickle_scan.c``).
+their size (shared tuples: see ``dag_bits`` in ``_pickle_scan.c``). What is
+taken of numpy dtypes is in ``safe_dtypes.py``.
 """
 
 from __future__ import annotations
 
 import math
 import pickle
-import reprlib
 from collections.abc import Sized
 from typing import Any
 
 import numpy as np
 
 from .errors import ForbiddenGlobalError
+from .safe_dtypes import (
+    check_dtype_state,
+    check_expansion,
+    dtype_nodes,
+    plain_items,
+    plain_object_dtype,
+    refuse,
+    short,
+    state_nodes,
+)
 
 #: Globals ``safe=True`` allows (under numpy 1 and 2 names).
 SAFE_GLOBALS = frozenset(
@@ -77,41 +87,9 @@ _OWN_IDS = frozenset(
     + (range, set, slice, str, tuple, np.dtype, np.ndarray)
     + (_RECONSTRUCT, _SCALAR, _FROMBUFFER)
 )
-#: dtype flags numpy takes from a pickled dtype's state and trusts: items that
-#: hold references (decref'd when freed), are pickled as lists, or are
-#: pointers (NPY_ITEM_REFCOUNT, NPY_LIST_PICKLE, NPY_ITEM_IS_POINTER). No
-#: dtype of plain values has them.
-_OBJECT_FLAGS = 0x07
-_OBJECT = np.dtype(object)
-_make_dtype: Any = np.dtype  # built from what a pickle gave: no static type
 #: An empty array has no data to bound its other dimensions by: list() of one
 #: shaped (10**6, 0) is a million arrays. No more than this many rows, then.
 _MAX_EMPTY_EXTENT = 1 << 16
-
-
-def _refuse(what: str) -> ForbiddenGlobalError:
-    return ForbiddenGlobalError(f"safe mode {what}")
-
-
-class _ShortRepr(reprlib.Repr):
-    """Builtin containers, strings and numbers cut short; anything else by
-    its type's name alone: reprlib would take its whole repr first, and that
-    of a slice of a tuple that shares its items, or of a dtype that shares a
-    field's dtype, is of any length (review)."""
-
-    def repr_instance(self, obj: Any, level: int) -> str:
-        if obj is None or type(obj) in (bool, float, complex):
-            return repr(obj)
-        return f"<{type(obj).__name__}>"
-
-
-_SHORT = _ShortRepr()
-_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxlong = 3, 60, 60
-
-
-def _short(obj: Any) -> str:
-    """A repr of bounded cost."""
-    return _SHORT.repr(obj)
 
 
 def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> None:
@@ -119,28 +97,28 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
     write: every call safe mode allows is then made with what the pickle
     holds, not with a count of it, and numpy is given nothing it trusts."""
     if kwargs:
-        raise _refuse(f"calls nothing with keyword arguments ({_short(func)})")
+        raise refuse(f"calls nothing with keyword arguments ({short(func)})")
     if isinstance(func, type) and issubclass(func, np.ndarray):
-        raise _refuse("does not call numpy.ndarray: it would allocate any shape")
+        raise refuse("does not call numpy.ndarray: it would allocate any shape")
     if func in (bytes, bytearray, str) and not (
         len(args) < 2
         or (len(args) == 2 and isinstance(args[1], str) and args[1].lower() in _CODECS)
     ):
         # any registered codec is reachable by name; punycode is quadratic
-        raise _refuse(f"calls {func.__name__} with no codec but {sorted(_CODECS)}")
+        raise refuse(f"calls {func.__name__} with no codec but {sorted(_CODECS)}")
     if func in (bytes, bytearray) and not (
         not args or isinstance(args[0], str | bytes | bytearray | list | tuple)
     ):
-        raise _refuse(f"calls {func.__name__} on bytes, a str, a list or a tuple only")
+        raise refuse(f"calls {func.__name__} on bytes, a str, a list or a tuple only")
     if func is str and not all(isinstance(a, str | bytes | bytearray) for a in args):
         # str() of a list writes each item's repr: a list of ten references to
         # the last result, ten times over, is a string of 10**10 (review)
-        raise _refuse("calls str on strings and bytes only (with their encoding)")
+        raise refuse("calls str on strings and bytes only (with their encoding)")
     if id(func) in _MATERIALIZING_IDS and any(
         isinstance(a, range | np.ndarray) for a in args
     ):
         # (by id: a lookup in a set hashes func, which may be any tuple: review)
-        raise _refuse(f"does not call {func.__name__} on a range or an array")
+        raise refuse(f"does not call {func.__name__} on a range or an array")
     if (
         func is dict
         and args
@@ -154,27 +132,27 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
     ):
         # its pairs' first items are hashed: counted only where they are
         # tuples (a list pair's key went uncounted: review)
-        raise _refuse("calls dict of a dict or of (key, value) tuples only")
+        raise refuse("calls dict of a dict or of (key, value) tuples only")
     if func is np.dtype and not (
         1 <= len(args) <= 3
         and isinstance(args[0], str)
         and all(isinstance(a, bool) for a in args[1:])
     ):
-        raise _refuse("makes a numpy dtype from a type string only, as numpy pickles one")
+        raise refuse("makes a numpy dtype from a type string only, as numpy pickles one")
     if func is _SCALAR and args:
-        _check_expansion(args[0])
+        check_expansion(args[0])
     if func is _FROMBUFFER and len(args) > 1:
-        _check_expansion(args[1])
+        check_expansion(args[1])
     if func is _SCALAR and not (
         len(args) == 2
-        and _plain_items(args[0])
+        and plain_items(args[0])
         and isinstance(args[1], bytes)
         and len(args[1]) == args[0].itemsize
     ):
-        raise _refuse("makes a numpy scalar from a plain dtype and its bytes only")
+        raise refuse("makes a numpy scalar from a plain dtype and its bytes only")
     if func is _FROMBUFFER and not (
         len(args) == 4
-        and _plain_items(args[1])
+        and plain_items(args[1])
         and _fits_empty(args[2])
         and args[3] in ("C", "F")
         and _bytes_of(args[0], _size(args[2]) * args[1].itemsize)
@@ -182,13 +160,13 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
         # an array of Python objects from raw bytes would hold whatever
         # pointers the bytes spell (numpy pickles those otherwise); nor may
         # the bytes be an object array's pointers (review)
-        raise _refuse(
+        raise refuse(
             "reads numpy arrays of plain dtypes only from raw bytes, exactly theirs"
         )
     if func is _RECONSTRUCT and not (
         len(args) == 3 and args[1] == (0,) and args[2] in (b"b", "b")
     ):
-        raise _refuse(
+        raise refuse(
             "calls numpy's _reconstruct only as numpy pickles arrays: empty, their "
             "data coming with their state"
         )
@@ -204,134 +182,37 @@ def check_build(inst: Any, state: Any) -> Any:
     since numpy keeps the state's fields dict, which the pickle could still
     reach through its memo and change after this check (review)."""
     if isinstance(inst, np.dtype):
-        return _check_dtype_state(inst, state).__reduce__()[2]
+        return check_dtype_state(inst, state).__reduce__()[2]
     if not isinstance(inst, np.ndarray):
-        raise _refuse(
+        raise refuse(
             f"gives a state (BUILD) to numpy arrays and dtypes only, not to "
             f"{type(inst).__name__}"
         )
     if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[3], bool)):
-        raise _refuse(f"takes only numpy's array states, not {_short(state)}")
+        raise refuse(f"takes only numpy's array states, not {short(state)}")
     shape, dtype, data = state[1], state[2], state[4]
     if not isinstance(shape, tuple) or _size(shape) < 0 or not isinstance(dtype, np.dtype):
-        raise _refuse(f"takes only numpy's array states, not {_short(state)}")
-    _check_expansion(dtype)
+        raise refuse(f"takes only numpy's array states, not {short(state)}")
+    check_expansion(dtype)
     n = _size(shape)
     if not _fits_empty(shape):
-        raise _refuse(f"does not load an empty array of shape {shape}: its rows alone")
+        raise refuse(f"does not load an empty array of shape {shape}: its rows alone")
     if dtype.itemsize == 0:
-        raise _refuse("does not load arrays of items of no bytes (any shape fits no data)")
-    if _plain_object_dtype(dtype):
+        raise refuse("does not load arrays of items of no bytes (any shape fits no data)")
+    if plain_object_dtype(dtype):
         fits = isinstance(data, list) and len(data) == n
     else:
         fits = (
-            _plain_items(dtype)
+            plain_items(dtype)
             and isinstance(data, bytes)
             and len(data) == n * dtype.itemsize
         )
     if not fits:
-        raise _refuse(
-            f"loads a numpy array only with its data: {n} elements of {_short(dtype)}, "
+        raise refuse(
+            f"loads a numpy array only with its data: {n} elements of {short(dtype)}, "
             f"not {type(data).__name__}"
         )
     return state
-
-
-def _check_dtype_state(dtype: np.dtype[Any], state: Any) -> np.dtype[Any]:
-    """Apply ``state`` to a copy of ``dtype`` first: it must come out a dtype
-    that numpy makes from its own description, which is returned."""
-    if not _plain_dtype_state(state):
-        # numpy hashes the names and titles it is given, whatever they are
-        # (review: a shared tuple as a field name hashed 2**80 items)
-        raise _refuse(f"takes only numpy's dtype states, not {_short(state)}")
-    rebuilt: np.dtype[Any]
-    try:
-        scratch: Any = np.dtype(dtype, copy=True)
-        scratch.__setstate__(state)
-        extra = {"metadata": dict(scratch.metadata)} if scratch.metadata else {}
-        if scratch.subdtype is not None:  # its base was checked when it was built
-            rebuilt = _make_dtype(scratch.subdtype, **extra)
-        elif scratch.fields:  # numpy checks that each field fits in the item
-            fields = [scratch.fields[n] for n in scratch.names]
-            layout = {
-                "names": scratch.names,
-                "formats": [f[0] for f in fields],
-                "offsets": [f[1] for f in fields],
-                "titles": [f[2] if len(f) > 2 else None for f in fields],
-                "itemsize": scratch.itemsize,
-            }
-            rebuilt = _make_dtype(layout, align=scratch.isalignedstruct, **extra)
-        else:
-            rebuilt = _make_dtype(scratch.str, **extra)
-    except Exception as exc:
-        raise _refuse(f"takes only numpy's dtype states: {exc}") from None
-    if not _same_dtype(scratch, rebuilt):
-        raise _refuse(f"takes only dtype states numpy writes, not {_short(state)}")
-    _check_expansion(rebuilt)
-    return rebuilt
-
-
-def _plain_dtype_state(state: Any) -> bool:
-    """Shaped as numpy's: names, field names and titles are strings, fields
-    and a subarray's base dtypes, offsets ints (numpy's own messages repr
-    whatever else it is given, at any length: review)."""
-    if not (isinstance(state, tuple) and len(state) in (8, 9)):
-        return False
-    subarray, names, fields = state[2:5]
-    if subarray is not None and not (
-        type(subarray) is tuple
-        and len(subarray) == 2
-        and isinstance(subarray[0], np.dtype)
-        and type(subarray[1]) is tuple
-        and all(type(n) is int for n in subarray[1])
-    ):
-        return False
-    if names is not None and not (
-        type(names) is tuple and all(type(n) is str for n in names)
-    ):
-        return False
-    return fields is None or (
-        type(fields) is dict
-        and all(
-            type(name) is str
-            and type(field) is tuple
-            and 2 <= len(field) <= 3
-            and isinstance(field[0], np.dtype)
-            and type(field[1]) is int
-            and (len(field) == 2 or field[2] is None or type(field[2]) is str)
-            for name, field in fields.items()
-        )
-    )
-
-
-def _dtype_nodes(dtype: np.dtype[Any], limit: int) -> int:
-    """The dtypes numpy visits to hash or print ``dtype``, counted up to just
-    past ``limit``: its fields' and subarray's, each time they appear (a
-    dtype whose two fields share one dtype, forty times over, is 2**40)."""
-    nodes, todo = 0, [dtype]
-    while todo and nodes <= limit:
-        d = todo.pop()
-        nodes += 1
-        fields = d.fields
-        if fields:
-            todo.extend(fields[name][0] for name in d.names or ())
-        if d.subdtype is not None:
-            todo.append(d.subdtype[0])
-    return nodes
-
-
-def _same_dtype(a: np.dtype[Any], b: np.dtype[Any]) -> bool:
-    """Equal in every field a pickle carries. Not ``a == b``: it ignores
-    byte order and flags where numpy deems them irrelevant, and comparing an
-    object dtype of byte order ">" crashes numpy 2.4 (review). (A field's
-    dtype compares equal to its str: the caller applies the rebuilt one.)"""
-    return bool(a.__reduce__()[1:] == b.__reduce__()[1:])
-
-
-def _plain_object_dtype(dtype: np.dtype[Any]) -> bool:
-    """numpy's object dtype, with or without metadata (h5py's vlen str)."""
-    own, plain = dtype.__reduce__(), _OBJECT.__reduce__()
-    return bool(own[1] == plain[1] and own[2][1:8] == plain[2][1:8])
 
 
 def _fits_empty(shape: Any) -> bool:
@@ -353,33 +234,6 @@ def _bytes_of(buffer: Any, n: int) -> bool:
         return False
     view = memoryview(buffer)
     return view.format in ("B", "b", "c") and view.contiguous and view.nbytes == n
-
-
-def _plain_items(dtype: Any) -> bool:
-    return isinstance(dtype, np.dtype) and dtype.itemsize > 0 and not holds_objects(dtype)
-
-
-def holds_objects(dtype: Any) -> bool:
-    """Whether ``dtype``, or any field of it at any depth, holds Python
-    objects, by its kind or by its flags (a pickle sets those: not trusted)."""
-    seen: set[int] = set()
-    todo = [dtype]
-    while todo:
-        d = todo.pop()
-        if id(d) in seen:
-            continue
-        seen.add(id(d))
-        if (
-            getattr(d, "hasobject", False)
-            or getattr(d, "kind", "") == "O"
-            or getattr(d, "flags", 0) & _OBJECT_FLAGS
-        ):
-            return True
-        todo.extend(field[0] for field in (getattr(d, "fields", None) or {}).values())
-        sub = getattr(d, "subdtype", None)
-        if sub is not None:
-            todo.append(sub[0])
-    return False
 
 
 def _size(shape: tuple[Any, ...]) -> int:
@@ -413,7 +267,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         _SPEND_FACTOR times its pickle bytes (review)."""
         self._spent += work
         if self._left() < 0:
-            raise _refuse(
+            raise refuse(
                 f"builds or hashes no more than {_SPEND_FACTOR} times a record's pickle "
                 f"bytes ({self._spent} items or bytes)"
             )
@@ -428,7 +282,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
             self._spend(args[0].itemsize)
         _run(id(func) in _OWN_IDS, step, *step_args)
         if func is np.dtype:
-            _check_expansion(self.stack[-1])  # made from a string
+            check_expansion(self.stack[-1])  # made from a string
 
     def _spend_hashing(self, items: Any) -> None:
         if isinstance(items, dict | set | frozenset):
@@ -461,7 +315,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         if isinstance(inst, np.ndarray):
             self._spend(len(state[4]))  # its bytes, or its objects
         else:  # as numpy will hash and print it: field dtypes each time they appear
-            self._spend(_state_nodes(state, self._left()))
+            self._spend(state_nodes(state, self._left()))
         _run(True, _PythonUnpickler.load_build, self)  # numpy's, on an array or dtype
 
     # Opcodes that hash keys or items: each visit counted (a tuple hashes its
@@ -477,7 +331,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     def get_extension(self, code: int) -> None:  # EXT1, EXT2, EXT4
         # pickle.py takes a registered code's global from copyreg's cache,
         # never asking find_class (review: os.getcwd, had one been registered)
-        raise _refuse(f"loads no extension codes (EXT {code})")
+        raise refuse(f"loads no extension codes (EXT {code})")
 
     # What containers get is added by their own methods, run on whatever the
     # stack holds: only the containers the opcodes are for (a list's slice
@@ -530,61 +384,6 @@ _SPEND_FACTOR = 8
 _SPEND_FLOOR = 1 << 20
 
 
-def _check_expansion(dtype: Any) -> None:
-    """Refuse a dtype whose items unfold, in ``tolist`` or ``repr``, into
-    many more objects than they have bytes: fields that overlap or share one
-    dtype (two fields of one dtype at offset 0, sixteen levels deep, are 2**16
-    floats an item from 8 bytes), or empty subarrays of many rows (a
-    ``(10**9, 0)`` field prints 10**9 empty lists). numpy writes none."""
-    if not isinstance(dtype, np.dtype) or (dtype.fields is None and dtype.subdtype is None):
-        return  # not a dtype (refused elsewhere), or one item, one object
-    limit = 2 * dtype.itemsize + 16
-    try:
-        unfolded = _unfolded(dtype, limit, {})
-    except RecursionError:
-        unfolded = limit + 1
-    if unfolded > limit:
-        raise _refuse(
-            f"loads no dtype whose items unfold into more than twice their bytes "
-            f"({_short(dtype)})"
-        )
-
-
-def _unfolded(dtype: np.dtype[Any], limit: int, seen: dict[int, int]) -> int:
-    """Objects an item of ``dtype`` unfolds into, or one past ``limit``."""
-    if id(dtype) in seen:
-        return seen[id(dtype)]
-    count = 1
-    if dtype.subdtype is not None:
-        base, shape = dtype.subdtype
-        rows = 1  # the item is a list; then the lists in it, then its items
-        for extent in shape[:-1]:
-            rows *= extent
-            count += rows
-            if rows == 0 or count > limit:
-                break
-        else:
-            count += rows * shape[-1] * _unfolded(base, limit, seen)
-    elif dtype.fields:
-        for name in dtype.names or ():
-            count += _unfolded(dtype.fields[name][0], limit, seen)
-            if count > limit:
-                break
-    seen[id(dtype)] = count = min(count, limit + 1)
-    return count
-
-
-def _state_nodes(state: tuple[Any, ...], limit: int) -> int:
-    """_dtype_nodes of the dtype a (checked) dtype state makes."""
-    subarray, names, fields = state[2:5]
-    nodes = 1
-    for d in [subarray[0]] if subarray else [fields[n][0] for n in names or ()]:
-        nodes += _dtype_nodes(d, limit - nodes)
-        if nodes > limit:
-            break
-    return nodes
-
-
 def _hash_visits(obj: Any, limit: int) -> int:
     """Steps hashing ``obj`` takes, or comparing it with an equal object of
     the same hash, counted up to just past ``limit``: a tuple hashes its
@@ -604,7 +403,7 @@ def _hash_visits(obj: Any, limit: int) -> int:
         elif kind is range:
             todo += (item.start, item.stop, item.step)
         elif isinstance(item, np.dtype):
-            visits += _dtype_nodes(item, limit - visits)
+            visits += dtype_nodes(item, limit - visits)
         elif kind is int:
             visits += item.bit_length() // 30
     return visits
@@ -628,6 +427,6 @@ def _run(own: bool, step: Any, *args: Any) -> None:
 
 def _check_target(target: Any, kind: type, opcode: str) -> None:
     if not isinstance(target, kind):
-        raise _refuse(
+        raise refuse(
             f"runs {opcode} on a {kind.__name__} only, not {type(target).__name__}"
         )
