@@ -1,8 +1,10 @@
 """The one compiled part: a C check of each record's pickle bytes before the
-unpickler runs them (streampickle/_pickle_scan*.c), and small records encoded,
+unpickler runs them (streampickle/_pickle_*.c), and small records encoded,
 read from a socket and loaded in one call (streampickle/_small_records.c). It
 needs a C compiler and Python's headers at install, as numpy, zstandard and
 xxhash do from source."""
+
+import sys
 
 from setuptools import Extension, setup
 
@@ -11,11 +13,16 @@ setup(
         Extension(
             "streampickle._pickle_scan",
             [
+                "streampickle/_pickle_opcodes.c",
                 "streampickle/_pickle_scan.c",
+                "streampickle/_pickle_scan_light.c",
                 "streampickle/_pickle_scan_module.c",
                 "streampickle/_small_records.c",
             ],
-            depends=["streampickle/_pickle_scan.h"],
+            # only PyInit is the module's: the opcode tables are then read
+            # directly, not through the global offset table
+            extra_compile_args=[] if sys.platform == "win32" else ["-fvisibility=hidden"],
+            depends=["streampickle/_pickle_scan.h", "streampickle/_pickle_opcodes.h"],
         )
     ]
 )

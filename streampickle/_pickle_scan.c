@@ -49,9 +49,12 @@
  * numpy view). No chain is longer than the number of links made (tuples,
  * calls, and what is given to what a call made), so a pickle with fewer than
  * the depth allowed is safe whatever its heights; past that, ``strict`` (safe
- * mode) refuses a late change, or any change to what a call made. Without strict, a pickle that names globals can run any code
- * anyway, and one without them has no callable to copy contents: heights
- * hold.
+ * mode) refuses a late change, or any change to what a call made. Without
+ * strict, a pickle that names globals can run any code anyway, and one
+ * without them has no callable to copy contents: heights hold.
+ *
+ * The opcodes' table is _pickle_opcodes.c; the light loop that most small
+ * pickles take instead of this scan, _pickle_scan_light.c.
  *
  * ``plain`` says whether every opcode built plain data: none of globals,
  * REDUCE, BUILD, object creation, extension codes, persistent IDs or
@@ -59,13 +62,12 @@
  * ``pickle.loads`` may read it with no hook of ours.
  */
 #include "_pickle_scan.h"
-
+#include "_pickle_opcodes.h"
 
 /* The deepest nesting taken whatever the recursion limit: freeing numpy
  * object arrays nested ~5,000 deep overflows an 8 MiB stack (~2 KB a level). */
 #define MAX_DEPTH 2000
 #define TOO_DEEP "objects nested deeper than sys.getrecursionlimit() levels (at most 2000)"
-#define PAST_FRAME "an opcode that runs past the end of its FRAME"
 #define SCALAR 0
 #define ABSENT UINT32_MAX
 /* A height's top bit: another object took this one as an item. */
@@ -123,7 +125,6 @@ array_reserve(array *a, Py_ssize_t need, Py_ssize_t item_size)
 #define U32(a) ((uint32_t *)(a).items)
 #define SSIZE(a) ((Py_ssize_t *)(a).items)
 
-
 void
 scan_init(scan *s)
 {
@@ -156,9 +157,8 @@ scan_free(scan *s)
     array_free(&s->height);
 }
 
-/* ValueError(what, offset): the caller names the record. */
-static int
-refuse(scan *s, const char *what)
+int
+scan_refuse(scan *s, const char *what)
 {
     PyObject *args = Py_BuildValue("(sn)", what, s->at);
     if (args != NULL) {
@@ -192,9 +192,9 @@ static int
 push_new(scan *s, uint32_t height)
 {
     if (height > s->max_depth)
-        return refuse(s, TOO_DEEP);
+        return scan_refuse(s, TOO_DEEP);
     if (s->height.len >= (Py_ssize_t)ABSENT)
-        return refuse(s, "more objects than can be checked");
+        return scan_refuse(s, "more objects than can be checked");
     if (array_reserve(&s->height, s->height.len + 1, sizeof(uint32_t)) < 0)
         return -1;
     U32(s->height)[s->height.len] = height;
@@ -222,7 +222,7 @@ static int
 check_bound(scan *s)
 {
     if (s->strict && s->late && s->raising > (Py_ssize_t)s->max_depth)
-        return refuse(s, UNBOUNDED);
+        return scan_refuse(s, UNBOUNDED);
     return 0;
 }
 
@@ -231,7 +231,7 @@ static int
 need(scan *s, Py_ssize_t n)
 {
     if (s->stack.len - n < s->fence)
-        return refuse(s, "unpickling stack underflow");
+        return scan_refuse(s, "unpickling stack underflow");
     return 0;
 }
 
@@ -240,7 +240,7 @@ static Py_ssize_t
 pop_mark(scan *s)
 {
     if (s->marks.len == 0)
-        return refuse(s, "MARK missing");
+        return scan_refuse(s, "MARK missing");
     Py_ssize_t mark = SSIZE(s->marks)[--s->marks.len];
     s->fence = s->marks.len ? SSIZE(s->marks)[s->marks.len - 1] : 0;
     return mark;
@@ -266,9 +266,9 @@ static int
 add_to(scan *s, Py_ssize_t start, int pairs)
 {
     if (start > s->stack.len || start <= s->fence)
-        return refuse(s, "unpickling stack underflow");
+        return scan_refuse(s, "unpickling stack underflow");
     if (pairs && (s->stack.len - start) % 2)
-        return refuse(s, "odd number of items for SETITEMS");
+        return scan_refuse(s, "odd number of items for SETITEMS");
     uint32_t target = U32(s->stack)[start - 1];
     uint32_t h = highest(s, start);
     uint32_t *height = &U32(s->height)[target];
@@ -278,7 +278,7 @@ add_to(scan *s, Py_ssize_t start, int pairs)
     }
     if (target != SCALAR && h > (*height & ~FLAGS)) {
         if (h > s->max_depth)
-            return refuse(s, TOO_DEEP);
+            return scan_refuse(s, TOO_DEEP);
         s->late |= (*height & FLAGS) != 0;
         *height = h | (*height & FLAGS);
         if (check_bound(s) < 0)
@@ -294,7 +294,7 @@ memo_put(scan *s, uint64_t slot)
     if (need(s, 1) < 0)
         return -1;
     if (slot > (uint64_t)s->stores)
-        return refuse(s, "a memo slot numbered past the stores before it");
+        return scan_refuse(s, "a memo slot numbered past the stores before it");
     Py_ssize_t i = (Py_ssize_t)slot, old = s->memo.len;
     if (i >= old) {
         if (array_reserve(&s->memo, i + 1, sizeof(uint32_t)) < 0)
@@ -313,143 +313,8 @@ static int
 memo_get(scan *s, uint64_t slot)
 {
     if (slot >= (uint64_t)s->memo.len || U32(s->memo)[slot] == ABSENT)
-        return refuse(s, "memo value not found");
+        return scan_refuse(s, "memo value not found");
     return push(s, U32(s->memo)[slot]);
-}
-
-/* A protocol-0 memo argument (PUT, GET): decimal digits between blanks, as
- * int() takes them; -1 if it is anything else or too long to be a slot.
- * CPython reads the argument as a C string, so it ends at a NUL byte. */
-static int64_t
-text_slot(const unsigned char *p, Py_ssize_t n)
-{
-    const unsigned char *nul = memchr(p, '\0', (size_t)n);
-    if (nul != NULL)
-        n = nul - p;
-    Py_ssize_t i = 0;
-    while (i < n && Py_ISSPACE(p[i]))
-        i++;
-    int64_t slot = 0;
-    Py_ssize_t digits = 0;
-    while (i < n && Py_ISDIGIT(p[i])) {
-        if (++digits > 15)
-            return -1;
-        slot = slot * 10 + (p[i++] - '0');
-    }
-    while (i < n && Py_ISSPACE(p[i]))
-        i++;
-    return digits && i == n ? slot : -1;
-}
-
-/* The opcodes, as pickletools names them. */
-enum opcode {
-    MARK = '(', STOP = '.', POP = '0', POP_MARK = '1', DUP = '2', FLOAT = 'F',
-    INT = 'I', BININT = 'J', BININT1 = 'K', LONG = 'L', BININT2 = 'M', NONE = 'N',
-    PERSID = 'P', BINPERSID = 'Q', REDUCE = 'R', STRING = 'S', BINSTRING = 'T',
-    SHORT_BINSTRING = 'U', UNICODE = 'V', BINUNICODE = 'X', APPEND = 'a', BUILD = 'b',
-    GLOBAL = 'c', DICT = 'd', EMPTY_DICT = '}', APPENDS = 'e', GET = 'g', BINGET = 'h',
-    INST = 'i', LONG_BINGET = 'j', LIST = 'l', EMPTY_LIST = ']', OBJ = 'o', PUT = 'p',
-    BINPUT = 'q', LONG_BINPUT = 'r', SETITEM = 's', TUPLE = 't', EMPTY_TUPLE = ')',
-    SETITEMS = 'u', BINFLOAT = 'G', BINBYTES = 'B', SHORT_BINBYTES = 'C',
-    PROTO = 0x80, NEWOBJ = 0x81, EXT1 = 0x82, EXT2 = 0x83, EXT4 = 0x84, TUPLE1 = 0x85,
-    TUPLE2 = 0x86, TUPLE3 = 0x87, NEWTRUE = 0x88, NEWFALSE = 0x89, LONG1 = 0x8a,
-    LONG4 = 0x8b, SHORT_BINUNICODE = 0x8c, BINUNICODE8 = 0x8d, BINBYTES8 = 0x8e,
-    EMPTY_SET = 0x8f, ADDITEMS = 0x90, FROZENSET = 0x91, NEWOBJ_EX = 0x92,
-    STACK_GLOBAL = 0x93, MEMOIZE = 0x94, FRAME = 0x95, BYTEARRAY8 = 0x96,
-    NEXT_BUFFER = 0x97, READONLY_BUFFER = 0x98,
-};
-
-/* How the bytes after each opcode are laid out. */
-enum arg {
-    UNKNOWN = 0, /* the table's default */
-    FIXED,       /* as many bytes as width_of says (maybe none) */
-    SIZED,       /* a little-endian length of width_of bytes, then that many */
-    SIZED_SIGNED,
-    TEXT,        /* lines_of lines, each through '\n' */
-    TEXT_SLOT,   /* one line, a memo slot (PUT, GET) */
-};
-static unsigned char arg_of[256], width_of[256], lines_of[256];
-/* Opcodes that reach code, a hook or an out-of-band buffer: not plain data. */
-static unsigned char reaches_code[256];
-/* Opcodes of fixed size that scan_light acts on: memo stores, FRAME, STOP. */
-static unsigned char watched[256];
-/* What it takes to hash in time beyond a bounded factor of a pickle's bytes
- * (T = (T, T), eighty times: 168 bytes, 2**80 visits; a megabyte int hashed
- * as often as the pickle refers to it; two equal frozensets built alike,
- * compared item by item through what they share): an object shared
- * (SHARES), one whose hash or comparison is not cached and grows with it
- * (COSTLY: tuples, frozensets, LONG4's ints), and an opcode that hashes
- * keys or items (HASHES). In safe mode a pickle with all three is not
- * plain: Python's unpickler runs it, counting what hashing visits
- * (safe.py). */
-enum { SHARES = 1, COSTLY = 2, HASHES = 4, HASHES_SHARED = 7 };
-static unsigned char dag_bits[256];
-/* Opcodes whose result may be higher than what they take (see the top). */
-static unsigned char raises[256];
-/* Opcodes that give an object more (higher, if a call made it). */
-static unsigned char adds_to[256];
-/* The size of an opcode scan_light only steps over (fixed-size, neither
- * watched nor counted: numbers, empty containers, marks); for any other, a
- * size no pickle reaches, so that one comparison sends it the long way. */
-#define ACT_ON ((Py_ssize_t)1 << 60)
-static Py_ssize_t step_over[256];
-
-static void
-set(const unsigned char *codes, enum arg arg, unsigned char width)
-{
-    for (const unsigned char *c = codes; *c; c++) {
-        arg_of[*c] = arg;
-        width_of[*c] = arg == TEXT ? 0 : width;
-        lines_of[*c] = arg == TEXT ? width : 0;
-    }
-}
-
-#define SET(arg, width, ...) set((const unsigned char[]){__VA_ARGS__, 0}, arg, width)
-
-void
-fill_table(void)
-{
-    SET(FIXED, 0, NONE, EMPTY_LIST, APPEND, APPENDS, LIST, EMPTY_TUPLE, TUPLE,
-        EMPTY_DICT, DICT, SETITEM, SETITEMS, POP, DUP, MARK, POP_MARK, STOP, REDUCE,
-        BUILD, OBJ, BINPERSID, NEWOBJ, TUPLE1, TUPLE2, TUPLE3, NEWTRUE, NEWFALSE,
-        EMPTY_SET, ADDITEMS, FROZENSET, NEWOBJ_EX, STACK_GLOBAL, MEMOIZE, NEXT_BUFFER,
-        READONLY_BUFFER);
-    SET(FIXED, 1, PROTO, BININT1, BINGET, BINPUT, EXT1);
-    SET(FIXED, 2, BININT2, EXT2);
-    SET(FIXED, 4, BININT, LONG_BINGET, LONG_BINPUT, EXT4);
-    SET(FIXED, 8, BINFLOAT, FRAME); /* a FRAME's bytes are more opcodes */
-    SET(SIZED, 1, LONG1, SHORT_BINSTRING, SHORT_BINBYTES, SHORT_BINUNICODE);
-    SET(SIZED, 4, BINBYTES, BINUNICODE);
-    SET(SIZED_SIGNED, 4, BINSTRING, LONG4);
-    SET(SIZED, 8, BINUNICODE8, BINBYTES8, BYTEARRAY8);
-    SET(TEXT, 1, INT, LONG, STRING, UNICODE, FLOAT, PERSID);
-    SET(TEXT, 2, GLOBAL, INST); /* module and name */
-    SET(TEXT_SLOT, 0, PUT, GET);
-    static const unsigned char code[] = {
-        GLOBAL, STACK_GLOBAL, INST, OBJ, NEWOBJ, NEWOBJ_EX, REDUCE, BUILD, EXT1, EXT2,
-        EXT4, PERSID, BINPERSID, NEXT_BUFFER, READONLY_BUFFER};
-    for (size_t i = 0; i < sizeof(code); i++)
-        reaches_code[code[i]] = 1;
-    watched[STOP] = watched[MEMOIZE] = watched[BINPUT] = watched[LONG_BINPUT] = 1;
-    watched[FRAME] = 1;
-    static const unsigned char up[] = {
-        EMPTY_TUPLE, TUPLE, TUPLE1, TUPLE2, TUPLE3, REDUCE, NEWOBJ, NEWOBJ_EX, OBJ, INST,
-        BINPERSID};
-    for (size_t i = 0; i < sizeof(up); i++)
-        raises[up[i]] = 1;
-    adds_to[APPEND] = adds_to[APPENDS] = adds_to[SETITEM] = adds_to[SETITEMS] = 1;
-    adds_to[ADDITEMS] = adds_to[BUILD] = 1;
-    dag_bits[DUP] = dag_bits[GET] = dag_bits[BINGET] = dag_bits[LONG_BINGET] = SHARES;
-    dag_bits[TUPLE] = dag_bits[TUPLE1] = dag_bits[TUPLE2] = dag_bits[TUPLE3] = COSTLY;
-    dag_bits[LONG4] = COSTLY;
-    dag_bits[SETITEM] = dag_bits[SETITEMS] = dag_bits[ADDITEMS] = HASHES;
-    dag_bits[FROZENSET] = HASHES | COSTLY;
-    dag_bits[DICT] = HASHES;
-    for (int op = 0; op < 256; op++)
-        step_over[op] = arg_of[op] == FIXED && !watched[op] && !raises[op] && !adds_to[op]
-                                && !reaches_code[op] && !dag_bits[op]
-                            ? 1 + width_of[op]
-                            : ACT_ON;
 }
 
 /* Bytes of the opcode at ``p`` the scan must have before acting on it (the
@@ -459,13 +324,13 @@ head_size(scan *s, const unsigned char *p, Py_ssize_t n)
 {
     switch (arg_of[p[0]]) {
     case UNKNOWN:
-        return refuse(s, "unknown opcode");
+        return scan_refuse(s, "unknown opcode");
     case TEXT:
         return 1;
     case TEXT_SLOT: {
         const unsigned char *nl = memchr(p + 1, '\n', (size_t)(n - 1));
         if (nl != NULL ? nl - p - 1 > SLOT_TEXT_MAX : n - 1 > SLOT_TEXT_MAX)
-            return refuse(s, "a memo argument longer than any slot number");
+            return scan_refuse(s, "a memo argument longer than any slot number");
         return nl != NULL ? nl - p + 1 : 0;
     }
     default:
@@ -483,20 +348,20 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     /* Bytes of the FRAME this opcode starts in still to come after its head. */
     Py_ssize_t in_frame = s->at < s->frame_end ? s->frame_end - s->at - size : PY_SSIZE_T_MAX;
     if (in_frame < 0)
-        return refuse(s, PAST_FRAME);
+        return scan_refuse(s, PAST_FRAME);
     s->plain &= !reaches_code[op];
     switch (arg_of[op]) {
     case SIZED:
     case SIZED_SIGNED: {
         uint64_t n = little_endian(p + 1, width_of[op]);
         if (arg_of[op] == SIZED_SIGNED && n >= (1u << 31))
-            return refuse(s, "a negative length");
+            return scan_refuse(s, "a negative length");
         if (n > (uint64_t)PY_SSIZE_T_MAX)
-            return refuse(s, "a length past the largest object");
+            return scan_refuse(s, "a length past the largest object");
         if (s->whole && n > (uint64_t)left)
-            return refuse(s, "a length past the end of the pickle");
+            return scan_refuse(s, "a length past the end of the pickle");
         if (n > (uint64_t)in_frame)
-            return refuse(s, PAST_FRAME);
+            return scan_refuse(s, PAST_FRAME);
         s->skip = n;
         return op == BYTEARRAY8 ? push_new(s, 0) : push(s, SCALAR);
     }
@@ -514,9 +379,9 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
          * make either case below. */
         uint64_t n = little_endian(p + 1, 8);
         if (s->at < s->frame_end)
-            return refuse(s, "a FRAME inside a FRAME");
+            return scan_refuse(s, "a FRAME inside a FRAME");
         if (s->whole ? n > (uint64_t)left : n > (uint64_t)(PY_SSIZE_T_MAX - s->at - size))
-            return refuse(s, "a FRAME past the end of the pickle");
+            return scan_refuse(s, "a FRAME past the end of the pickle");
         s->frame_end = s->at + size + (Py_ssize_t)n;
     }
     switch (op) {
@@ -559,7 +424,7 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
          * gives a state holding themselves: numpy takes such a cycle (a
          * dtype whose field is itself), and hashing it never ends. */
         if (s->strict && U32(s->height)[U32(s->stack)[len - 2]] & HELD)
-            return refuse(s, "an object given its state after another took it");
+            return scan_refuse(s, "an object given its state after another took it");
         return add_to(s, len - 1, 0);
     case EMPTY_LIST:
     case EMPTY_DICT:
@@ -580,7 +445,7 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         if ((mark = pop_mark(s)) < 0)
             return -1;
         if (op == DICT && (len - mark) % 2)
-            return refuse(s, "odd number of items for DICT");
+            return scan_refuse(s, "odd number of items for DICT");
         return build(s, mark, op == TUPLE, 0);
     case REDUCE: /* callable, arguments */
     case NEWOBJ: /* class, arguments */
@@ -591,7 +456,7 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         if ((mark = pop_mark(s)) < 0)
             return -1;
         if (len - mark < 1)
-            return refuse(s, "unpickling stack underflow");
+            return scan_refuse(s, "unpickling stack underflow");
         return build(s, mark, 1, CALLED);
     case INST: /* mark, arguments; module and name follow as text */
         return (mark = pop_mark(s)) < 0 ? -1 : build(s, mark, 1, CALLED);
@@ -620,7 +485,7 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     case GET: {
         int64_t slot = text_slot(p + 1, size - 1);
         if (slot < 0)
-            return refuse(s, "a memo argument that is not a slot number");
+            return scan_refuse(s, "a memo argument that is not a slot number");
         return op == PUT ? memo_put(s, (uint64_t)slot) : memo_get(s, (uint64_t)slot);
     }
     case FRAME:
@@ -637,7 +502,7 @@ scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n)
     Py_ssize_t i = 0;
     while (i < n) {
         if (s->stopped)
-            return refuse(s, "pickle bytes after STOP");
+            return scan_refuse(s, "pickle bytes after STOP");
         if (s->skip) {
             Py_ssize_t take = (uint64_t)(n - i) < s->skip ? n - i : (Py_ssize_t)s->skip;
             i += take;
@@ -652,7 +517,7 @@ scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n)
             i = end;
             s->lines -= nl != NULL;
             if (s->at > s->line_end)
-                return refuse(s, PAST_FRAME);
+                return scan_refuse(s, PAST_FRAME);
             continue;
         }
         const unsigned char *head = p + i;
@@ -668,7 +533,7 @@ scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n)
             return -1;
         if (size == 0) { /* the rest of this piece is the start of an opcode */
             if (s->whole)
-                return refuse(s, "an opcode cut off by the end of the pickle");
+                return scan_refuse(s, "an opcode cut off by the end of the pickle");
             memmove(s->pending, head, (size_t)have);
             i = n;
             s->pending_len = (int)have;
@@ -683,125 +548,3 @@ scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n)
     }
     return 0;
 }
-
-/* A whole pickle with no more opcodes that raise a height (TUPLE*, REDUCE
- * and the like) than the depth allowed cannot nest deeper: then only memo
- * slots, lengths, FRAMEs and STOP need checking, and the unpickler refuses a
- * broken stack itself. One tight loop, one lookup per opcode: the reader's
- * fast path for small messages. The same refusals as scan_bytes in whole
- * mode, where both check; *raising is how many such opcodes it met (past
- * max_depth, the caller scans again with scan_bytes). */
-static int
-scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
-{
-    Py_ssize_t i = 0, stores = 0, frame_end = 0, ups = 0, adds = 0, code = 0;
-    Py_ssize_t limit = n; /* where the current FRAME, else the pickle, ends */
-    int dag = 0;
-#define REFUSE(offset, what) return (s->at = (offset), refuse(s, what))
-    while (i < n) {
-        /* most opcodes: one lookup and one comparison each */
-        while (i < limit && i + step_over[p[i]] <= limit)
-            i += step_over[p[i]];
-        if (i >= n)
-            break;
-        unsigned char op = p[i];
-        if (i >= frame_end)
-            limit = n;
-        ups += raises[op];
-        adds += adds_to[op];
-        code += reaches_code[op];
-        dag |= dag_bits[op];
-        int arg = arg_of[op];
-        Py_ssize_t size = 1 + width_of[op], end = i + size;
-        if (arg == UNKNOWN)
-            REFUSE(i, "unknown opcode");
-        if (arg != TEXT && arg != TEXT_SLOT && size > n - i)
-            REFUSE(i, "an opcode cut off by the end of the pickle");
-        uint64_t slot;
-        if (arg == SIZED || arg == SIZED_SIGNED) {
-            uint64_t length = little_endian(p + i + 1, width_of[op]);
-            if (arg == SIZED_SIGNED && length >= (1u << 31))
-                REFUSE(i, "a negative length");
-            if (length > (uint64_t)PY_SSIZE_T_MAX)
-                REFUSE(i, "a length past the largest object");
-            if (length > (uint64_t)(n - end))
-                REFUSE(i, "a length past the end of the pickle");
-            end += (Py_ssize_t)length;
-        }
-        else if (arg == TEXT || arg == TEXT_SLOT) {
-            const unsigned char *line = p + i + 1, *nl = line - 1;
-            for (int lines = arg == TEXT ? lines_of[op] : 1; lines; lines--)
-                if ((nl = memchr(nl + 1, '\n', (size_t)(p + n - nl - 1))) == NULL)
-                    REFUSE(i, arg == TEXT ? "a text argument without its newline"
-                                          : "an opcode cut off by the end of the pickle");
-            end = nl - p + 1;
-            if (arg == TEXT_SLOT && end - i - 2 > SLOT_TEXT_MAX)
-                REFUSE(i, "a memo argument longer than any slot number");
-        }
-        if (i < frame_end && end > frame_end)
-            REFUSE(i, PAST_FRAME);
-        if (op == PUT) {
-            int64_t text = text_slot(p + i + 1, end - i - 1);
-            if (text < 0)
-                REFUSE(i, "a memo argument that is not a slot number");
-            slot = (uint64_t)text;
-        }
-        else if (op == BINPUT || op == LONG_BINPUT)
-            slot = little_endian(p + i + 1, width_of[op]);
-        else {
-            if (op == FRAME) {
-                if (i < frame_end)
-                    REFUSE(i, "a FRAME inside a FRAME");
-                uint64_t length = little_endian(p + i + 1, 8);
-                if (length > (uint64_t)(n - end))
-                    REFUSE(i, "a FRAME past the end of the pickle");
-                limit = frame_end = end + (Py_ssize_t)length;
-            }
-            else if (op == STOP) {
-                s->plain = code == 0;
-                s->hashes_shared = dag == HASHES_SHARED;
-                s->stopped = 1;
-                *raising = ups + (code ? adds : 0); /* what a call made may take */
-                if (end != n)
-                    REFUSE(end, "pickle bytes after STOP");
-                return 0;
-            }
-            stores += op == MEMOIZE;
-            i = end;
-            continue;
-        }
-        if (slot > (uint64_t)stores)
-            REFUSE(i, "a memo slot numbered past the stores before it");
-        stores++;
-        i = end;
-    }
-    REFUSE(n, "no STOP");
-#undef REFUSE
-}
-
-/* -- a pickle all in memory ---------------------------------------------- */
-
-int
-scan_whole(const unsigned char *p, Py_ssize_t n, int strict)
-{
-    scan s;
-    scan_init(&s);
-    s.whole = 1;
-    Py_ssize_t raising = 0;
-    int failed = scan_light(&s, p, n, &raising);
-    int hashes_shared = s.hashes_shared;
-    /* It may nest too deep, or (strict) give a call's result a state */
-    if (!failed && (raising > (Py_ssize_t)s.max_depth || (strict && !s.plain))) {
-        scan_free(&s);
-        scan_init(&s);
-        s.whole = 1;
-        s.strict = strict;
-        failed = scan_bytes(&s, p, n);
-    }
-    if (!failed && !s.stopped)
-        failed = refuse(&s, s.lines ? "a text argument without its newline" : "no STOP");
-    int plain = s.plain && !(strict && hashes_shared);
-    scan_free(&s);
-    return failed ? -1 : plain;
-}
-

@@ -1,5 +1,5 @@
-/* The scan of pickle bytes (_pickle_scan.c), as the module's Python types
- * (_pickle_scan_module.c, _small_records.c) use it. */
+/* The scan of pickle bytes (_pickle_scan.c, _pickle_scan_light.c), as the
+ * module's Python types (_pickle_scan_module.c, _small_records.c) use it. */
 #ifndef STREAMPICKLE_PICKLE_SCAN_H
 #define STREAMPICKLE_PICKLE_SCAN_H
 #define PY_SSIZE_T_CLEAN
@@ -45,7 +45,6 @@ typedef struct {
     int pending_len;
 } scan;
 
-void fill_table(void);
 void scan_init(scan *s);
 void scan_free(scan *s);
 /* Take the next ``n`` bytes of the pickle: 0, or -1 with ValueError(what,
@@ -54,6 +53,9 @@ int scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n);
 /* 1 if the whole pickle at ``p`` passes and is plain, 0 if it passes and is
  * not, -1 (error set) if it is refused. */
 int scan_whole(const unsigned char *p, Py_ssize_t n, int strict);
+/* ValueError(what, offset): the caller names the record; returns -1. */
+int scan_refuse(scan *s, const char *what);
+#define PAST_FRAME "an opcode that runs past the end of its FRAME"
 
 /* The ``n``-byte little-endian number at ``p`` (inline: frame headers and
  * opcode arguments read several per record). */

@@ -1,6 +1,7 @@
 /* The Python face of the scan (_pickle_scan.c): PickleScan for a record's
  * pickle bytes in pieces, check_whole for a pickle in memory; and the module,
  * with SmallRecords (_small_records.c). */
+#include "_pickle_opcodes.h"
 #include "_pickle_scan.h"
 
 /* -- PickleScan: a record's pickle bytes, in pieces ------------------------ */

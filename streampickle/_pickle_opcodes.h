@@ -1,0 +1,69 @@
+/* Pickle opcodes as one table, the scan's (_pickle_scan.c) and its light
+ * loop's (_pickle_scan_light.c): what each opcode is called, how its argument
+ * is laid out, and what the scans do with it. Filled once (fill_table). */
+#ifndef STREAMPICKLE_PICKLE_OPCODES_H
+#define STREAMPICKLE_PICKLE_OPCODES_H
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+/* The opcodes, as pickletools names them. */
+enum opcode {
+    MARK = '(', STOP = '.', POP = '0', POP_MARK = '1', DUP = '2', FLOAT = 'F',
+    INT = 'I', BININT = 'J', BININT1 = 'K', LONG = 'L', BININT2 = 'M', NONE = 'N',
+    PERSID = 'P', BINPERSID = 'Q', REDUCE = 'R', STRING = 'S', BINSTRING = 'T',
+    SHORT_BINSTRING = 'U', UNICODE = 'V', BINUNICODE = 'X', APPEND = 'a', BUILD = 'b',
+    GLOBAL = 'c', DICT = 'd', EMPTY_DICT = '}', APPENDS = 'e', GET = 'g', BINGET = 'h',
+    INST = 'i', LONG_BINGET = 'j', LIST = 'l', EMPTY_LIST = ']', OBJ = 'o', PUT = 'p',
+    BINPUT = 'q', LONG_BINPUT = 'r', SETITEM = 's', TUPLE = 't', EMPTY_TUPLE = ')',
+    SETITEMS = 'u', BINFLOAT = 'G', BINBYTES = 'B', SHORT_BINBYTES = 'C',
+    PROTO = 0x80, NEWOBJ = 0x81, EXT1 = 0x82, EXT2 = 0x83, EXT4 = 0x84, TUPLE1 = 0x85,
+    TUPLE2 = 0x86, TUPLE3 = 0x87, NEWTRUE = 0x88, NEWFALSE = 0x89, LONG1 = 0x8a,
+    LONG4 = 0x8b, SHORT_BINUNICODE = 0x8c, BINUNICODE8 = 0x8d, BINBYTES8 = 0x8e,
+    EMPTY_SET = 0x8f, ADDITEMS = 0x90, FROZENSET = 0x91, NEWOBJ_EX = 0x92,
+    STACK_GLOBAL = 0x93, MEMOIZE = 0x94, FRAME = 0x95, BYTEARRAY8 = 0x96,
+    NEXT_BUFFER = 0x97, READONLY_BUFFER = 0x98,
+};
+
+/* How the bytes after each opcode are laid out. */
+enum arg {
+    UNKNOWN = 0, /* the table's default */
+    FIXED,       /* as many bytes as width_of says (maybe none) */
+    SIZED,       /* a little-endian length of width_of bytes, then that many */
+    SIZED_SIGNED,
+    TEXT,        /* lines_of lines, each through '\n' */
+    TEXT_SLOT,   /* one line, a memo slot (PUT, GET) */
+};
+extern unsigned char arg_of[256], width_of[256], lines_of[256];
+/* Opcodes that reach code, a hook or an out-of-band buffer: not plain data. */
+extern unsigned char reaches_code[256];
+/* Opcodes of fixed size that scan_light acts on: memo stores, FRAME, STOP. */
+extern unsigned char watched[256];
+/* What it takes to hash in time beyond a bounded factor of a pickle's bytes
+ * (T = (T, T), eighty times: 168 bytes, 2**80 visits; a megabyte int hashed
+ * as often as the pickle refers to it; two equal frozensets built alike,
+ * compared item by item through what they share): an object shared
+ * (SHARES), one whose hash or comparison is not cached and grows with it
+ * (COSTLY: tuples, frozensets, LONG4's ints), and an opcode that hashes
+ * keys or items (HASHES). In safe mode a pickle with all three is not
+ * plain: Python's unpickler runs it, counting what hashing visits
+ * (safe.py). */
+enum { SHARES = 1, COSTLY = 2, HASHES = 4, HASHES_SHARED = 7 };
+extern unsigned char dag_bits[256];
+/* Opcodes whose result may be higher than what they take (see the top). */
+extern unsigned char raises[256];
+/* Opcodes that give an object more (higher, if a call made it). */
+extern unsigned char adds_to[256];
+/* The size of an opcode scan_light only steps over (fixed-size, neither
+ * watched nor counted: numbers, empty containers, marks); for any other, a
+ * size no pickle reaches, so that one comparison sends it the long way. */
+#define ACT_ON ((Py_ssize_t)1 << 60)
+extern Py_ssize_t step_over[256];
+
+void fill_table(void);
+/* A protocol-0 memo argument (PUT, GET): decimal digits between blanks, as
+ * int() takes them; -1 if it is anything else or too long to be a slot.
+ * CPython reads the argument as a C string, so it ends at a NUL byte. */
+int64_t text_slot(const unsigned char *p, Py_ssize_t n);
+
+#endif
