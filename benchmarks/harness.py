@@ -262,6 +262,7 @@ SECTION_ORDER = [
     "profile",
     "sockets",
     "small_instructions",
+    "safe",
     "huge",
     "pagecache",
 ]

@@ -1,7 +1,7 @@
 """Run the benchmark suites, one after another; each writes its own section of
 benchmarks/RESULTS.md.
 
-    python benchmarks/run.py                 # core, compress, sockets (~35 min)
+    python benchmarks/run.py                 # core, compress, sockets, safe (~36 min)
     python benchmarks/run.py --quick         # the same, smoke-sized
     python benchmarks/run.py compress        # some suites only
     python benchmarks/run.py huge            # the 30 GiB suite (~15 min; never by default)
@@ -27,8 +27,9 @@ SUITES = {
     "huge": "huge.py",
     "pagecache": "pagecache.py",
     "instructions": "small_instructions.py",
+    "safe": "safe.py",
 }
-DEFAULT = ["core", "compress", "sockets"]
+DEFAULT = ["core", "compress", "sockets", "safe"]
 
 
 def main() -> None:
@@ -37,7 +38,7 @@ def main() -> None:
         "suites",
         nargs="*",
         metavar="suite",
-        help=f"{', '.join([*SUITES, 'all'])}; default: core compress sockets "
+        help=f"{', '.join([*SUITES, 'all'])}; default: core compress sockets safe "
         "('all' is the same; huge, pagecache and instructions only when named)",
     )
     parser.add_argument("--quick", action="store_true")

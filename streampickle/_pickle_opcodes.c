@@ -56,7 +56,10 @@ fill_table(void)
     adds_to[ADDITEMS] = adds_to[BUILD] = 1;
     dag_bits[DUP] = dag_bits[GET] = dag_bits[BINGET] = dag_bits[LONG_BINGET] = SHARES;
     dag_bits[TUPLE] = dag_bits[TUPLE1] = dag_bits[TUPLE2] = dag_bits[TUPLE3] = COSTLY;
-    dag_bits[LONG4] = COSTLY;
+    dag_bits[LONG4] = dag_bits[LONG] = dag_bits[INT] = COSTLY; /* text: hex, any length */
+    dag_bits[BINUNICODE] = dag_bits[BINUNICODE8] = dag_bits[UNICODE] = COSTLY;
+    dag_bits[BINBYTES] = dag_bits[BINBYTES8] = dag_bits[BINSTRING] = COSTLY;
+    dag_bits[STRING] = COSTLY;
     dag_bits[SETITEM] = dag_bits[SETITEMS] = dag_bits[ADDITEMS] = HASHES;
     dag_bits[FROZENSET] = HASHES | COSTLY;
     dag_bits[DICT] = HASHES;

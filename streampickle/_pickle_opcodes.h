@@ -44,7 +44,9 @@ extern unsigned char watched[256];
  * as often as the pickle refers to it; two equal frozensets built alike,
  * compared item by item through what they share): an object shared
  * (SHARES), one whose hash or comparison is not cached and grows with it
- * (COSTLY: tuples, frozensets, LONG4's ints), and an opcode that hashes
+ * (COSTLY: tuples, frozensets, ints but LONG1's; strings and bytes but the
+ * SHORT_ ones, of less than 256 bytes: equal ones that are not the same
+ * object are compared byte by byte), and an opcode that hashes
  * keys or items (HASHES). In safe mode a pickle with all three is not
  * plain: Python's unpickler runs it, counting what hashing visits
  * (safe.py). */

@@ -49,9 +49,13 @@
  * numpy view). No chain is longer than the number of links made (tuples,
  * calls, and what is given to what a call made), so a pickle with fewer than
  * the depth allowed is safe whatever its heights; past that, ``strict`` (safe
- * mode) refuses a late change, or any change to what a call made. Without
- * strict, a pickle that names globals can run any code anyway, and one
- * without them has no callable to copy contents: heights hold.
+ * mode) refuses a late change. A call's result given more before another
+ * took it is not late: safe mode gives more only to results that are new
+ * objects sharing no container with their arguments (a list, dict or set;
+ * numpy's _reconstruct, once; a dtype numpy copied: safe.py), so its height,
+ * raised, holds. Without strict, a pickle that names globals can run any
+ * code anyway, and one without them has no callable to copy contents:
+ * heights hold.
  *
  * The opcodes' table is _pickle_opcodes.c; the light loop that most small
  * pickles take instead of this scan, _pickle_scan_light.c.
@@ -279,7 +283,7 @@ add_to(scan *s, Py_ssize_t start, int pairs)
     if (target != SCALAR && h > (*height & ~FLAGS)) {
         if (h > s->max_depth)
             return scan_refuse(s, TOO_DEEP);
-        s->late |= (*height & FLAGS) != 0;
+        s->late |= (*height & HELD) != 0;
         *height = h | (*height & FLAGS);
         if (check_bound(s) < 0)
             return -1;

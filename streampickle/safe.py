@@ -12,7 +12,7 @@ call (REDUCE, NEWOBJ, NEWOBJ_EX, OBJ, INST) and every BUILD checked first,
 and what calls copy and hashing visits counted against a budget of the
 record's size. Records of plain data name no global, call nothing and take
 the C path, unless their hashing could visit beyond a bounded factor of
-their size (shared tuples: see ``dag_bits`` in ``_pickle_scan.c``). What is
+their size (shared tuples: see ``dag_bits`` in ``_pickle_opcodes.h``). What is
 taken of numpy dtypes is in ``safe_dtypes.py``.
 """
 
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
+import struct
 from collections.abc import Sized
 from typing import Any
 
@@ -47,10 +49,12 @@ SAFE_GLOBALS = frozenset(
             "bytes",
             "complex",
             "dict",
+            "Ellipsis",
             "float",
             "frozenset",
             "int",
             "list",
+            "NotImplemented",
             "range",
             "set",
             "slice",
@@ -84,18 +88,24 @@ _FROMBUFFER = _CORE.numeric._frombuffer
 _OWN_IDS = frozenset(
     id(f)
     for f in (bool, bytearray, bytes, complex, dict, float, frozenset, int, list)
-    + (range, set, slice, str, tuple, np.dtype, np.ndarray)
+    + (range, set, slice, str, tuple, np.dtype, np.ndarray, Ellipsis, NotImplemented)
     + (_RECONSTRUCT, _SCALAR, _FROMBUFFER)
 )
+#: The type strings numpy pickles dtypes with: "f8", "U7", "V16", "M8".
+_TYPE_STRING = re.compile(r"[a-zA-Z][0-9]{0,12}")
 #: An empty array has no data to bound its other dimensions by: list() of one
 #: shaped (10**6, 0) is a million arrays. No more than this many rows, then.
 _MAX_EMPTY_EXTENT = 1 << 16
+_MAX_DIMS = 64  # numpy 2's NPY_MAXDIMS
 
 
 def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> None:
     """Refuse a call unless its arguments are of the kinds numpy and pickle
     write: every call safe mode allows is then made with what the pickle
     holds, not with a count of it, and numpy is given nothing it trusts."""
+    if type(args) is not tuple or kwargs is not None and type(kwargs) is not dict:
+        # pickle.py calls func(*args): a range of 10**8 would be a tuple first
+        raise refuse(f"calls only with a tuple of arguments ({short(func)})")
     if kwargs:
         raise refuse(f"calls nothing with keyword arguments ({short(func)})")
     if isinstance(func, type) and issubclass(func, np.ndarray):
@@ -134,10 +144,15 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
         # tuples (a list pair's key went uncounted: review)
         raise refuse("calls dict of a dict or of (key, value) tuples only")
     if func is np.dtype and not (
-        1 <= len(args) <= 3
+        len(args) == 3
         and isinstance(args[0], str)
-        and all(isinstance(a, bool) for a in args[1:])
+        and _TYPE_STRING.fullmatch(args[0])
+        and isinstance(args[1], bool)
+        and args[2] is True
     ):
+        # numpy's parser of other strings ("f8," a million times) is slow
+        # and makes a field of each (review); fields come with a BUILD. A
+        # copy, as numpy asks: else a BUILD would go to numpy's own float64
         raise refuse("makes a numpy dtype from a type string only, as numpy pickles one")
     if func is _SCALAR and args:
         check_expansion(args[0])
@@ -153,6 +168,7 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
     if func is _FROMBUFFER and not (
         len(args) == 4
         and plain_items(args[1])
+        and args[1].itemsize > 0
         and _fits_empty(args[2])
         and args[3] in ("C", "F")
         and _bytes_of(args[0], _size(args[2]) * args[1].itemsize)
@@ -237,7 +253,10 @@ def _bytes_of(buffer: Any, n: int) -> bool:
 
 
 def _size(shape: tuple[Any, ...]) -> int:
-    if not all(isinstance(n, int) and n >= 0 for n in shape):
+    """Elements of ``shape``, -1 if it is not numpy's (at most 64 extents,
+    each below 2**63: a huge int multiplied a hundred times over took a
+    minute, review)."""
+    if len(shape) > _MAX_DIMS or not all(type(n) is int and 0 <= n < 2**63 for n in shape):
         return -1
     return math.prod(shape)
 
@@ -258,6 +277,10 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         super().__init__(file, **options)
         self._record: Any = file  # its pickle_bytes: read so far
         self._spent = 0
+        # by id, held: arrays _reconstruct made and no BUILD has yet given a
+        # state, and the record's out-of-band buffers
+        self._unbuilt: dict[int, Any] = {}
+        self._out_of_band: dict[int, Any] = {}
 
     def _spend(self, work: int) -> None:
         """Count ``work`` (bytes or items copied, objects a hash visits): a
@@ -277,12 +300,26 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         if (func is set or func is frozenset or func is dict) and args:
             self._spend_hashing(args[0])
         elif (func is str or id(func) in _MATERIALIZING_IDS) and args:
-            self._spend(len(args[0]) if isinstance(args[0], Sized) else 1)  # a copy
+            self._spend(_copied(args[0]))
+        elif (func is int or func is float or func is complex) and args:
+            self._spend(_copied(args[0]))  # parsed
         elif func is _SCALAR:
+            self._spend_dtype(args[0])
             self._spend(args[0].itemsize)
+        elif func is _FROMBUFFER:
+            self._spend_dtype(args[1])
         _run(id(func) in _OWN_IDS, step, *step_args)
+        made = self.stack[-1]
         if func is np.dtype:
-            check_expansion(self.stack[-1])  # made from a string
+            check_expansion(made)  # made from a string
+        elif func is _RECONSTRUCT:
+            self._unbuilt[id(made)] = made
+
+    def _spend_dtype(self, dtype: Any) -> None:
+        """A dtype is checked where it is used, field by field (a dtype of
+        100,000 fields used a thousand times: review)."""
+        if isinstance(dtype, np.dtype):
+            self._spend(dtype_nodes(dtype, self._left()))
 
     def _spend_hashing(self, items: Any) -> None:
         if isinstance(items, dict | set | frozenset):
@@ -311,6 +348,13 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
 
     def load_build(self) -> None:
         inst = self.stack[-2]
+        if isinstance(inst, np.ndarray):
+            # numpy's __setstate__ frees an array's data whatever views of it
+            # there are (review: a second BUILD left a memoryview dangling)
+            if self._unbuilt.pop(id(inst), None) is not inst:
+                raise refuse("gives a state only to an array _reconstruct made, once")
+            if isinstance(self.stack[-1], tuple) and len(self.stack[-1]) > 2:
+                self._spend_dtype(self.stack[-1][2])
         self.stack[-1] = state = check_build(inst, self.stack[-1])
         if isinstance(inst, np.ndarray):
             self._spend(len(state[4]))  # its bytes, or its objects
@@ -327,6 +371,26 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     def load_dict(self) -> None:
         self._spend_hashing(self.stack[0::2])
         _PythonUnpickler.load_dict(self)
+
+    def load_next_buffer(self) -> None:
+        _PythonUnpickler.load_next_buffer(self)
+        self._out_of_band[id(self.stack[-1])] = self.stack[-1]
+
+    def load_readonly_buffer(self) -> None:
+        # pickle.py takes a memoryview of whatever is on the stack (review:
+        # of an array whose data a BUILD then freed)
+        if self._out_of_band.get(id(self.stack[-1])) is not self.stack[-1]:
+            raise refuse("runs READONLY_BUFFER on an out-of-band buffer only")
+        _PythonUnpickler.load_readonly_buffer(self)
+
+    def load_bytearray8(self) -> None:
+        # pickle.py zero-fills the length it is told before reading (review:
+        # 2 GB of memory touched for a record of 155 bytes cut short)
+        (n,) = struct.unpack("<Q", self.read(8))
+        data = self.read(n)
+        if len(data) != n:
+            raise pickle.UnpicklingError("BYTEARRAY8 cut short by the end of the pickle")
+        self.append(bytearray(data))
 
     def get_extension(self, code: int) -> None:  # EXT1, EXT2, EXT4
         # pickle.py takes a registered code's global from copyreg's cache,
@@ -376,6 +440,9 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     dispatch[pickle.ADDITEMS[0]] = load_additems
     dispatch[pickle.FROZENSET[0]] = load_frozenset
     dispatch[pickle.DICT[0]] = load_dict
+    dispatch[pickle.NEXT_BUFFER[0]] = load_next_buffer
+    dispatch[pickle.READONLY_BUFFER[0]] = load_readonly_buffer
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
 
 
 #: What a record in safe mode may copy and hash: this many items or bytes a
@@ -389,8 +456,9 @@ def _hash_visits(obj: Any, limit: int) -> int:
     the same hash, counted up to just past ``limit``: a tuple hashes its
     items each time (no cache), equal frozensets compare item by item, a
     range hashes its ints, an int's hash reads each of its 30-bit digits.
-    Strings and bytes cache their hashes; floats and numpy's scalars take
-    one step."""
+    Strings and bytes cache their hashes, but an equal one that is not the
+    same object is compared byte by byte (review: a 1.5 MB string added to
+    a set a million times); floats and numpy's scalars take one step."""
     visits, todo = 1, [obj]
     while todo:
         item = todo.pop()
@@ -406,7 +474,22 @@ def _hash_visits(obj: Any, limit: int) -> int:
             visits += dtype_nodes(item, limit - visits)
         elif kind is int:
             visits += item.bit_length() // 30
+        elif kind is str or kind is bytes:
+            visits += len(item) // 64  # compared when equal but not the same
     return visits
+
+
+def _copied(arg: Any) -> int:
+    """What a call copying or parsing ``arg`` costs: its length; a str's
+    characters may each become an object of ~80 bytes (``list`` of one
+    beyond Latin-1)."""
+    if isinstance(arg, str):
+        return _STR_ITEM * len(arg)
+    return len(arg) if isinstance(arg, Sized) else 1
+
+
+#: What a character of a str copied or parsed costs, against a byte's 1.
+_STR_ITEM = 10
 
 
 def _run(own: bool, step: Any, *args: Any) -> None:

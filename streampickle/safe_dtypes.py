@@ -21,6 +21,9 @@ from .errors import ForbiddenGlobalError
 #: dtype of plain values has them.
 _OBJECT_FLAGS = 0x07
 _OBJECT = np.dtype(object)
+#: The dtype flag of a struct laid out as a C compiler would (align=True).
+_ALIGNED_STRUCT = 0x80
+_DATETIME_UNITS = frozenset(b"Y M W D h m s ms us ns ps fs as generic".split())
 _make_dtype: Any = np.dtype  # built from what a pickle gave: no static type
 
 
@@ -33,6 +36,12 @@ class _ShortRepr(reprlib.Repr):
     its type's name alone: reprlib would take its whole repr first, and that
     of a slice of a tuple that shares its items, or of a dtype that shares a
     field's dtype, is of any length (review)."""
+
+    def repr_int(self, obj: int, level: int) -> str:
+        # repr() of an int of more than 4300 digits raises ValueError
+        if obj.bit_length() > 4 * self.maxlong:
+            return f"<int of {obj.bit_length()} bits>"
+        return super().repr_int(obj, level)
 
     def repr_instance(self, obj: Any, level: int) -> str:
         if obj is None or type(obj) in (bool, float, complex):
@@ -50,44 +59,81 @@ def short(obj: Any) -> str:
 
 
 def check_dtype_state(dtype: np.dtype[Any], state: Any) -> np.dtype[Any]:
-    """Apply ``state`` to a copy of ``dtype`` first: it must come out a dtype
-    that numpy makes from its own description, which is returned."""
+    """The dtype numpy makes from the description in ``state`` (on ``dtype``,
+    what ``numpy.dtype`` made from a type string), refused unless numpy's own
+    state of it is ``state``: numpy's ``__setstate__`` is only ever given
+    states numpy wrote (it trusts flags, offsets and the datetime unit; a
+    datetime dtype's state without its unit crashed numpy 2.4: review)."""
     if not _plain_dtype_state(state):
         # numpy hashes the names and titles it is given, whatever they are
         # (review: a shared tuple as a field name hashed 2**80 items)
         raise refuse(f"takes only numpy's dtype states, not {short(state)}")
-    rebuilt: np.dtype[Any]
     try:
-        scratch: Any = np.dtype(dtype, copy=True)
-        scratch.__setstate__(state)
-        extra = {"metadata": dict(scratch.metadata)} if scratch.metadata else {}
-        if scratch.subdtype is not None:  # its base was checked when it was built
-            rebuilt = _make_dtype(scratch.subdtype, **extra)
-        elif scratch.fields:  # numpy checks that each field fits in the item
-            fields = [scratch.fields[n] for n in scratch.names]
-            layout = {
-                "names": scratch.names,
-                "formats": [f[0] for f in fields],
-                "offsets": [f[1] for f in fields],
-                "titles": [f[2] if len(f) > 2 else None for f in fields],
-                "itemsize": scratch.itemsize,
-            }
-            rebuilt = _make_dtype(layout, align=scratch.isalignedstruct, **extra)
-        else:
-            rebuilt = _make_dtype(scratch.str, **extra)
+        described: np.dtype[Any] = _described(dtype, state)
     except Exception as exc:
         raise refuse(f"takes only numpy's dtype states: {exc}") from None
-    if not _same_dtype(scratch, rebuilt):
+    if described.__reduce__()[1:] != (dtype.__reduce__()[1], state):
         raise refuse(f"takes only dtype states numpy writes, not {short(state)}")
-    check_expansion(rebuilt)
-    return rebuilt
+    check_expansion(described)
+    return described
+
+
+def _described(dtype: np.dtype[Any], state: tuple[Any, ...]) -> Any:
+    byteorder, subarray, names, fields, itemsize, _, flags = state[1:8]
+    metadata = state[8] if len(state) == 9 else None
+    unit = ""
+    if dtype.kind in "Mm":  # numpy keeps the unit beside the metadata
+        if not (type(metadata) is tuple and len(metadata) == 2):
+            raise ValueError("a datetime dtype's state without its unit")
+        metadata, unit = metadata[0], _datetime_unit(metadata[1])
+    if metadata is not None and type(metadata) is not dict:
+        raise ValueError("metadata that is not a dict")
+    extra = {"metadata": metadata} if metadata else {}
+    if subarray is not None:
+        return _make_dtype(subarray, **extra)
+    if names is not None:  # numpy checks that each field fits in the item
+        taken = [fields[name] for name in names]
+        layout = {
+            "names": names,
+            "formats": [field[0] for field in taken],
+            "offsets": [field[1] for field in taken],
+            "titles": [field[2] if len(field) > 2 else None for field in taken],
+            "itemsize": itemsize,
+        }
+        return _make_dtype(layout, align=bool(flags & _ALIGNED_STRUCT), **extra)
+    if unit:
+        return _make_dtype(f"{byteorder}{dtype.char}8{unit}", **extra)
+    return _make_dtype(dtype.newbyteorder(byteorder), **extra)
+
+
+def _datetime_unit(unit: Any) -> str:
+    """numpy's (unit, multiple, 1, 1) of a datetime dtype, as its type string
+    writes them."""
+    if not (
+        type(unit) is tuple
+        and len(unit) == 4
+        and type(unit[0]) is bytes
+        and unit[0] in _DATETIME_UNITS
+        and all(type(n) is int for n in unit[1:])
+        and 0 < unit[1] < 2**31
+        and unit[2:] == (1, 1)
+    ):
+        raise ValueError("a datetime unit numpy does not write")
+    return "" if unit[0] == b"generic" else f"[{unit[1]}{unit[0].decode()}]"
 
 
 def _plain_dtype_state(state: Any) -> bool:
     """Shaped as numpy's: names, field names and titles are strings, fields
     and a subarray's base dtypes, offsets ints (numpy's own messages repr
     whatever else it is given, at any length: review)."""
-    if not (isinstance(state, tuple) and len(state) in (8, 9)):
+    if not (
+        isinstance(state, tuple)
+        and len(state) in (8, 9)
+        and all(type(n) is int for n in state[0:1] + state[5:8])
+        and state[0] in (3, 4)
+        and type(state[1]) is str
+        and state[1] in ("<", ">", "|", "=")
+    ):
         return False
     subarray, names, fields = state[2:5]
     if subarray is not None and not (
@@ -132,14 +178,6 @@ def dtype_nodes(dtype: np.dtype[Any], limit: int) -> int:
     return nodes
 
 
-def _same_dtype(a: np.dtype[Any], b: np.dtype[Any]) -> bool:
-    """Equal in every field a pickle carries. Not ``a == b``: it ignores
-    byte order and flags where numpy deems them irrelevant, and comparing an
-    object dtype of byte order ">" crashes numpy 2.4 (review). (A field's
-    dtype compares equal to its str: the caller applies the rebuilt one.)"""
-    return bool(a.__reduce__()[1:] == b.__reduce__()[1:])
-
-
 def plain_object_dtype(dtype: np.dtype[Any]) -> bool:
     """numpy's object dtype, with or without metadata (h5py's vlen str)."""
     own, plain = dtype.__reduce__(), _OBJECT.__reduce__()
@@ -147,7 +185,12 @@ def plain_object_dtype(dtype: np.dtype[Any]) -> bool:
 
 
 def plain_items(dtype: Any) -> bool:
-    return isinstance(dtype, np.dtype) and dtype.itemsize > 0 and not holds_objects(dtype)
+    """Items of bytes only. Not a subarray dtype: numpy makes an array of
+    one into a deeper array of its base, and never writes one (review: one
+    loaded printed raw bytes, and astype dropped half its items)."""
+    return (
+        isinstance(dtype, np.dtype) and dtype.subdtype is None and not holds_objects(dtype)
+    )
 
 
 def holds_objects(dtype: Any) -> bool:
@@ -175,22 +218,30 @@ def holds_objects(dtype: Any) -> bool:
 
 def check_expansion(dtype: Any) -> None:
     """Refuse a dtype whose items unfold, in ``tolist`` or ``repr``, into
-    many more objects than they have bytes: fields that overlap or share one
-    dtype (two fields of one dtype at offset 0, sixteen levels deep, are 2**16
-    floats an item from 8 bytes), or empty subarrays of many rows (a
-    ``(10**9, 0)`` field prints 10**9 empty lists). numpy writes none."""
+    many more objects than they have bytes (_UNFOLDING): fields that overlap
+    or share one dtype (two fields of one dtype at offset 0, sixteen levels
+    deep, are 2**16 floats an item from 8 bytes), or empty subarrays of many
+    rows (a ``(10**9, 0)`` field prints 10**9 empty lists). numpy writes none
+    from its own dtypes."""
     if not isinstance(dtype, np.dtype) or (dtype.fields is None and dtype.subdtype is None):
         return  # not a dtype (refused elsewhere), or one item, one object
-    limit = 2 * dtype.itemsize + 16
+    limit = _UNFOLDING * dtype.itemsize + _UNFOLDING_FLOOR
     try:
         unfolded = _unfolded(dtype, limit, {})
     except RecursionError:
         unfolded = limit + 1
     if unfolded > limit:
         raise refuse(
-            f"loads no dtype whose items unfold into more than twice their bytes "
+            f"loads no dtype whose items unfold into more than {_UNFOLDING} objects a byte "
             f"({short(dtype)})"
         )
+
+
+#: Objects a dtype's item may unfold into: this many a byte, and
+#: _UNFOLDING_FLOOR more (a field nested twenty structs deep; a (100, 1, 1)
+#: subarray of bytes: 301 lists and ints from 100 bytes).
+_UNFOLDING = 4
+_UNFOLDING_FLOOR = 32
 
 
 def _unfolded(dtype: np.dtype[Any], limit: int, seen: dict[int, int]) -> int:

@@ -1,0 +1,112 @@
+"""What safe mode costs: ``sp.loads(data, safe=True)`` against
+``safe=False`` of the same bytes, in one process, for the kinds of records
+safe mode treats differently.
+
+Run from the repository root (writes its section of benchmarks/RESULTS.md)::
+
+    python benchmarks/safe.py [--quick] [--repeat N] [--output PATH]
+
+Records: a checkpoint of 16 arrays of 4 MiB (the arrays' bytes dominate); 1000
+arrays of 100 floats and 10,000 numpy scalars (safe mode runs Python's
+unpickler, checking each call); 1000 small structured arrays (a dtype's state
+checked each time); a dict of 1000 tuple keys sharing one string (plain data,
+but shared, costly to hash and hashed: counted in Python); 10,000 dicts of
+plain data (the C unpickler in both modes). Each load is timed alone; the two
+modes alternate, and the table gives medians of ``--repeat`` rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import harness as h  # noqa: E402
+
+import streampickle as sp  # noqa: E402
+
+
+def records(scale: int) -> dict[str, Callable[[], Any]]:
+    """Each record's maker, by its label; ``scale`` divides the counts."""
+    rng = np.random.default_rng(0)
+    shared = "a key prefix shared by every tuple"
+    struct = np.dtype([("id", "i4"), ("pos", "f8", (3,))])
+    return {
+        "checkpoint: 16 arrays of 4 MiB": lambda: {
+            f"layer{i}": rng.random(1 << 19) for i in range(16 // scale)
+        },
+        "1000 arrays of 100 floats": lambda: [
+            rng.random(100) for _ in range(1000 // scale)
+        ],
+        "10,000 numpy scalars": lambda: [np.float64(i) for i in range(10_000 // scale)],
+        "1000 structured arrays of 4 items": lambda: [
+            np.zeros(4, struct) for _ in range(1000 // scale)
+        ],
+        "dict of 1000 tuple keys sharing a string": lambda: {
+            (shared, i): i for i in range(1000 // scale)
+        },
+        "10,000 dicts of plain data": lambda: [
+            {"id": i, "name": f"item {i}", "tags": ["a", "b"], "score": i / 3}
+            for i in range(10_000 // scale)
+        ],
+    }
+
+
+def load_time(data: bytes, safe: bool) -> float:
+    start = time.perf_counter()
+    sp.loads(data, safe=safe)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tenth of each record")
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+    output = args.output or (h.QUICK_RESULTS if args.quick else h.RESULTS)
+    started = dt.datetime.now(dt.UTC)
+    with tempfile.TemporaryDirectory() as copy:
+        digest = h.snapshot(Path(copy))  # what was measured: this process's own
+        rows = []
+        for label, make in records(10 if args.quick else 1).items():
+            data = sp.dumps(make())
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(args.repeat):
+                for safe in (False, True):
+                    times[safe].append(load_time(data, safe))
+            ratio = h.med(times[True]) / h.med(times[False])
+            h.log(f"{label:45s} {ratio:6.1f}x")
+            rows.append(
+                [
+                    label,
+                    f"{len(data) / 1e6:.2f}",
+                    h.fmt_time([t * 1e3 for t in times[False]], 2),
+                    h.fmt_time([t * 1e3 for t in times[True]], 2),
+                    f"{ratio:.1f}x",
+                ]
+            )
+    lines = [
+        "## safe: what safe=True costs a load (safe.py)",
+        "",
+        *h.header(h.command_line("safe.py"), started, digest),
+        f"- `sp.loads(data, safe=...)` of the same bytes in one process; milliseconds, "
+        f"median (min–max) of {args.repeat} rounds, the two modes alternating",
+        "",
+        *h.table(["record", "MB", "safe=False ms", "safe=True ms", "safe / not"], rows),
+    ]
+    h.publish("safe", lines, output)
+
+
+if __name__ == "__main__":
+    main()
