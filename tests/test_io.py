@@ -169,18 +169,21 @@ LINUX_PUSH = pytest.mark.skipif(
 
 
 class _NodelayLog(socket.socket):
-    """A socket that records the TCP_NODELAY values set on it, and in
-    ``events`` those and the size of every send, in order."""
+    """A socket that records the TCP_NODELAY and SO_SNDBUF values set on it,
+    and in ``events`` the first and the size of every send, in order."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.nodelay_calls: list[int] = []
+        self.sndbuf_calls: list[int] = []
         self.events: list[tuple[str, int]] = []
 
     def setsockopt(self, level: int, option: int, value: Any, *rest: Any) -> None:
         if (level, option) == (socket.IPPROTO_TCP, socket.TCP_NODELAY):
             self.nodelay_calls.append(value)
             self.events.append(("nodelay", value))
+        if (level, option) == (socket.SOL_SOCKET, socket.SO_SNDBUF):
+            self.sndbuf_calls.append(value)
         super().setsockopt(level, option, value, *rest)
 
     def sendall(self, data: Any, *rest: Any) -> None:
@@ -363,6 +366,46 @@ class TestSocketsAndPipes:
         if nodelay:
             a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return _NodelayLog(a.family, a.type, a.proto, fileno=a.detach()), b
+
+    def test_a_unix_socket_sends_a_records_large_data_through_a_wide_buffer(
+        self,
+    ) -> None:
+        """The kernel's default send buffer makes the sender wait on the
+        receiver every few hundred KiB: widened for each record's large
+        writes, then set back; a record of small writes leaves it alone."""
+        pair = socket.socketpair()
+        a = _NodelayLog(pair[0].family, pair[0].type, fileno=pair[0].detach())
+        b = pair[1]
+        own = a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        big = {"x": np.arange(1 << 20)}  # 8 MiB
+
+        def send() -> None:
+            with sp.Pickler(a) as p:
+                p.dump(big)
+                p.dump({"small": 1})
+                p.dump(big)
+
+        with a, b:
+            t = threading.Thread(target=send)
+            t.start()
+            with sp.Unpickler(b) as u:
+                got = list(u)
+            t.join()
+            assert [sorted(r) for r in got] == [["x"], ["small"], ["x"]]
+            np.testing.assert_array_equal(got[2]["x"], big["x"])
+            wide = sp.io.SocketSink.WIDE_SEND_BUFFER
+            assert a.sndbuf_calls == [wide, own // 2] * 2
+            assert a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == own
+
+    def test_a_tcp_socket_keeps_its_own_send_buffer(self) -> None:
+        """Setting it would end TCP's own tuning of it for good."""
+        a, b = self._tcp_pair()
+        with a, b:
+            t = threading.Thread(target=lambda: sp.dump({"x": np.arange(1 << 20)}, a))
+            t.start()
+            sp.load(b)
+            t.join()
+            assert a.sndbuf_calls == []
 
     @LINUX_PUSH
     def test_small_records_over_tcp_keep_nagle_and_are_never_pushed(self) -> None:
