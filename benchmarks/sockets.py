@@ -55,8 +55,10 @@ BIG = {
     "aio": "streampickle.aio.dump / aio.load over asyncio streams",
     "sp-nodelay": "streampickle sp.dump / sp.load, both ends TCP_NODELAY (diagnostic)",
     "raw-nodelay": "raw sendall / recv_into, both ends TCP_NODELAY (diagnostic)",
+    "raw-wide": "raw sendall / recv_into, send buffer widened as sp.dump does (diagnostic)",
 }
 TCP_ONLY = {"aio", "sp-nodelay", "raw-nodelay"}
+PAIR_ONLY = {"raw-wide"}
 SMALL = {
     "sp-pickler": "streampickle Pickler / Unpickler, one record per message",
     "sp-dump": "streampickle sp.dump / sp.load per message",
@@ -267,7 +269,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     h.check_snapshot()
     import multiprocessing.connection  # noqa: F401  (imported before the fork)
 
-    import streampickle  # noqa: F401
+    import streampickle.io
 
     if spec["transport"] == "pair":
         a, b = socket.socketpair()
@@ -280,6 +282,10 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             for end in (a, b):
                 end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         spec = {**spec, "key": spec["key"].removesuffix("-nodelay")}
+    if spec["key"].endswith("-wide"):  # what SocketSink does for a record's large writes
+        wide = streampickle.io.SocketSink.WIDE_SEND_BUFFER
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, wide)
+        spec = {**spec, "key": spec["key"].removesuffix("-wide")}
     results_r, results_w = os.pipe()
     ready_r, ready_w = os.pipe()
     pid = os.fork()
@@ -335,7 +341,7 @@ def main() -> None:
             ("big", t, k)
             for t in TRANSPORTS
             for k in BIG
-            if k not in TCP_ONLY or t == "tcp"
+            if (k not in TCP_ONLY or t == "tcp") and (k not in PAIR_ONLY or t == "pair")
         ]
         jobs += [("small", t, k) for t in TRANSPORTS for k in SMALL]
         for rep in range(repeat):
