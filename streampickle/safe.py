@@ -125,10 +125,11 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
         # the last result, ten times over, is a string of 10**10 (review)
         raise refuse("calls str on strings and bytes only (with their encoding)")
     if id(func) in _MATERIALIZING_IDS and any(
-        isinstance(a, range | np.ndarray) for a in args
+        isinstance(a, range | np.ndarray | np.generic) for a in args
     ):
-        # (by id: a lookup in a set hashes func, which may be any tuple: review)
-        raise refuse(f"does not call {func.__name__} on a range or an array")
+        # (by id: a lookup in a set hashes func, which may be any tuple: review;
+        # a numpy structured scalar's items take time each by its fields)
+        raise refuse(f"does not call {func.__name__} on a range or a numpy array or scalar")
     if (
         func is dict
         and args
@@ -298,11 +299,13 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     def _call(self, func: Any, args: Any, kwargs: Any, step: Any, *step_args: Any) -> None:
         check_call(func, args, kwargs)
         if (func is set or func is frozenset or func is dict) and args:
+            if isinstance(args[0], str):  # its characters become objects
+                self._spend(_copied(args[0]))
             self._spend_hashing(args[0])
         elif (func is str or id(func) in _MATERIALIZING_IDS) and args:
             self._spend(_copied(args[0]))
-        elif (func is int or func is float or func is complex) and args:
-            self._spend(_copied(args[0]))  # parsed
+        elif (func is int or func is float or func is complex or func is bool) and args:
+            self._spend(_copied(args[0]))  # parsed, or read (bool of a numpy void)
         elif func is _SCALAR:
             self._spend_dtype(args[0])
             self._spend(args[0].itemsize)
@@ -458,7 +461,8 @@ def _hash_visits(obj: Any, limit: int) -> int:
     range hashes its ints, an int's hash reads each of its 30-bit digits.
     Strings and bytes cache their hashes, but an equal one that is not the
     same object is compared byte by byte (review: a 1.5 MB string added to
-    a set a million times); floats and numpy's scalars take one step."""
+    a set a million times), as are numpy's string scalars; a memoryview of
+    a buffer hashes its bytes (each READONLY_BUFFER makes a new one)."""
     visits, todo = 1, [obj]
     while todo:
         item = todo.pop()
@@ -476,15 +480,19 @@ def _hash_visits(obj: Any, limit: int) -> int:
             visits += item.bit_length() // 30
         elif kind is str or kind is bytes:
             visits += len(item) // 64  # compared when equal but not the same
+        elif isinstance(item, memoryview | np.generic):
+            visits += item.nbytes // 64  # hashed or compared byte by byte
     return visits
 
 
 def _copied(arg: Any) -> int:
-    """What a call copying or parsing ``arg`` costs: its length; a str's
-    characters may each become an object of ~80 bytes (``list`` of one
-    beyond Latin-1)."""
+    """What a call copying, parsing or reading ``arg`` costs: its length, a
+    numpy scalar's bytes; a str's characters may each become an object of
+    ~80 bytes (``list`` or ``set`` of one beyond Latin-1)."""
     if isinstance(arg, str):
         return _STR_ITEM * len(arg)
+    if isinstance(arg, np.generic):
+        return max(arg.nbytes, 1)
     return len(arg) if isinstance(arg, Sized) else 1
 
 

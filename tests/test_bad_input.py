@@ -1774,6 +1774,42 @@ _SHARED_AND_HASHED.update({
 })  # fmt: skip
 
 
+_OP_SCALAR = _op_global("numpy._core.multiarray", "scalar")
+
+
+def _two_equal_scalars(n: int) -> bytes:
+    """Two equal numpy bytes scalars of ``n`` bytes that are not one object:
+    memo slots 2 and 3."""
+    made = _op_call(_OP_SCALAR, _memo_get(0), _memo_get(1)) + b"\x940"
+    return _op_dtype(f"S{n}") + b"\x940" + _op_bytes(b"a" * n) + b"\x940" + made * 2
+
+
+#: Ninth review: numpy scalars and strings whose costs went uncounted.
+_SHARED_AND_HASHED.update({
+    "equal-numpy-bytes-scalars-added-again": (
+        _two_equal_scalars(200_000) + b"\x8f(" + _memo_get(2) + b"\x90("
+        + _memo_get(3) * 20_000 + b"\x90",
+        _BUDGET,
+    ),
+    "bool-of-a-large-void-again": (
+        _op_dtype("V100000") + b"\x940" + _op_call(
+            _OP_SCALAR, _memo_get(0), _op_bytes(bytes(100_000))
+        ) + b"\x940](" + _op_call(_op_global("builtins", "bool"), _memo_get(1)) * 2000
+        + b"e",
+        _BUDGET,
+    ),
+    "a-set-of-a-string-beyond-latin-1": (
+        _called_on(_op_global("builtins", "set"),
+                   _op_str("".join(map(chr, range(0x100, 0x100 + 50_000)))), b"", 10),
+        _BUDGET,
+    ),
+})  # fmt: skip
+_RAW_SAFE_CASES["a-list-of-a-structured-scalar"] = _op_call(
+    _op_global("builtins", "list"),
+    _op_call(_OP_SCALAR, _op_dtype(np.dtype([("a", "u1"), ("b", "u1")])), _op_bytes(b"ab")),
+)
+
+
 def _nested_struct(depth: int) -> np.dtype[Any]:
     d = np.dtype("i1")
     for _ in range(depth):
