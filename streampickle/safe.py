@@ -85,11 +85,15 @@ _RECONSTRUCT = _CORE.multiarray._reconstruct
 _SCALAR = _CORE.multiarray.scalar
 _FROMBUFFER = _CORE.numeric._frombuffer
 #: What SAFE_GLOBALS name, by id (a dtype compares equal to types and strings).
-_OWN_IDS = frozenset(
+_BUILTIN_IDS = frozenset(
     id(f)
     for f in (bool, bytearray, bytes, complex, dict, float, frozenset, int, list)
-    + (range, set, slice, str, tuple, np.dtype, np.ndarray, Ellipsis, NotImplemented)
-    + (_RECONSTRUCT, _SCALAR, _FROMBUFFER)
+    + (range, set, slice, str, tuple)
+)
+_OWN_IDS = _BUILTIN_IDS | frozenset(
+    id(f)
+    for f in (np.dtype, np.ndarray, Ellipsis, NotImplemented, _RECONSTRUCT, _SCALAR)
+    + (_FROMBUFFER,)
 )
 #: The type strings numpy pickles dtypes with: "f8", "U7", "V16", "M8".
 _TYPE_STRING = re.compile(r"[a-zA-Z][0-9]{0,12}")
@@ -124,6 +128,9 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
         # str() of a list writes each item's repr: a list of ten references to
         # the last result, ten times over, is a string of 10**10 (review)
         raise refuse("calls str on strings and bytes only (with their encoding)")
+    if id(func) in _BUILTIN_IDS and any(isinstance(a, np.ndarray) for a in args):
+        # pickle never writes one; bool() of an array reads all its bytes
+        raise refuse(f"does not call {func.__name__} on a numpy array")
     if id(func) in _MATERIALIZING_IDS and any(
         isinstance(a, range | np.ndarray | np.generic) for a in args
     ):
@@ -306,11 +313,14 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
             self._spend(_copied(args[0]))
         elif (func is int or func is float or func is complex or func is bool) and args:
             self._spend(_copied(args[0]))  # parsed, or read (bool of a numpy void)
+        elif func is range:
+            self._spend(_range_work(args))
         elif func is _SCALAR:
             self._spend_dtype(args[0])
-            self._spend(args[0].itemsize)
+            self._spend(args[0].itemsize + _unfolding(args[0], 1))
         elif func is _FROMBUFFER:
             self._spend_dtype(args[1])
+            self._spend(_unfolding(args[1], _size(args[2])))
         _run(id(func) in _OWN_IDS, step, *step_args)
         made = self.stack[-1]
         if func is np.dtype:
@@ -360,7 +370,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
                 self._spend_dtype(self.stack[-1][2])
         self.stack[-1] = state = check_build(inst, self.stack[-1])
         if isinstance(inst, np.ndarray):
-            self._spend(len(state[4]))  # its bytes, or its objects
+            self._spend(len(state[4]) + _unfolding(state[2], _size(state[1])))
         else:  # as numpy will hash and print it: field dtypes each time they appear
             self._spend(state_nodes(state, self._left()))
         _run(True, _PythonUnpickler.load_build, self)  # numpy's, on an array or dtype
@@ -494,6 +504,20 @@ def _copied(arg: Any) -> int:
     if isinstance(arg, np.generic):
         return max(arg.nbytes, 1)
     return len(arg) if isinstance(arg, Sized) else 1
+
+
+def _unfolding(dtype: np.dtype[Any], items: int) -> int:
+    """The objects beyond one an item that ``items`` items of ``dtype``
+    unfold into (a million items of a byte, thirty structs deep: 1.4 GB of
+    objects in tolist from a record of 1 MB, review)."""
+    return (check_expansion(dtype) - 1) * items
+
+
+def _range_work(args: tuple[Any, ...]) -> int:
+    """What making a range takes: its length is a division of its ints (of
+    30-bit digits: 50,000 by 25,000 took 3 s, review)."""
+    digits = [a.bit_length() // 30 + 1 if type(a) is int else 1 for a in args]
+    return max(digits, default=1) * (digits[2] if len(digits) > 2 else 1)
 
 
 #: What a character of a str copied or parsed costs, against a byte's 1.

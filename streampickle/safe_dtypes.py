@@ -216,15 +216,15 @@ def holds_objects(dtype: Any) -> bool:
     return False
 
 
-def check_expansion(dtype: Any) -> None:
-    """Refuse a dtype whose items unfold, in ``tolist`` or ``repr``, into
-    many more objects than they have bytes (_UNFOLDING): fields that overlap
-    or share one dtype (two fields of one dtype at offset 0, sixteen levels
-    deep, are 2**16 floats an item from 8 bytes), or empty subarrays of many
-    rows (a ``(10**9, 0)`` field prints 10**9 empty lists). numpy writes none
-    from its own dtypes."""
+def check_expansion(dtype: Any) -> int:
+    """The objects an item of ``dtype`` unfolds into, in ``tolist`` or
+    ``repr``; refused if many more than it has bytes (_UNFOLDING): fields
+    that overlap or share one dtype (two fields of one dtype at offset 0,
+    sixteen levels deep, are 2**16 floats an item from 8 bytes), or empty
+    subarrays of many rows (a ``(10**9, 0)`` field prints 10**9 empty lists).
+    numpy writes none from its own dtypes."""
     if not isinstance(dtype, np.dtype) or (dtype.fields is None and dtype.subdtype is None):
-        return  # not a dtype (refused elsewhere), or one item, one object
+        return 1  # not a dtype (refused elsewhere), or one item, one object
     limit = _UNFOLDING * dtype.itemsize + _UNFOLDING_FLOOR
     try:
         unfolded = _unfolded(dtype, limit, {})
@@ -235,11 +235,13 @@ def check_expansion(dtype: Any) -> None:
             f"loads no dtype whose items unfold into more than {_UNFOLDING} objects a byte "
             f"({short(dtype)})"
         )
+    return unfolded
 
 
 #: Objects a dtype's item may unfold into: this many a byte, and
 #: _UNFOLDING_FLOOR more (a field nested twenty structs deep; a (100, 1, 1)
-#: subarray of bytes: 301 lists and ints from 100 bytes).
+#: subarray of bytes: 301 lists and ints from 100 bytes). What the items of
+#: a record's arrays and scalars unfold into counts against its budget too.
 _UNFOLDING = 4
 _UNFOLDING_FLOOR = 32
 

@@ -1774,6 +1774,13 @@ _SHARED_AND_HASHED.update({
 })  # fmt: skip
 
 
+def _nested_struct(depth: int) -> np.dtype[Any]:
+    d = np.dtype("i1")
+    for _ in range(depth):
+        d = np.dtype([("x", d)])
+    return d
+
+
 _OP_SCALAR = _op_global("numpy._core.multiarray", "scalar")
 
 
@@ -1809,12 +1816,27 @@ _RAW_SAFE_CASES["a-list-of-a-structured-scalar"] = _op_call(
     _op_call(_OP_SCALAR, _op_dtype(np.dtype([("a", "u1"), ("b", "u1")])), _op_bytes(b"ab")),
 )
 
+def _long4(n: int) -> bytes:
+    raw = n.to_bytes(n.bit_length() // 8 + 1, "little", signed=True)
+    return b"\x8b" + struct.pack("<i", len(raw)) + raw
 
-def _nested_struct(depth: int) -> np.dtype[Any]:
-    d = np.dtype("i1")
-    for _ in range(depth):
-        d = np.dtype([("x", d)])
-    return d
+
+#: Tenth review: a range's length is a division of its ints; bool() of an
+#: array reads all of it; what a record's arrays unfold into in tolist().
+_SHARED_AND_HASHED.update({
+    "a-range-of-huge-ints": (
+        _op_call(_op_global("builtins", "range"), _op_int(0), _long4(2 ** (60 * 20_000)),
+                 _long4(2 ** (30 * 20_000) + 12345)),
+        _BUDGET,
+    ),
+    "many-items-of-a-byte-nested-thirty-structs-deep": (
+        pickle.dumps(np.zeros(300_000, _nested_struct(30)), protocol=3)[2:-1], _BUDGET
+    ),
+})  # fmt: skip
+_RAW_SAFE_CASES["bool-of-an-array"] = _op_call(
+    _op_global("builtins", "bool"), _op_array((1,), _op_dtype("V8"), _op_bytes(bytes(8)))
+)
+
 
 
 class TestSafeModeChecksEachCallAndState:
