@@ -10,9 +10,10 @@ Records: a checkpoint of 16 arrays of 4 MiB (the arrays' bytes dominate); 1000
 arrays of 100 floats and 10,000 numpy scalars (safe mode runs Python's
 unpickler, checking each call); 1000 small structured arrays (a dtype's state
 checked each time); a dict of 1000 tuple keys sharing one string (plain data,
-but shared, costly to hash and hashed: counted in Python); 10,000 dicts of
-plain data (the C unpickler in both modes). Each load is timed alone; the two
-modes alternate, and the table gives medians of ``--repeat`` rounds.
+but shared, costly to hash and hashed: counted in Python); 1000 dicts with a
+text each and 10,000 dicts of plain data (the C unpickler in both modes).
+Each load is timed alone; the two modes alternate, and the table gives
+medians of ``--repeat`` rounds.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def records(scale: int) -> dict[str, Callable[[], Any]]:
         "dict of 1000 tuple keys sharing a string": lambda: {
             (shared, i): i for i in range(1000 // scale)
         },
+        "1000 dicts with a text of 360 characters": lambda: [
+            {"id": i, "text": "lorem ipsum " * 30 + str(i), "tags": ["a", "b"]}
+            for i in range(1000 // scale)
+        ],
         "10,000 dicts of plain data": lambda: [
             {"id": i, "name": f"item {i}", "tags": ["a", "b"], "score": i / 3}
             for i in range(10_000 // scale)

@@ -5,6 +5,7 @@ unsigned char arg_of[256], width_of[256], lines_of[256];
 unsigned char reaches_code[256];
 unsigned char watched[256];
 unsigned char dag_bits[256];
+Py_ssize_t costly_from[256];
 unsigned char raises[256];
 unsigned char adds_to[256];
 Py_ssize_t step_over[256];
@@ -56,10 +57,13 @@ fill_table(void)
     adds_to[ADDITEMS] = adds_to[BUILD] = 1;
     dag_bits[DUP] = dag_bits[GET] = dag_bits[BINGET] = dag_bits[LONG_BINGET] = SHARES;
     dag_bits[TUPLE] = dag_bits[TUPLE1] = dag_bits[TUPLE2] = dag_bits[TUPLE3] = COSTLY;
-    dag_bits[LONG4] = dag_bits[LONG] = dag_bits[INT] = COSTLY; /* text: hex, any length */
-    dag_bits[BINUNICODE] = dag_bits[BINUNICODE8] = dag_bits[UNICODE] = COSTLY;
-    dag_bits[BINBYTES] = dag_bits[BINBYTES8] = dag_bits[BINSTRING] = COSTLY;
-    dag_bits[STRING] = COSTLY;
+    dag_bits[LONG4] = COSTLY; /* what LONG1 cannot hold */
+    static const unsigned char sized[] = {
+        LONG, INT, BINUNICODE, BINUNICODE8, UNICODE, BINBYTES, BINBYTES8, BINSTRING, STRING};
+    for (size_t i = 0; i < sizeof(sized); i++) {
+        dag_bits[sized[i]] = BY_SIZE;
+        costly_from[sized[i]] = sized[i] == LONG || sized[i] == INT ? 256 : 4096;
+    }
     dag_bits[SETITEM] = dag_bits[SETITEMS] = dag_bits[ADDITEMS] = HASHES;
     dag_bits[FROZENSET] = HASHES | COSTLY;
     dag_bits[DICT] = HASHES;

@@ -44,14 +44,18 @@ extern unsigned char watched[256];
  * as often as the pickle refers to it; two equal frozensets built alike,
  * compared item by item through what they share): an object shared
  * (SHARES), one whose hash or comparison is not cached and grows with it
- * (COSTLY: tuples, frozensets, ints but LONG1's; strings and bytes but the
- * SHORT_ ones, of less than 256 bytes: equal ones that are not the same
- * object are compared byte by byte), and an opcode that hashes
- * keys or items (HASHES). In safe mode a pickle with all three is not
- * plain: Python's unpickler runs it, counting what hashing visits
- * (safe.py). */
-enum { SHARES = 1, COSTLY = 2, HASHES = 4, HASHES_SHARED = 7 };
+ * (COSTLY: tuples, frozensets, LONG4's ints; ints written as text and
+ * strings or bytes whose opcode and argument take costly_from[op] bytes or
+ * more (BY_SIZE): an int's hash reads all its digits each time, and equal
+ * strings that are not one object are compared byte by byte), and an opcode
+ * that hashes keys or items (HASHES). In safe mode a pickle with all three
+ * is not plain: Python's unpickler runs it, counting what hashing visits
+ * (safe.py). Strings shorter than 4 KiB stay plain: records of text shared
+ * and hashed are common, and such a string compared on each of the 500,000
+ * adds a 1 MiB record can make costs ~2 GB of memcmp. */
+enum { SHARES = 1, COSTLY = 2, HASHES = 4, HASHES_SHARED = 7, BY_SIZE = 8 };
 extern unsigned char dag_bits[256];
+extern Py_ssize_t costly_from[256];
 /* Opcodes whose result may be higher than what they take (see the top). */
 extern unsigned char raises[256];
 /* Opcodes that give an object more (higher, if a call made it). */

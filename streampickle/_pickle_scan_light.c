@@ -29,7 +29,6 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
         ups += raises[op];
         adds += adds_to[op];
         code += reaches_code[op];
-        dag |= dag_bits[op];
         int arg = arg_of[op];
         Py_ssize_t size = 1 + width_of[op], end = i + size;
         if (arg == UNKNOWN)
@@ -59,6 +58,10 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
         }
         if (i < frame_end && end > frame_end)
             REFUSE(i, PAST_FRAME);
+        int bits = dag_bits[op];
+        if (bits & BY_SIZE)
+            bits = end - i >= costly_from[op] ? COSTLY : 0;
+        dag |= bits;
         if (op == PUT) {
             int64_t text = text_slot(p + i + 1, end - i - 1);
             if (text < 0)

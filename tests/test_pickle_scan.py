@@ -564,6 +564,10 @@ def test_a_streamed_pickle_owes_the_rest_of_an_argument_it_has_begun() -> None:
         scan.feed(b"N")
 
 
+def _binunicode(n: int) -> bytes:
+    return b"X" + struct.pack("<I", n) + b"x" * n
+
+
 @pytest.mark.parametrize(
     "body, shares_costly_hashed",
     [
@@ -574,6 +578,10 @@ def test_a_streamed_pickle_owes_the_rest_of_an_argument_it_has_begun() -> None:
         (b"(K\x00\x85" + b"2\x86" * 3 + b"l", False),  # nothing hashed
         (b"(\x91\x94(h\x00\x91", True),  # GET, FROZENSET (compared item by item)
         (b"\x8f(K\x00\x94h\x00\x90", False),  # nothing whose hash grows with it
+        (b"}" + _binunicode(300) + b"\x94K\x01sh\x00K\x02s", False),  # a short text
+        (b"}" + _binunicode(5000) + b"\x94K\x01sh\x00K\x02s", True),  # compared whole
+        (b"\x8f(L" + b"9" * 300 + b"L\n\x94h\x00\x90", True),  # a long int, as text
+        (b"\x8f(I12\n\x94h\x00\x90", False),  # a short one
     ],
 )
 def test_strict_runs_pickles_that_hash_shared_tuples_with_the_checked_unpickler(
