@@ -112,6 +112,8 @@ def scratch(name: str, nbytes: int) -> np.ndarray:
     """This thread's scratch memory called ``name``, at least ``nbytes``: fresh
     multi-MiB temporaries for every chunk cost page faults (more than the
     shuffle itself on some machines)."""
+    if nbytes > RECYCLED_MAX_BYTES:  # kept, it would stay for the thread's life
+        return np.empty(nbytes, dtype=np.uint8)
     kept: dict[str, np.ndarray] = _local.__dict__.setdefault("scratch", {})
     buf = kept.get(name)
     if buf is None or buf.nbytes < nbytes:
@@ -120,8 +122,8 @@ def scratch(name: str, nbytes: int) -> np.ndarray:
 
 
 #: Arrays ``recycled`` keeps per thread for reuse (a thread's chunks in
-#: flight and the one it makes), and the largest it keeps: they stay
-#: allocated while the thread lives.
+#: flight and the one it makes), and the largest it, or ``scratch``, keeps:
+#: they stay allocated while the thread lives.
 RECYCLED_PER_THREAD, RECYCLED_MAX_BYTES = 3, 16 << 20
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from .errors import ForbiddenGlobalError
 from .safe_dtypes import (
+    UNFOLDING,
     check_dtype_state,
     check_expansion,
     dtype_nodes,
@@ -507,10 +508,11 @@ def _copied(arg: Any) -> int:
 
 
 def _unfolding(dtype: np.dtype[Any], items: int) -> int:
-    """The objects beyond one an item that ``items`` items of ``dtype``
-    unfold into (a million items of a byte, thirty structs deep: 1.4 GB of
-    objects in tolist from a record of 1 MB, review)."""
-    return (check_expansion(dtype) - 1) * items
+    """The objects ``items`` items of ``dtype`` unfold into beyond
+    UNFOLDING a byte of theirs (a million items of a byte, thirty structs
+    deep: 1.4 GB of objects in tolist from a record of 1 MB, review; a
+    table of two float32 columns, three objects in 8 bytes: none)."""
+    return max(0, items * (check_expansion(dtype) - UNFOLDING * dtype.itemsize))
 
 
 def _range_work(args: tuple[Any, ...]) -> int:

@@ -218,21 +218,21 @@ def holds_objects(dtype: Any) -> bool:
 
 def check_expansion(dtype: Any) -> int:
     """The objects an item of ``dtype`` unfolds into, in ``tolist`` or
-    ``repr``; refused if many more than it has bytes (_UNFOLDING): fields
+    ``repr``; refused if many more than it has bytes (UNFOLDING): fields
     that overlap or share one dtype (two fields of one dtype at offset 0,
     sixteen levels deep, are 2**16 floats an item from 8 bytes), or empty
     subarrays of many rows (a ``(10**9, 0)`` field prints 10**9 empty lists).
     numpy writes none from its own dtypes."""
     if not isinstance(dtype, np.dtype) or (dtype.fields is None and dtype.subdtype is None):
         return 1  # not a dtype (refused elsewhere), or one item, one object
-    limit = _UNFOLDING * dtype.itemsize + _UNFOLDING_FLOOR
+    limit = UNFOLDING * dtype.itemsize + _UNFOLDING_FLOOR
     try:
         unfolded = _unfolded(dtype, limit, {})
     except RecursionError:
         unfolded = limit + 1
     if unfolded > limit:
         raise refuse(
-            f"loads no dtype whose items unfold into more than {_UNFOLDING} objects a byte "
+            f"loads no dtype whose items unfold into more than {UNFOLDING} objects a byte "
             f"({short(dtype)})"
         )
     return unfolded
@@ -242,7 +242,7 @@ def check_expansion(dtype: Any) -> int:
 #: _UNFOLDING_FLOOR more (a field nested twenty structs deep; a (100, 1, 1)
 #: subarray of bytes: 301 lists and ints from 100 bytes). What the items of
 #: a record's arrays and scalars unfold into counts against its budget too.
-_UNFOLDING = 4
+UNFOLDING = 4
 _UNFOLDING_FLOOR = 32
 
 

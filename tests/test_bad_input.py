@@ -1926,6 +1926,16 @@ class TestSafeModeChecksEachCallAndState:
         )
         assert outcome.startswith("TruncatedStreamError"), outcome
 
+    @pytest.mark.parametrize("compress", [None, "zstd"])
+    def test_a_large_table_out_of_band_loads(self, compress: str | None) -> None:
+        """Its bytes come beside the pickle, not in it: what its rows unfold
+        into (three objects in 8 bytes) is bounded by those bytes, not by
+        the pickle's budget (eleventh review: refused from 4 MB)."""
+        table = np.arange(2_000_000, dtype=np.float32).view([("a", "f4"), ("b", "f4")])
+        got = sp.loads(sp.dumps(table, compress=compress), safe=True)
+        assert got.dtype == table.dtype
+        np.testing.assert_array_equal(got, table)
+
     def test_each_safe_global_is_one_whose_errors_are_the_records(self) -> None:
         for name in safe.SAFE_GLOBALS:
             module, _, attr = name.rpartition(".")

@@ -366,3 +366,15 @@ class TestBadCompressedFrames:
         without_buffer = data[:start] + data[start + 32 :]
         with pytest.raises(sp.CorruptStreamError, match="CHUNK frame"):
             sp.loads(without_buffer)
+
+
+def test_scratch_memory_above_the_recycled_size_is_not_kept_by_the_thread() -> None:
+    """A 256 MiB frame's scratch would otherwise stay for the thread's life
+    (eleventh review: 256 MiB kept after an 8 KB record)."""
+    from streampickle import codecs
+
+    big = codecs.scratch("test-big", codecs.RECYCLED_MAX_BYTES + 1)
+    small = codecs.scratch("test-small", 1 << 20)
+    kept = codecs._local.__dict__.get("scratch", {})
+    assert "test-big" not in kept and big.nbytes == codecs.RECYCLED_MAX_BYTES + 1
+    assert kept["test-small"].nbytes >= small.nbytes
