@@ -104,7 +104,14 @@ _MAX_EMPTY_EXTENT = 1 << 16
 _MAX_DIMS = 64  # numpy 2's NPY_MAXDIMS
 
 
-def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> None:
+#: Dtypes of plain items a record has used, by id, with what an item of each
+#: unfolds into (see _plain_dtype).
+Checked = dict[int, tuple[Any, int]]
+
+
+def check_call(
+    func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None, checked: Checked
+) -> None:
     """Refuse a call unless its arguments are of the kinds numpy and pickle
     write: every call safe mode allows is then made with what the pickle
     holds, not with a count of it, and numpy is given nothing it trusts."""
@@ -163,23 +170,19 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
         # and makes a field of each (review); fields come with a BUILD. A
         # copy, as numpy asks: else a BUILD would go to numpy's own float64
         raise refuse("makes a numpy dtype from a type string only, as numpy pickles one")
-    if func is _SCALAR and args:
-        check_expansion(args[0])
-    if func is _FROMBUFFER and len(args) > 1:
-        check_expansion(args[1])
     if func is _SCALAR and not (
         len(args) == 2
-        and plain_items(args[0])
+        and _plain_dtype(args[0], checked)
         and isinstance(args[1], bytes)
         and len(args[1]) == args[0].itemsize
     ):
         raise refuse("makes a numpy scalar from a plain dtype and its bytes only")
     if func is _FROMBUFFER and not (
-        len(args) == 4
-        and plain_items(args[1])
+        len(args) in (4, 5)
+        and _plain_dtype(args[1], checked)
         and args[1].itemsize > 0
         and _fits_empty(args[2])
-        and args[3] in ("C", "F")
+        and _order(args[3:], len(args[2]))
         and _bytes_of(args[0], _size(args[2]) * args[1].itemsize)
     ):
         # an array of Python objects from raw bytes would hold whatever
@@ -197,7 +200,7 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) 
         )
 
 
-def check_build(inst: Any, state: Any) -> Any:
+def check_build(inst: Any, state: Any, checked: Checked) -> Any:
     """Refuse a BUILD whose state numpy would trust: only arrays and dtypes
     get one. A dtype's state must make a dtype numpy itself makes from its
     description (flags, byte order and layout are otherwise the pickle's to
@@ -218,7 +221,6 @@ def check_build(inst: Any, state: Any) -> Any:
     shape, dtype, data = state[1], state[2], state[4]
     if not isinstance(shape, tuple) or _size(shape) < 0 or not isinstance(dtype, np.dtype):
         raise refuse(f"takes only numpy's array states, not {short(state)}")
-    check_expansion(dtype)
     n = _size(shape)
     if not _fits_empty(shape):
         raise refuse(f"does not load an empty array of shape {shape}: its rows alone")
@@ -228,7 +230,7 @@ def check_build(inst: Any, state: Any) -> Any:
         fits = isinstance(data, list) and len(data) == n
     else:
         fits = (
-            plain_items(dtype)
+            _plain_dtype(dtype, checked) > 0
             and isinstance(data, bytes)
             and len(data) == n * dtype.itemsize
         )
@@ -238,6 +240,40 @@ def check_build(inst: Any, state: Any) -> Any:
             f"not {type(data).__name__}"
         )
     return state
+
+
+def _plain_dtype(dtype: Any, checked: Checked) -> int:
+    """What an item of ``dtype`` unfolds into, if it is a dtype of plain
+    items (refused if it unfolds too far), else 0. Kept in ``checked``: a
+    dtype another object took gets no later state (the scan refuses it), so
+    each is walked once a record (review: a 100-field dtype checked 52,000
+    times took 13 s from 948 KB)."""
+    hit = checked.get(id(dtype))
+    if hit is not None and hit[0] is dtype:
+        return int(hit[1])
+    unfolded = check_expansion(dtype)
+    if not plain_items(dtype):
+        return 0
+    checked[id(dtype)] = (dtype, unfolded)
+    return unfolded
+
+
+def _order(order: tuple[Any, ...], dims: int) -> bool:
+    """Whether ``order`` is how numpy 2 writes an array's order: "C" or
+    "F", or, neither (a transposed array), "K" and the order of its
+    ``dims`` axes."""
+    if not order or type(order[0]) is not str:
+        return False
+    if len(order) == 1:
+        return order[0] in ("C", "F")
+    axes = order[1]
+    return (
+        order[0] == "K"
+        and type(axes) is tuple
+        and len(axes) == dims
+        and all(type(axis) is int for axis in axes)
+        and sorted(axes) == list(range(dims))
+    )
 
 
 def _fits_empty(shape: Any) -> bool:
@@ -290,6 +326,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         # state, and the record's out-of-band buffers
         self._unbuilt: dict[int, Any] = {}
         self._out_of_band: dict[int, Any] = {}
+        self._checked: Checked = {}
 
     def _spend(self, work: int) -> None:
         """Count ``work`` (bytes or items copied, objects a hash visits): a
@@ -305,7 +342,9 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
             )
 
     def _call(self, func: Any, args: Any, kwargs: Any, step: Any, *step_args: Any) -> None:
-        check_call(func, args, kwargs)
+        if (func is _SCALAR or func is _FROMBUFFER) and type(args) is tuple:
+            self._spend_dtype(args[0 if func is _SCALAR else 1] if len(args) > 1 else None)
+        check_call(func, args, kwargs, self._checked)
         if (func is set or func is frozenset or func is dict) and args:
             if isinstance(args[0], str):  # its characters become objects
                 self._spend(_copied(args[0]))
@@ -317,11 +356,9 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         elif func is range:
             self._spend(_range_work(args))
         elif func is _SCALAR:
-            self._spend_dtype(args[0])
-            self._spend(args[0].itemsize + _unfolding(args[0], 1))
+            self._spend(args[0].itemsize + self._unfolding(args[0], 1))
         elif func is _FROMBUFFER:
-            self._spend_dtype(args[1])
-            self._spend(_unfolding(args[1], _size(args[2])))
+            self._spend(self._unfolding(args[1], _size(args[2])))
         _run(id(func) in _OWN_IDS, step, *step_args)
         made = self.stack[-1]
         if func is np.dtype:
@@ -330,10 +367,21 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
             self._unbuilt[id(made)] = made
 
     def _spend_dtype(self, dtype: Any) -> None:
-        """A dtype is checked where it is used, field by field (a dtype of
-        100,000 fields used a thousand times: review)."""
-        if isinstance(dtype, np.dtype):
+        """A dtype is checked, field by field, where a record first uses it
+        (a dtype of 100,000 fields used a thousand times: review)."""
+        hit = self._checked.get(id(dtype))
+        if isinstance(dtype, np.dtype) and (hit is None or hit[0] is not dtype):
             self._spend(dtype_nodes(dtype, self._left()))
+
+    def _unfolding(self, dtype: np.dtype[Any], items: int) -> int:
+        """The objects ``items`` items of ``dtype`` (checked) unfold into
+        beyond UNFOLDING a byte of theirs (a million items of a byte, thirty
+        structs deep: 1.4 GB of objects in tolist from a record of 1 MB,
+        review; a table of two float32 columns, three objects in 8 bytes:
+        none)."""
+        hit = self._checked.get(id(dtype))
+        unfolded = hit[1] if hit is not None and hit[0] is dtype else 1
+        return max(0, items * (unfolded - UNFOLDING * dtype.itemsize))
 
     def _spend_hashing(self, items: Any) -> None:
         if isinstance(items, dict | set | frozenset):
@@ -369,9 +417,9 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
                 raise refuse("gives a state only to an array _reconstruct made, once")
             if isinstance(self.stack[-1], tuple) and len(self.stack[-1]) > 2:
                 self._spend_dtype(self.stack[-1][2])
-        self.stack[-1] = state = check_build(inst, self.stack[-1])
+        self.stack[-1] = state = check_build(inst, self.stack[-1], self._checked)
         if isinstance(inst, np.ndarray):
-            self._spend(len(state[4]) + _unfolding(state[2], _size(state[1])))
+            self._spend(len(state[4]) + self._unfolding(state[2], _size(state[1])))
         else:  # as numpy will hash and print it: field dtypes each time they appear
             self._spend(state_nodes(state, self._left()))
         _run(True, _PythonUnpickler.load_build, self)  # numpy's, on an array or dtype
@@ -505,14 +553,6 @@ def _copied(arg: Any) -> int:
     if isinstance(arg, np.generic):
         return max(arg.nbytes, 1)
     return len(arg) if isinstance(arg, Sized) else 1
-
-
-def _unfolding(dtype: np.dtype[Any], items: int) -> int:
-    """The objects ``items`` items of ``dtype`` unfold into beyond
-    UNFOLDING a byte of theirs (a million items of a byte, thirty structs
-    deep: 1.4 GB of objects in tolist from a record of 1 MB, review; a
-    table of two float32 columns, three objects in 8 bytes: none)."""
-    return max(0, items * (check_expansion(dtype) - UNFOLDING * dtype.itemsize))
 
 
 def _range_work(args: tuple[Any, ...]) -> int:
