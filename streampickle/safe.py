@@ -181,8 +181,10 @@ def check_call(
         len(args) in (4, 5)
         and _plain_dtype(args[1], checked)
         and args[1].itemsize > 0
-        and _fits_empty(args[2])
+        and isinstance(args[2], tuple)
         and _order(args[3:], len(args[2]))
+        # the rows of the array made: "K" transposes the shape (review)
+        and _fits_empty(args[2] if len(args) == 4 else tuple(args[2][a] for a in args[4]))
         and _bytes_of(args[0], _size(args[2]) * args[1].itemsize)
     ):
         # an array of Python objects from raw bytes would hold whatever

@@ -1828,6 +1828,12 @@ _SHARED_AND_HASHED.update({
         pickle.dumps(np.zeros(300_000, _nested_struct(30)), protocol=3)[2:-1], _BUDGET
     ),
 })  # fmt: skip
+#: Thirteenth review: numpy's "K" order transposes the shape it is given.
+_NO_ROWS_BY_MANY = _op_tuple(_op_int(0), _op_int(1 << 24))
+_RAW_SAFE_CASES["an-empty-array-of-many-rows-transposed"] = _op_call(
+    _FROMBUFFER_OP, _op_bytes(b""), _op_dtype("u1"), _NO_ROWS_BY_MANY, _op_str("K"),
+    _op_tuple(_op_int(1), _op_int(0)),
+)
 _RAW_SAFE_CASES["bool-of-an-array"] = _op_call(
     _op_global("builtins", "bool"), _op_array((1,), _op_dtype("V8"), _op_bytes(bytes(8)))
 )
