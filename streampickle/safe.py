@@ -85,7 +85,8 @@ _CORE = getattr(np, "_core", None) or np.core  # numpy 2's name, else numpy 1's
 _RECONSTRUCT = _CORE.multiarray._reconstruct
 _SCALAR = _CORE.multiarray.scalar
 _FROMBUFFER = _CORE.numeric._frombuffer
-#: What SAFE_GLOBALS name, by id (a dtype compares equal to types and strings).
+#: What SAFE_GLOBALS name, by id (a dtype compares equal to types and strings):
+#: the builtins, and with numpy's, all of them.
 _BUILTIN_IDS = frozenset(
     id(f)
     for f in (bool, bytearray, bytes, complex, dict, float, frozenset, int, list)
@@ -250,14 +251,20 @@ def _plain_dtype(dtype: Any, checked: Checked) -> int:
     dtype another object took gets no later state (the scan refuses it), so
     each is walked once a record (review: a 100-field dtype checked 52,000
     times took 13 s from 948 KB)."""
-    hit = checked.get(id(dtype))
-    if hit is not None and hit[0] is dtype:
-        return int(hit[1])
+    hit = _seen(checked, dtype)
+    if hit is not None:
+        return hit
     unfolded = check_expansion(dtype)
     if not plain_items(dtype):
         return 0
     checked[id(dtype)] = (dtype, unfolded)
     return unfolded
+
+
+def _seen(checked: Checked, dtype: Any) -> int | None:
+    """What an item of ``dtype`` unfolds into, if ``checked`` holds it."""
+    hit = checked.get(id(dtype))
+    return int(hit[1]) if hit is not None and hit[0] is dtype else None
 
 
 def _order(order: tuple[Any, ...], dims: int) -> bool:
@@ -371,8 +378,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     def _spend_dtype(self, dtype: Any) -> None:
         """A dtype is checked, field by field, where a record first uses it
         (a dtype of 100,000 fields used a thousand times: review)."""
-        hit = self._checked.get(id(dtype))
-        if isinstance(dtype, np.dtype) and (hit is None or hit[0] is not dtype):
+        if isinstance(dtype, np.dtype) and _seen(self._checked, dtype) is None:
             self._spend(dtype_nodes(dtype, self._left()))
 
     def _unfolding(self, dtype: np.dtype[Any], items: int) -> int:
@@ -381,8 +387,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         structs deep: 1.4 GB of objects in tolist from a record of 1 MB,
         review; a table of two float32 columns, three objects in 8 bytes:
         none)."""
-        hit = self._checked.get(id(dtype))
-        unfolded = hit[1] if hit is not None and hit[0] is dtype else 1
+        unfolded = _seen(self._checked, dtype) or 1  # an object dtype's: one
         return max(0, items * (unfolded - UNFOLDING * dtype.itemsize))
 
     def _spend_hashing(self, items: Any) -> None:
