@@ -49,13 +49,16 @@
  * numpy view). No chain is longer than the number of links made (tuples,
  * calls, and what is given to what a call made), so a pickle with fewer than
  * the depth allowed is safe whatever its heights; past that, ``strict`` (safe
- * mode) refuses a late change. A call's result given more before another
+ * mode) refuses a late change once the pickle is not plain (at its first
+ * opcode that reaches code, for the late changes before it; at each after).
+ * Plain data has no callable to copy contents: its heights hold (a list
+ * that holds a tuple holding it, beside a thousand tuples, loads). A call's
+ * result given more before another
  * took it is not late: safe mode gives more only to results that are new
  * objects sharing no container with their arguments (a list, dict or set;
  * numpy's _reconstruct, once; a dtype numpy copied: safe.py), so its height,
  * raised, holds. Without strict, a pickle that names globals can run any
- * code anyway, and one without them has no callable to copy contents:
- * heights hold.
+ * code anyway.
  *
  * The opcodes' table is _pickle_opcodes.c; the light loop that most small
  * pickles take instead of this scan, _pickle_scan_light.c.
@@ -221,11 +224,13 @@ highest(scan *s, Py_ssize_t start)
 }
 
 /* Heights bound nesting unless a held object rose later, when no more than
- * one level per tuple or object built does (see the top). */
+ * one level per tuple or object built does (see the top). In plain data no
+ * callable copies contents, so heights hold: checked from its first opcode
+ * that is not plain on. */
 static int
 check_bound(scan *s)
 {
-    if (s->strict && s->late && s->raising > (Py_ssize_t)s->max_depth)
+    if (s->strict && !s->plain && s->late && s->raising > (Py_ssize_t)s->max_depth)
         return scan_refuse(s, UNBOUNDED);
     return 0;
 }
@@ -353,7 +358,11 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     Py_ssize_t in_frame = s->at < s->frame_end ? s->frame_end - s->at - size : PY_SSIZE_T_MAX;
     if (in_frame < 0)
         return scan_refuse(s, PAST_FRAME);
-    s->plain &= !reaches_code[op];
+    if (reaches_code[op] && s->plain) {
+        s->plain = 0;
+        if (check_bound(s) < 0) /* the late changes before it count now */
+            return -1;
+    }
     switch (arg_of[op]) {
     case SIZED:
     case SIZED_SIGNED: {

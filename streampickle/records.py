@@ -118,6 +118,34 @@ class RecordReader:
                 f"its pickle claims {owed} bytes more at pickle byte {self.pickle_bytes}"
             )
 
+    def gather(self, limit: int) -> bytearray | None:
+        """Safe mode: read on while the record's frames are PICKLE frames of
+        plain data, up to ``limit`` pickle bytes. The record's whole pickle if
+        it ends there (its RECORD_END checked); else None, and what was read
+        is served first. A pickle that names a global stops it at once."""
+        if not self.scan.plain:
+            return None
+        gathered = bytearray(self.chunk)
+        while self.scan.plain:
+            h, self.first = self.first or self.frames.next_header(), None
+            if h is not None and h.kind is Kind.RECORD_END:
+                if (h.raw_size, h.param) != (self.pickle_bytes, 0):
+                    raise bad_counts(h, self.pickle_bytes, 0)
+                self.end = h
+                return gathered
+            if h is None or h.kind is not Kind.PICKLE or self.size + h.raw_size > limit:
+                self.first = h  # for the unpickler's reads
+                break
+            self.size += h.raw_size
+            if self.max_size is not None and self.size > self.max_size:
+                raise too_large(self.number, self.max_size, h)
+            payload = self.frames.decoded_payload(h)
+            self.pickle_bytes += len(payload)
+            self._check(payload)
+            gathered += payload
+        self.chunk = bytes(gathered)
+        return None
+
     def _advance(self) -> bool:
         """Load the next non-empty PICKLE payload; False at RECORD_END."""
         try:

@@ -41,6 +41,9 @@ _STREAM_ENDS = frozenset({Kind.INDEX, Kind.END})
 _SMALL_FRAME = FrameReader.GROWTH_STEP
 _HEADER_SIZE = fmt.FRAME_HEADER.size
 _SMALL = fmt.SMALL_RECORDS  # records of one checked PICKLE frame: most small messages
+#: Safe mode reads a record's PICKLE frames up to this many bytes before any
+#: runs (see Unpickler._read_frames).
+SAFE_WHOLE_MAX = 64 << 20
 
 
 def _check_max_size(max_size: int | None) -> None:
@@ -214,7 +217,7 @@ class Unpickler:
                 if obj is Ellipsis:  # checked, whole, not plain
                     record = parts[1]
                     n = len(record) - _HEADER_SIZE
-                    obj = self._unpickle(None, self._count, record[:n], record[n:], True)
+                    obj = self._unpickle_whole(record[:n], self._count)
                 if obj is not NotImplemented:
                     self._count += 1
                     return obj
@@ -232,7 +235,7 @@ class Unpickler:
                 except Exception as exc:
                     _raise_from_loads(self._count, exc)
                 if obj is Ellipsis:  # checked, whole, not plain
-                    obj = self._unpickle(None, self._count, both[:n], both[n:], True)
+                    obj = self._unpickle_whole(both[:n], self._count)
                 elif obj is NotImplemented:  # the general way says what is wrong
                     offset = self._source.position - len(both) - _HEADER_SIZE
                     check = fmt.decode_frame_header(data, offset, None).payload_check
@@ -267,56 +270,63 @@ class Unpickler:
                 raise too_large(number, max_size, first)
             chunk, after = self._frames.pickle_and_after(first)
             return self._read_first_frame(chunk, after, number)
-        return self._unpickle(first, number, None, b"", whole=False)
+        return self._read_frames(first, number, b"")
 
     def _read_first_frame(self, chunk: bytes, after: bytes, number: int) -> Any:
         """Unpickle the record whose first PICKLE frame's bytes, just read, are
         ``chunk``, followed by ``after``: the general way for what the C fast
         path (``_SMALL``) did not take, which says what is wrong, and for a
         record whose first header was decoded (random access)."""
-        whole = after == fmt.whole_record_end(len(chunk))
-        if whole:
-            try:
-                plain = check_whole(chunk, strict=self._safe)
-            except ValueError as exc:
-                raise refused(number, exc) from None
-            if plain:
-                # It calls nothing of its own, so no hook applies; pickle.loads
-                # needs no unpickler of ours.
-                try:
-                    return pickle.loads(chunk)
-                except Exception as exc:
-                    _raise_from_loads(number, exc)
-        return self._unpickle(None, number, chunk, after, whole)
+        if after == fmt.whole_record_end(len(chunk)):
+            return self._read_whole(chunk, number)
+        nxt = self._frames.next_header(after)
+        if nxt is not None and nxt.kind is _RECORD_END:
+            # Its counts are wrong (right ones make whole_record_end's bytes):
+            # refused before the pickle runs its REDUCEs.
+            raise bad_counts(nxt, len(chunk), 0)
+        return self._read_frames(nxt, number, chunk)
 
-    def _unpickle(
-        self,
-        first: FrameHeader | None,
-        number: int,
-        chunk: bytes | None,
-        after: bytes,
-        whole: bool,
-    ) -> Any:
-        """Unpickle the record whose first frame header is ``first`` or, given
-        ``chunk``, whose first PICKLE frame's bytes are ``chunk``, followed by
-        ``after`` (its RECORD_END if ``whole``): through an unpickler of ours,
-        which applies the hooks and refuses pickle bytes after STOP."""
+    def _read_frames(self, h: FrameHeader | None, number: int, chunk: bytes) -> Any:
+        """Unpickle the record whose pickle bytes so far are ``chunk`` and
+        whose next frame header is ``h`` (None: the input ended). In safe mode
+        its PICKLE frames of plain data are read ahead, up to SAFE_WHOLE_MAX
+        bytes: the scan can tell plain data only of a whole pickle, and a
+        whole record of it is read by the C unpickler, not the counted Python
+        one (~20x slower a pickle byte)."""
         record = self._record
-        record.failure = None
-        file: RecordReader | WholeRecord = record
+        record.begin(h, number, chunk)
+        if self._safe:
+            whole = record.gather(SAFE_WHOLE_MAX)
+            if whole is not None:
+                return self._read_whole(whole, number)
+        return self._unpickle(record, number)
+
+    def _read_whole(self, chunk: bytes | bytearray, number: int) -> Any:
+        """Unpickle a whole record's pickle bytes, all in memory."""
         try:
-            if chunk is None:
-                record.begin(first, number)
-            elif whole:
-                file = self._whole
-                file.chunk, file.pos, file.number = chunk, 0, number
-            else:
-                nxt = self._frames.next_header(after)
-                if nxt is not None and nxt.kind is _RECORD_END:
-                    # Its counts are wrong (right ones make whole_record_end's
-                    # bytes): refused before the pickle runs its REDUCEs.
-                    raise bad_counts(nxt, len(chunk), 0)
-                record.begin(nxt, number, chunk)  # more frames, or truncated
+            plain = check_whole(chunk, strict=self._safe)
+        except ValueError as exc:
+            raise refused(number, exc) from None
+        if plain:
+            # It calls nothing of its own, so no hook applies; pickle.loads
+            # needs no unpickler of ours.
+            try:
+                return pickle.loads(chunk)
+            except Exception as exc:
+                _raise_from_loads(number, exc)
+        return self._unpickle_whole(bytes(chunk), number)
+
+    def _unpickle_whole(self, chunk: bytes, number: int) -> Any:
+        whole = self._whole
+        whole.chunk, whole.pos, whole.number = chunk, 0, number
+        return self._unpickle(whole, number)
+
+    def _unpickle(self, file: RecordReader | WholeRecord, number: int) -> Any:
+        """Unpickle record ``number`` from ``file`` (the record reader, begun,
+        or a whole record): through an unpickler of ours, which applies the
+        hooks and refuses pickle bytes after STOP."""
+        record = self._record
+        try:
             # A whole record has no BUFFER frames.
             # Safe mode runs what names globals with Python's unpickler, which
             # checks each call and BUILD (safe.py); plain data needs neither.
@@ -341,7 +351,7 @@ class Unpickler:
                 ) from None
             raise
         except Exception as exc:
-            if record.failure is not None:
+            if file is record and record.failure is not None:
                 raise record.failure from None
             if not _raised_by_unpickler(exc):
                 raise  # the user's hook or class failed: their error, as is

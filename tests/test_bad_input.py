@@ -454,6 +454,15 @@ def record_end(pickle_bytes: int, buffers: int = 0) -> bytes:
     return fmt.frame(Kind.RECORD_END, raw_size=pickle_bytes, param=buffers)
 
 
+def in_frames(pickled: bytes) -> bytes:
+    """One record holding ``pickled`` in PICKLE frames of FRAME_SIZE bytes (in
+    two if it is smaller: cut after 4 bytes, inside the opcode after PROTO)."""
+    pieces = [pickled[i : i + FRAME_SIZE] for i in range(0, len(pickled), FRAME_SIZE)]
+    if len(pieces) == 1:
+        pieces = [pickled[:4], pickled[4:]]
+    return b"".join(map(pickle_frame, pieces)) + record_end(len(pickled))
+
+
 def pad_frame(payload: bytes) -> bytes:
     return fmt.frame(Kind.PAD, stored_size=len(payload), raw_size=len(payload)) + payload
 
@@ -1324,15 +1333,8 @@ class TestHostileLengthsInsideThePickle:
             "numpy-dtype-of-itself": self.dtype_of_itself,
         }
         pickled = built[case]() if case in built else self.HOSTILE[case]
-        if frames == "one-frame":
-            data = stream(record(pickled), END)
-        else:
-            cuts = range(0, len(pickled), FRAME_SIZE)
-            pieces = [pickled[i : i + FRAME_SIZE] for i in cuts]
-            if len(pieces) == 1:  # cut inside the opcode that claims
-                pieces = [pickled[:4], pickled[4:]]
-            data = stream(*map(pickle_frame, pieces), record_end(len(pickled)), END)
-        outcome = self.load_in_a_child(data)
+        framed = record(pickled) if frames == "one-frame" else in_frames(pickled)
+        outcome = self.load_in_a_child(stream(framed, END))
         assert outcome.startswith(
             ("CorruptStreamError: record 0", "ForbiddenGlobalError: safe mode")
         ), outcome
@@ -1786,8 +1788,21 @@ def _two_equal_scalars(n: int) -> bytes:
     return _op_dtype(f"S{n}") + b"\x940" + _op_bytes(b"a" * n) + b"\x940" + made * 2
 
 
+def _state_given_again(fields: int, times: int) -> bytes:
+    """numpy.dtype("V<fields>") given one memo'd state of that many one-byte
+    fields, ``times`` times, each a new dtype: 9 pickle bytes a check that
+    makes a dtype of ``fields`` fields again (fourteenth review: 9 s from
+    1 MB, charged only its fields)."""
+    names = [f"f{i}" for i in range(fields)]
+    made = np.dtype({"names": names, "formats": ["u1"] * fields, "itemsize": fields})
+    head = _op_plain(made.__reduce__()[2]) + b"\x940" + _op_global("numpy", "dtype")
+    head += b"\x940" + _op_tuple(_op_str(f"V{fields}"), b"\x89", b"\x88") + b"\x940"
+    return head + b"h\x01h\x02Rh\x00b0" * times + b"N"
+
+
 #: Ninth review: numpy scalars and strings whose costs went uncounted.
 _SHARED_AND_HASHED.update({
+    "one-dtype-state-given-to-new-dtypes-again": (_state_given_again(70, 110_000), _BUDGET),
     "equal-numpy-bytes-scalars-added-again": (
         _two_equal_scalars(200_000) + b"\x8f(" + _memo_get(2) + b"\x90("
         + _memo_get(3) * 20_000 + b"\x90",
@@ -1888,14 +1903,16 @@ class TestSafeModeChecksEachCallAndState:
         assert "signal" not in outcome and "Error" not in outcome, outcome
         assert "1099511627776" not in outcome  # the offset set after the check
 
+    @pytest.mark.parametrize("frames", ["one-frame", "frames-of-4-kib"])
     @pytest.mark.parametrize("case", sorted(_SHARED_AND_HASHED))
     def test_what_a_record_shares_is_hashed_compared_and_named_in_bounded_time(
-        self, case: str
+        self, case: str, frames: str
     ) -> None:
+        """In one frame or several (which safe mode gathers and judges whole)."""
         body, expected = _SHARED_AND_HASHED[case]
-        outcome = TestHostileLengthsInsideThePickle.load_in_a_child(
-            stream(record(b"\x80\x04" + body + b"."), END)
-        )
+        pickled = b"\x80\x04" + body + b"."
+        framed = record(pickled) if frames == "one-frame" else in_frames(pickled)
+        outcome = TestHostileLengthsInsideThePickle.load_in_a_child(stream(framed, END))
         assert outcome.startswith(expected), outcome
 
     def test_an_error_of_numpys_own_is_a_corrupt_record(self) -> None:
@@ -2014,6 +2031,69 @@ class TestSafeModeChecksEachCallAndState:
 
 # ---------------------------------------------------------------------------
 # 5. Malformed streams: each error names what is wrong
+
+
+#: Plain data in several PICKLE frames (FRAME_SIZE): safe mode gathers them and
+#: judges the whole pickle before any of it runs.
+PLAIN_IN_FRAMES = ["x" * 5000, list(range(1000)), {"k": b"y" * 3000, "t": (1, 2.5)}]
+PLAIN_STREAM = sp.dumps(PLAIN_IN_FRAMES, frame_size=FRAME_SIZE)
+
+
+class TestSafeModeGathersPickleFrames:
+    """Safe mode reads a record's PICKLE frames of plain data (up to
+    SAFE_WHOLE_MAX bytes) before it runs any: each failure on the way is
+    still the stream's."""
+
+    def test_the_sample_is_plain_data_in_several_pickle_frames(self) -> None:
+        assert len(frames_of(PLAIN_STREAM, Kind.PICKLE)) >= 3
+        assert sp.loads(PLAIN_STREAM, safe=True) == PLAIN_IN_FRAMES
+
+    @pytest.mark.parametrize("source", [io.BytesIO, NonSeekable])
+    def test_every_cut_raises_truncated_stream_error_naming_the_offset(
+        self, source: Callable[[bytes], Any]
+    ) -> None:
+        problems = []
+        for cut in range(1, len(PLAIN_STREAM)):
+            try:
+                sp.load(source(PLAIN_STREAM[:cut]), safe=True)
+                error: Exception | None = None
+            except Exception as exc:
+                error = exc
+            if type(error) is not sp.TruncatedStreamError or "offset" not in str(error):
+                where = region(PLAIN_STREAM, cut)
+                problems.append((where, f"cut {cut}: {describe(error)}"))
+        assert not problems, summarize(problems, len(PLAIN_STREAM) - 1, "cuts")
+
+    def test_every_flipped_byte_is_a_stream_error_or_the_same_object(self) -> None:
+        problems = []
+        for at in range(len(PLAIN_STREAM)):
+            damaged = bytearray(PLAIN_STREAM)
+            damaged[at] ^= 0x10
+            try:
+                got = sp.loads(bytes(damaged), safe=True)
+                if got != PLAIN_IN_FRAMES:
+                    problems.append((region(PLAIN_STREAM, at), f"byte {at}: {got!r:.60}"))
+            except sp.StreamError:
+                pass
+            except Exception as exc:
+                problems.append((region(PLAIN_STREAM, at), f"byte {at}: {describe(exc)}"))
+        assert not problems, summarize(problems, len(PLAIN_STREAM), "flips")
+
+    @pytest.mark.parametrize("counts", [(-1, 0), (1, 0), (0, 1)])
+    def test_a_record_end_whose_counts_differ_is_refused(
+        self, counts: tuple[int, int]
+    ) -> None:
+        pickled = pickle.dumps(PLAIN_IN_FRAMES, protocol=5)
+        end = record_end(len(pickled) + counts[0], counts[1])
+        framed = in_frames(pickled)[: -len(end)] + end
+        with pytest.raises(sp.CorruptStreamError, match="counts"):
+            sp.loads(stream(framed, END), safe=True)
+
+    def test_max_size_refuses_the_record_before_its_pickle_is_all_read(self) -> None:
+        with pytest.raises(sp.StreamError, match=r"exceeds max_size=9000 bytes"):
+            sp.loads(PLAIN_STREAM, safe=True, max_size=9000)
+        enough = len(PLAIN_STREAM)
+        assert sp.loads(PLAIN_STREAM, safe=True, max_size=enough) == PLAIN_IN_FRAMES
 
 
 class TestMalformedStreamHeader:

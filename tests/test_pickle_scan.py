@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import streampickle as sp
 from streampickle import format as fmt
-from streampickle import unpickler
+from streampickle import safe, unpickler
 from streampickle._pickle_scan import PickleScan, check_whole
 
 #: Opcodes that reach code, a hook or an out-of-band buffer: not plain.
@@ -471,9 +471,9 @@ def laundered(levels: int) -> bytes:
 
 def test_strict_refuses_nesting_that_heights_cannot_bound() -> None:
     """Past sys.getrecursionlimit() tuples and objects, a container changed
-    after another took it leaves heights unsound (the laundering above):
-    strict (safe mode) refuses; without it, a pickle that names a global can
-    run any code anyway."""
+    after another took it leaves heights unsound if a callable copies it (the
+    laundering above): strict (safe mode) refuses a pickle that names one;
+    without strict, such a pickle can run any code anyway."""
     limit = sys.getrecursionlimit()
     deep = laundered(limit + 10)
     assert outcome(lambda d: check_whole(d, strict=True), deep)[0].startswith(
@@ -488,6 +488,15 @@ def test_strict_refuses_nesting_that_heights_cannot_bound() -> None:
     assert check_whole(cycle + tuples + b".", strict=True) is True
     many = pickle.dumps([(i,) for i in range(5 * limit)], 5)
     assert check_whole(many, strict=True) is True
+    # Past the limit, a late change in plain data: no callable to copy it
+    # deeper (fourteenth review: refused); a global after it: refused.
+    past = b"N\x85" * (limit + 10) + b"0" * (limit + 10)
+    assert check_whole(cycle + past + b".", strict=True) is True
+    PickleScan(strict=True).feed(cycle + past + b".")
+    named = cycle + past + b"cbuiltins\nlen\n0."
+    for scan in (lambda d: check_whole(d, strict=True), PickleScan(strict=True).feed):
+        assert outcome(scan, named)[0].startswith("more tuples and objects than"), scan
+    assert check_whole(named) is False
 
 
 def framed(body: bytes, length: int | None = None) -> bytes:
@@ -661,6 +670,38 @@ def test_small_records_of_plain_data_skip_the_per_record_unpickler(
             p.dump(r)
     assert list(sp.Unpickler(io.BytesIO(out.getvalue()))) == RECORDS
     assert len(made) == 2  # the instance and the two-frame record, not the plain two
+
+
+@pytest.mark.parametrize("compress", [None, "zstd"])
+def test_safe_mode_reads_plain_data_of_several_frames_with_the_c_unpickler(
+    monkeypatch: pytest.MonkeyPatch, compress: str | None
+) -> None:
+    """Safe mode gathers a record's PICKLE frames so that the scan judges the
+    whole pickle: plain data takes pickle.loads, ~20x faster a pickle byte
+    than the counted Python unpickler; a global, tuples shared and hashed, or
+    more than SAFE_WHOLE_MAX bytes of pickle still take the counted one."""
+    made = []
+
+    class Counting(safe.SafeRecordUnpickler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            made.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(unpickler, "SafeRecordUnpickler", Counting)
+    shared = tuple(range(40))
+    for obj, counted in [
+        (["x" * 10_000, list(range(3000))], False),
+        ([complex(i, 1) for i in range(1000)], True),  # calls builtins.complex
+        ({(shared, i): i for i in range(1000)}, True),  # hashes a shared tuple
+    ]:
+        data = sp.dumps(obj, frame_size=FRAME_SIZE, compress=compress)
+        assert sp.loads(data, safe=True) == obj
+        assert made == ([1] if counted else []), obj
+        made.clear()
+    monkeypatch.setattr(unpickler, "SAFE_WHOLE_MAX", 3 * FRAME_SIZE)
+    obj = ["x" * 10_000, list(range(3000))]  # more than three frames: streamed
+    assert sp.loads(sp.dumps(obj, frame_size=FRAME_SIZE), safe=True) == obj
+    assert made == [1]
 
 
 def stream_of(pickled: bytes) -> bytes:
