@@ -30,12 +30,14 @@ import numpy as np
 from .errors import ForbiddenGlobalError
 from .safe_dtypes import (
     UNFOLDING,
+    Checked,
     check_dtype_state,
     check_expansion,
     dtype_nodes,
-    plain_items,
+    plain_dtype,
     plain_object_dtype,
     refuse,
+    seen,
     short,
     state_nodes,
 )
@@ -105,11 +107,6 @@ _MAX_EMPTY_EXTENT = 1 << 16
 _MAX_DIMS = 64  # numpy 2's NPY_MAXDIMS
 
 
-#: Dtypes of plain items a record has used, by id, with what an item of each
-#: unfolds into (see _plain_dtype).
-Checked = dict[int, tuple[Any, int]]
-
-
 def check_call(
     func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None, checked: Checked
 ) -> None:
@@ -173,14 +170,14 @@ def check_call(
         raise refuse("makes a numpy dtype from a type string only, as numpy pickles one")
     if func is _SCALAR and not (
         len(args) == 2
-        and _plain_dtype(args[0], checked)
+        and plain_dtype(args[0], checked)
         and isinstance(args[1], bytes)
         and len(args[1]) == args[0].itemsize
     ):
         raise refuse("makes a numpy scalar from a plain dtype and its bytes only")
     if func is _FROMBUFFER and not (
         len(args) in (4, 5)
-        and _plain_dtype(args[1], checked)
+        and plain_dtype(args[1], checked)
         and args[1].itemsize > 0
         and isinstance(args[2], tuple)
         and _order(args[3:], len(args[2]))
@@ -233,7 +230,7 @@ def check_build(inst: Any, state: Any, checked: Checked) -> Any:
         fits = isinstance(data, list) and len(data) == n
     else:
         fits = (
-            _plain_dtype(dtype, checked) > 0
+            plain_dtype(dtype, checked) > 0
             and isinstance(data, bytes)
             and len(data) == n * dtype.itemsize
         )
@@ -243,28 +240,6 @@ def check_build(inst: Any, state: Any, checked: Checked) -> Any:
             f"not {type(data).__name__}"
         )
     return state
-
-
-def _plain_dtype(dtype: Any, checked: Checked) -> int:
-    """What an item of ``dtype`` unfolds into, if it is a dtype of plain
-    items (refused if it unfolds too far), else 0. Kept in ``checked``: a
-    dtype another object took gets no later state (the scan refuses it), so
-    each is walked once a record (review: a 100-field dtype checked 52,000
-    times took 13 s from 948 KB)."""
-    hit = _seen(checked, dtype)
-    if hit is not None:
-        return hit
-    unfolded = check_expansion(dtype)
-    if not plain_items(dtype):
-        return 0
-    checked[id(dtype)] = (dtype, unfolded)
-    return unfolded
-
-
-def _seen(checked: Checked, dtype: Any) -> int | None:
-    """What an item of ``dtype`` unfolds into, if ``checked`` holds it."""
-    hit = checked.get(id(dtype))
-    return int(hit[1]) if hit is not None and hit[0] is dtype else None
 
 
 def _order(order: tuple[Any, ...], dims: int) -> bool:
@@ -378,7 +353,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     def _spend_dtype(self, dtype: Any) -> None:
         """A dtype is checked, field by field, where a record first uses it
         (a dtype of 100,000 fields used a thousand times: review)."""
-        if isinstance(dtype, np.dtype) and _seen(self._checked, dtype) is None:
+        if isinstance(dtype, np.dtype) and seen(self._checked, dtype) is None:
             self._spend(dtype_nodes(dtype, self._left()))
 
     def _unfolding(self, dtype: np.dtype[Any], items: int) -> int:
@@ -387,7 +362,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         structs deep: 1.4 GB of objects in tolist from a record of 1 MB,
         review; a table of two float32 columns, three objects in 8 bytes:
         none)."""
-        unfolded = _seen(self._checked, dtype) or 1  # an object dtype's: one
+        unfolded = seen(self._checked, dtype) or 1  # an object dtype's: one
         return max(0, items * (unfolded - UNFOLDING * dtype.itemsize))
 
     def _spend_hashing(self, items: Any) -> None:

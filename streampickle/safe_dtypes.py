@@ -2,7 +2,8 @@
 only if numpy rebuilds the same dtype from its description (flags, byte
 order and offsets are otherwise the pickle's to forge), and no dtype whose
 items unfold into many more objects than their bytes; the counts of field
-dtypes that hashing and printing a dtype visit. ``safe.py`` calls these;
+dtypes that hashing and printing a dtype visit; the dtypes a record has
+checked, each once (``Checked``). ``safe.py`` calls these;
 their refusals are ``ForbiddenGlobalError``s.
 """
 
@@ -25,6 +26,11 @@ _OBJECT = np.dtype(object)
 _ALIGNED_STRUCT = 0x80
 _DATETIME_UNITS = frozenset(b"Y M W D h m s ms us ns ps fs as generic".split())
 _make_dtype: Any = np.dtype  # built from what a pickle gave: no static type
+
+
+#: Dtypes of plain items a record has used, by id, with what an item of each
+#: unfolds into (see plain_dtype).
+Checked = dict[int, tuple[Any, int]]
 
 
 def refuse(what: str) -> ForbiddenGlobalError:
@@ -279,3 +285,25 @@ def state_nodes(state: tuple[Any, ...], limit: int) -> int:
         if nodes > limit:
             break
     return nodes
+
+
+def plain_dtype(dtype: Any, checked: Checked) -> int:
+    """What an item of ``dtype`` unfolds into, if it is a dtype of plain
+    items (refused if it unfolds too far), else 0. Kept in ``checked``: a
+    dtype another object took gets no later state (the scan refuses it), so
+    each is walked once a record (review: a 100-field dtype checked 52,000
+    times took 13 s from 948 KB)."""
+    hit = seen(checked, dtype)
+    if hit is not None:
+        return hit
+    unfolded = check_expansion(dtype)
+    if not plain_items(dtype):
+        return 0
+    checked[id(dtype)] = (dtype, unfolded)
+    return unfolded
+
+
+def seen(checked: Checked, dtype: Any) -> int | None:
+    """What an item of ``dtype`` unfolds into, if ``checked`` holds it."""
+    hit = checked.get(id(dtype))
+    return int(hit[1]) if hit is not None and hit[0] is dtype else None
