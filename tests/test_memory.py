@@ -32,6 +32,8 @@ import pytest
 pytest.importorskip("psutil")
 pytest.importorskip("numpy")
 
+from streampickle import unpickler  # noqa: E402
+
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"),
     reason="RSS accounting (ru_maxrss in KiB, /proc) as on Linux",
@@ -422,6 +424,38 @@ def test_mmap_load_reads_nothing_until_touched(big_dict_file: Path) -> None:
 
 # ---------------------------------------------------------------------------
 # 4. iterating records: one record at a time
+
+
+WRITE_STRINGS = """
+sp.dump(["%07d" % i * (1 << 17) for i in range(PARAMS["strings"])], PARAMS["path"])
+emit({})
+"""
+
+
+@pytest.mark.parametrize("strings", [40, 160])
+def test_safe_load_of_plain_data_holds_its_pickle_once_at_most_64_mib(
+    strings: int, tmp_path: Path
+) -> None:
+    """Safe mode reads a record's PICKLE frames of plain data ahead, up to
+    SAFE_WHOLE_MAX, to judge the whole pickle: beside the object it holds
+    them once (40 strings of 0.9 MB: 35 MiB), and for a larger record no
+    more than 64 MiB (160: 140 MiB, the rest streamed)."""
+    path = tmp_path / "strings.sp"
+    run_measured(WRITE_STRINGS, path=str(path), strings=strings)
+    m = run_measured(
+        """
+        with Meter() as m:
+            obj = sp.load(PARAMS["path"], safe=True)
+        emit({**m.report(), "loaded_mib": sum(map(len, obj)) / MiB,
+              "file_mib": os.path.getsize(PARAMS["path"]) / MiB})
+        """,
+        path=str(path),
+    )
+    held = min(m["file_mib"], unpickler.SAFE_WHOLE_MAX / (1 << 20))
+    bound = m["loaded_mib"] + held + 16
+    msg = describe(f"safe load of {strings} strings ({m['file_mib']:.0f} MiB)", m, bound)
+    assert m["loaded_mib"] >= strings * 0.87
+    assert m["growth_mib"] <= bound, msg
 
 
 def test_iterating_records_holds_one_record(records_file: Path) -> None:
