@@ -84,8 +84,10 @@
  * arrays), and it may share its contents with its arguments (a numpy view). */
 #define CALLED 0x40000000u
 #define FLAGS (HELD | CALLED)
-#define UNBOUNDED "more tuples and objects than sys.getrecursionlimit(), and a container " \
-                  "changed after another took it: nesting that cannot be bounded"
+/* Refusals of strict mode only begin with "safe mode" (records.refused). */
+#define UNBOUNDED "safe mode refuses more tuples and objects than sys.getrecursionlimit() " \
+                  "in a record that names a global, and a container changed after another " \
+                  "took it: nesting that cannot be bounded"
 
 static void
 array_init(array *a, Py_ssize_t item_size)
@@ -437,7 +439,7 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
          * gives a state holding themselves: numpy takes such a cycle (a
          * dtype whose field is itself), and hashing it never ends. */
         if (s->strict && U32(s->height)[U32(s->stack)[len - 2]] & HELD)
-            return scan_refuse(s, "an object given its state after another took it");
+            return scan_refuse(s, "safe mode gives no state to an object after another took it");
         return add_to(s, len - 1, 0);
     case EMPTY_LIST:
     case EMPTY_DICT:

@@ -16,14 +16,23 @@ import collections
 from typing import Any
 
 from ._pickle_scan import PickleScan
-from .errors import CorruptStreamError, StreamError, TruncatedStreamError
+from .errors import (
+    CorruptStreamError,
+    ForbiddenGlobalError,
+    StreamError,
+    TruncatedStreamError,
+)
 from .format import Codec, FrameHeader, Kind
 from .frames import FrameReader
 
 
-def refused(number: int, exc: ValueError) -> CorruptStreamError:
-    """The scan's ValueError(what, pickle_offset) as the reader's error."""
+def refused(number: int, exc: ValueError) -> StreamError:
+    """The scan's ValueError(what, pickle_offset) as the reader's error: what
+    only safe mode refuses (``what`` says "safe mode") is forbidden, not
+    corrupt."""
     what, at = exc.args
+    if what.startswith("safe mode"):
+        return ForbiddenGlobalError(f"{what} (record {number}, pickle byte {at})")
     return CorruptStreamError(f"record {number} is not a valid pickle: {what} at byte {at}")
 
 

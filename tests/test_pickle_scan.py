@@ -477,7 +477,7 @@ def test_strict_refuses_nesting_that_heights_cannot_bound() -> None:
     limit = sys.getrecursionlimit()
     deep = laundered(limit + 10)
     assert outcome(lambda d: check_whole(d, strict=True), deep)[0].startswith(
-        "more tuples and objects than sys.getrecursionlimit()"
+        "safe mode refuses more tuples and objects than sys.getrecursionlimit()"
     )
     assert check_whole(deep) is False  # heights say 2
     assert check_whole(laundered(limit // 2 - 5), strict=True) is False  # too few to matter
@@ -495,7 +495,7 @@ def test_strict_refuses_nesting_that_heights_cannot_bound() -> None:
     PickleScan(strict=True).feed(cycle + past + b".")
     named = cycle + past + b"cbuiltins\nlen\n0."
     for scan in (lambda d: check_whole(d, strict=True), PickleScan(strict=True).feed):
-        assert outcome(scan, named)[0].startswith("more tuples and objects than"), scan
+        assert outcome(scan, named)[0].startswith("safe mode refuses more tuples"), scan
     assert check_whole(named) is False
 
 
@@ -714,6 +714,21 @@ def stream_of(pickled: bytes) -> bytes:
     with sp.Pickler(data) as p:
         p.write_record(write)
     return data.getvalue()
+
+
+def test_what_only_safe_mode_refuses_is_forbidden_not_corrupt() -> None:
+    """A valid pickle that strict mode refuses: ForbiddenGlobalError, naming
+    the record and pickle byte (was a CorruptStreamError: review)."""
+    unbounded = stream_of(laundered(sys.getrecursionlimit() + 10))
+    with pytest.raises(
+        sp.ForbiddenGlobalError, match=r"^safe mode refuses more tuples .*\(record 0, pick"
+    ):
+        sp.loads(unbounded, safe=True)
+    held_then_built = stream_of(b"\x80\x04]\x94h\x00\x850Nb.")  # L; (L,); BUILD L
+    with pytest.raises(sp.ForbiddenGlobalError, match="^safe mode gives no state"):
+        sp.loads(held_then_built, safe=True)
+    with pytest.raises(sp.CorruptStreamError, match="not a valid pickle: a memo slot"):
+        sp.loads(stream_of(b"\x80\x04Nq\x05."), safe=True)
 
 
 @pytest.mark.parametrize(
