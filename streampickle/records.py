@@ -140,7 +140,7 @@ class RecordReader:
             if h is not None and h.kind is Kind.RECORD_END:
                 if (h.raw_size, h.param) != (self.pickle_bytes, 0):
                     raise bad_counts(h, self.pickle_bytes, 0)
-                self.end = h
+                self.end, self.chunk = h, b""
                 return gathered
             if h is None or h.kind is not Kind.PICKLE or self.size + h.raw_size > limit:
                 self.first = h  # for the unpickler's reads

@@ -285,9 +285,9 @@ def _size(shape: tuple[Any, ...]) -> int:
     """Elements of ``shape``, -1 if it is not numpy's (at most 64 extents,
     each below 2**63: a huge int multiplied a hundred times over took a
     minute, review)."""
-    if len(shape) > _MAX_DIMS or not all(type(n) is int and 0 <= n < 2**63 for n in shape):
+    if len(shape) > _MAX_DIMS or shape and set(map(type, shape)) != {int}:
         return -1
-    return math.prod(shape)
+    return math.prod(shape) if not shape or 0 <= min(shape) <= max(shape) < 2**63 else -1
 
 
 _PythonUnpickler: Any = pickle._Unpickler  # typeshed calls it the C one
@@ -311,6 +311,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         self._unbuilt: dict[int, Any] = {}
         self._out_of_band: dict[int, Any] = {}
         self._checked: Checked = {}
+        self._states: dict[int, Any] = {}  # dtype states given, and their containers
 
     def _spend(self, work: int) -> None:
         """Count ``work`` (bytes or items copied, objects a hash visits): a
@@ -342,7 +343,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         elif func is _SCALAR:
             self._spend(args[0].itemsize + self._unfolding(args[0], 1))
         elif func is _FROMBUFFER:
-            self._spend(self._unfolding(args[1], _size(args[2])))
+            self._spend(self._unfolding(args[1], _size(args[2])) + _EXTENT * len(args[2]))
         _run(id(func) in _OWN_IDS, step, *step_args)
         made = self.stack[-1]
         if func is np.dtype:
@@ -391,21 +392,36 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         self._call(klass, args, None, _PythonUnpickler._instantiate, self, klass, args)
 
     def load_build(self) -> None:
-        inst = self.stack[-2]
+        inst, given = self.stack[-2:]
         if isinstance(inst, np.ndarray):
             # numpy's __setstate__ frees an array's data whatever views of it
             # there are (review: a second BUILD left a memoryview dangling)
             if self._unbuilt.pop(id(inst), None) is not inst:
                 raise refuse("gives a state only to an array _reconstruct made, once")
-            if isinstance(self.stack[-1], tuple) and len(self.stack[-1]) > 2:
-                self._spend_dtype(self.stack[-1][2])
-        self.stack[-1] = state = check_build(inst, self.stack[-1], self._checked)
+            if isinstance(given, tuple) and len(given) > 2:
+                self._spend_dtype(given[2])
+        self.stack[-1] = state = check_build(inst, given, self._checked)
         if isinstance(inst, np.ndarray):
-            self._spend(len(state[4]) + self._unfolding(state[2], _size(state[1])))
-        else:  # checking it makes a dtype and compares states: field dtypes as they appear
-            nodes = state_nodes(state, self._left() // _DTYPE_NODE)
-            self._spend(_DTYPE_STATE + _DTYPE_NODE * nodes)
+            shape = state[1]
+            self._spend(len(state[4]) + self._unfolding(state[2], _size(shape)))
+            self._spend(_EXTENT * len(shape))
+        else:
+            self._spend(self._dtype_state_work(given, state))
         _run(True, _PythonUnpickler.load_build, self)  # numpy's, on an array or dtype
+
+    def _dtype_state_work(self, given: tuple[Any, ...], state: tuple[Any, ...]) -> int:
+        """What checking a dtype's state ``given`` costs: its field dtypes as
+        numpy hashes and prints them, and its metadata's entries; if it, or a
+        container in it, was given before (written once, then checked again
+        for a few bytes a time: one state, 9 s from 1 MB; one metadata dict,
+        29 s: reviews), making a dtype and comparing states each time too."""
+        metadata = given[8] if len(given) == 9 else None
+        work = state_nodes(state, self._left()) + len(metadata or ())
+        parts = [p for p in (given, *given[2:5], metadata) if p is not None]
+        if any(id(p) in self._states for p in parts):
+            return _DTYPE_STATE + _DTYPE_NODE * work
+        self._states.update((id(p), p) for p in parts)
+        return work
 
     # Opcodes that hash keys or items: each visit counted (a tuple hashes its
     # items every time, however often it is shared).
@@ -549,10 +565,11 @@ def _range_work(args: tuple[Any, ...]) -> int:
 _STR_ITEM = 10
 #: What checking a dtype's state costs (it makes the dtype again and compares
 #: numpy's state of it: ~25 µs), and each dtype in it (~1 µs), against a byte's
-#: 1 (~0.05 µs): one state given again and again to a new dtype took 9 s from
-#: 1 MB when charged its dtypes only (fourteenth review).
+#: 1 (~0.05 µs): charged where a state comes back (see _dtype_state_work).
 _DTYPE_STATE = 512
 _DTYPE_NODE = 16
+#: What each extent of an array's shape costs its checks (~0.4 µs).
+_EXTENT = 8
 
 
 def _run(own: bool, step: Any, *args: Any) -> None:

@@ -152,25 +152,21 @@ class Unpickler:
         )
         self._state = "new"
         self._count = 0
-        # Set on each record's unpickler: a subclass's override, behind the
-        # safe-mode check if asked; else the record unpickler's own serves.
-        overridden = getattr(self.find_class, "__func__", None) is not _OWN_FIND_CLASS
-        self._find_class: Callable[[str, str], Any] | None = (
-            self.find_class if overridden else None
-        )
-        if safe:
-            allowed = SAFE_GLOBALS | frozenset(allow)
-            find = self.find_class  # the override runs only after the check
+        # Set on each record's unpickler, and dropped with it (held here, a
+        # bound method would keep this Unpickler alive until a GC cycle): a
+        # subclass's override, behind the safe-mode check if asked.
+        self._overridden = getattr(self.find_class, "__func__", None) is not _OWN_FIND_CLASS
+        self._allowed = SAFE_GLOBALS | frozenset(allow) if safe else None
 
-            def checked_find_class(module: str, name: str) -> Any:
-                if f"{module}.{name}" not in allowed:
-                    raise ForbiddenGlobalError(
-                        f"global {module}.{name} is forbidden in safe mode "
-                        f"(record {self._count}); pass allow=[...] to permit it"
-                    )
-                return find(module, name)
-
-            self._find_class = checked_find_class
+    def _checked_find_class(self, module: str, name: str) -> Any:
+        """find_class in safe mode: only the globals allowed reach it."""
+        assert self._allowed is not None
+        if f"{module}.{name}" not in self._allowed:
+            raise ForbiddenGlobalError(
+                f"global {module}.{name} is forbidden in safe mode "
+                f"(record {self._count}); pass allow=[...] to permit it"
+            )
+        return self.find_class(module, name)
 
     def find_class(self, module: str, name: str) -> Any:
         """The global ``module.name``, as ``pickle.Unpickler.find_class``."""
@@ -314,7 +310,10 @@ class Unpickler:
                 return pickle.loads(chunk)
             except Exception as exc:
                 _raise_from_loads(number, exc)
-        return self._unpickle_whole(bytes(chunk), number)
+        whole = bytes(chunk)
+        if isinstance(chunk, bytearray):  # gathered: not held twice while it runs
+            chunk.clear()
+        return self._unpickle_whole(whole, number)
 
     def _unpickle_whole(self, chunk: bytes, number: int) -> Any:
         whole = self._whole
@@ -333,8 +332,10 @@ class Unpickler:
             unpickler = SafeRecordUnpickler if self._safe else _RecordUnpickler
             inner = unpickler(file, buffers=record if file is record else ())
             self._inner = inner
-            if self._find_class is not None:
-                inner.find_class = self._find_class  # type: ignore[method-assign]
+            if self._allowed is not None:
+                inner.find_class = self._checked_find_class  # type: ignore[method-assign]
+            elif self._overridden:
+                inner.find_class = self.find_class  # type: ignore[method-assign]
             if self.persistent_load is not None:
                 inner.persistent_load = self.persistent_load  # type: ignore[method-assign]
             obj = inner.load()
@@ -358,6 +359,7 @@ class Unpickler:
             raise _not_a_pickle(number, exc) from exc
         finally:
             self._inner = None  # drop the memo and its references
+            self._whole.chunk = record.chunk = b""  # and the pickle bytes read
 
     # -- random access ------------------------------------------------------
 

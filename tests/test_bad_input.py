@@ -1800,9 +1800,36 @@ def _state_given_again(fields: int, times: int) -> bytes:
     return head + b"h\x01h\x02Rh\x00b0" * times + b"N"
 
 
+def _metadata_given_again(entries: int, times: int) -> bytes:
+    """numpy.dtype("f8") given a state whose metadata dict of ``entries``
+    entries is memo'd, ``times`` times, each a new dtype (fifteenth review:
+    numpy copies the dict and the check compares it, each time; 29 s from
+    975 KB)."""
+    metadata = b"}\x94(" + b"".join(_op_int(i) + b"N" for i in range(entries)) + b"u"
+    state = b"(K\x04" + _op_str("<") + b"NNN" + _op_int(-1) * 2 + b"K\x00h\x00t\x94"
+    head = metadata + state + b"0" + _op_global("numpy", "dtype") + b"\x940"
+    head += _op_tuple(_op_str("f8"), b"\x89", b"\x88") + b"\x940"
+    return head + b"h\x02h\x03Rh\x01b0" * times + b"N"
+
+
+def _extents_read_again(times: int) -> bytes:
+    """_frombuffer of a byte in a shape of 64 extents, "K" order, its
+    arguments memo'd: 6 pickle bytes a call whose checks walk 64 extents
+    (fifteenth review: 5.6 s from 1 MB)."""
+    shape = _op_tuple(*[_op_int(1)] * 64)
+    axes = _op_tuple(*[_op_int(i) for i in range(63, -1, -1)])
+    args = _op_tuple(_op_bytes(b"\0"), _op_dtype("u1"), shape, _op_str("K"), axes)
+    head = _FROMBUFFER_OP + b"\x940" + args + b"\x940"
+    return head + b"h\x00h\x01R0" * times + b"N"
+
+
 #: Ninth review: numpy scalars and strings whose costs went uncounted.
 _SHARED_AND_HASHED.update({
     "one-dtype-state-given-to-new-dtypes-again": (_state_given_again(70, 110_000), _BUDGET),
+    "one-metadata-dict-given-to-new-dtypes-again": (
+        _metadata_given_again(100_000, 11_000), _BUDGET
+    ),
+    "a-shape-of-64-extents-read-again": (_extents_read_again(170_000), _BUDGET),
     "equal-numpy-bytes-scalars-added-again": (
         _two_equal_scalars(200_000) + b"\x8f(" + _memo_get(2) + b"\x90("
         + _memo_get(3) * 20_000 + b"\x90",
@@ -1957,6 +1984,21 @@ class TestSafeModeChecksEachCallAndState:
         outcome = TestHostileLengthsInsideThePickle.load_in_a_child(data, use="len(obj)")
         assert outcome == "1000", outcome
         assert time.perf_counter() - started < 20  # ~1 s
+
+    def test_records_of_many_distinct_dtypes_load(self) -> None:
+        """Each dtype object its own state, checked once: a dtype's check is
+        charged its full cost only where its state comes back (fifteenth
+        review: from ~4,400 dtypes on, each was charged more than its state's
+        pickle bytes bring)."""
+        records = [
+            [np.dtype(">f8") for _ in range(10_000)],
+            [np.dtype([("a", "u1")]) for _ in range(10_000)],
+            {f"column_{i}": np.dtype(">i4") for i in range(10_000)},
+            [np.zeros(1, [("a", "u1")])[0] for _ in range(10_000)],
+        ]
+        for obj in records:
+            got = sp.loads(sp.dumps(obj), safe=True)
+            assert got == obj
 
     @pytest.mark.parametrize("compress", [None, "zstd"])
     def test_a_transposed_array_out_of_band_loads(self, compress: str | None) -> None:
