@@ -311,7 +311,6 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         self._unbuilt: dict[int, Any] = {}
         self._out_of_band: dict[int, Any] = {}
         self._checked: Checked = {}
-        self._states: dict[int, Any] = {}  # dtype states given, and their containers
 
     def _spend(self, work: int) -> None:
         """Count ``work`` (bytes or items copied, objects a hash visits): a
@@ -410,18 +409,20 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         _run(True, _PythonUnpickler.load_build, self)  # numpy's, on an array or dtype
 
     def _dtype_state_work(self, given: tuple[Any, ...], state: tuple[Any, ...]) -> int:
-        """What checking a dtype's state ``given`` costs: its field dtypes as
-        numpy hashes and prints them, and its metadata's entries; if it, or a
-        container in it, was given before (written once, then checked again
-        for a few bytes a time: one state, 9 s from 1 MB; one metadata dict,
-        29 s: reviews), making a dtype and comparing states each time too."""
+        """What checking a dtype's state ``given`` costs: making the dtype
+        again, each of its fields, each dtype in it (walked as numpy hashes
+        and prints it, and for what it unfolds into) and its metadata's
+        entries (copied and compared). A state's containers may come from
+        the memo for a few bytes each (one state given to new dtypes again:
+        9 s from 1 MB; one metadata dict: 29 s from 975 KB: reviews)."""
         metadata = given[8] if len(given) == 9 else None
-        work = state_nodes(state, self._left()) + len(metadata or ())
-        parts = [p for p in (given, *given[2:5], metadata) if p is not None]
-        if any(id(p) in self._states for p in parts):
-            return _DTYPE_STATE + _DTYPE_NODE * work
-        self._states.update((id(p), p) for p in parts)
-        return work
+        if type(metadata) is tuple:  # a datetime's: (dict, unit)
+            metadata = metadata[0]
+        nodes = state_nodes(state, self._left())
+        fields = len(given[3] or ())
+        return (
+            _DTYPE_STATE + _DTYPE_FIELD * fields + _DTYPE_NODE * nodes + len(metadata or ())
+        )
 
     # Opcodes that hash keys or items: each visit counted (a tuple hashes its
     # items every time, however often it is shared).
@@ -564,10 +565,12 @@ def _range_work(args: tuple[Any, ...]) -> int:
 #: What a character of a str copied or parsed costs, against a byte's 1.
 _STR_ITEM = 10
 #: What checking a dtype's state costs (it makes the dtype again and compares
-#: numpy's state of it: ~25 µs), and each dtype in it (~1 µs), against a byte's
-#: 1 (~0.05 µs): charged where a state comes back (see _dtype_state_work).
-_DTYPE_STATE = 512
-_DTYPE_NODE = 16
+#: numpy's state of it: ~15 µs), each of its fields (~1 µs) and each dtype in
+#: it (~0.4 µs), against a byte's 1 (~0.05 µs); a state numpy writes takes
+#: 36 bytes or more (see _dtype_state_work).
+_DTYPE_STATE = 256
+_DTYPE_FIELD = 16
+_DTYPE_NODE = 8
 #: What each extent of an array's shape costs its checks (~0.4 µs).
 _EXTENT = 8
 

@@ -19,6 +19,7 @@ region of the stream they were found in, so a failing test says where.
 
 from __future__ import annotations
 
+import copy
 import copyreg
 import io
 import os
@@ -1812,6 +1813,31 @@ def _metadata_given_again(entries: int, times: int) -> bytes:
     return head + b"h\x02h\x03Rh\x01b0" * times + b"N"
 
 
+def _datetime_metadata_again(entries: int, times: int) -> bytes:
+    """A new numpy.dtype("M8") given a fresh state whose (metadata, unit)
+    holds one memo'd dict of ``entries`` entries, ``times`` times (sixteenth
+    review: a datetime's metadata went uncharged; 18.9 s from 951 KB)."""
+    metadata = b"}\x94(" + b"".join(_op_int(i) + b"N" for i in range(entries)) + b"u0"
+    unit = _op_tuple(_op_bytes(b"s"), b"K\x01", b"K\x01", b"K\x01")
+    head = metadata + _op_str("<") + b"\x940" + unit + b"\x940"  # memo 1, 2
+    head += _op_global("numpy", "dtype") + b"\x940"  # memo 3
+    head += _op_tuple(_op_str("M8"), b"\x89", b"\x88") + b"\x940"  # memo 4
+    state = b"(K\x04h\x01NNN" + _op_int(-1) * 2 + b"K\x00h\x00h\x02\x86t"
+    return head + (b"h\x03h\x04R" + state + b"b0") * times + b"N"
+
+
+def _subarrays_of_one_struct(fields: int, times: int) -> bytes:
+    """A new numpy.dtype("V<fields>") given a fresh subarray state over one
+    memo'd struct of ``fields`` one-byte fields, ``times`` times: each check
+    walks the struct (sixteenth review: 3.45 s from 1 MB)."""
+    struct_ = np.dtype([(f"f{i}", "u1") for i in range(fields)])
+    head = _op_dtype(struct_) + b"\x940" + _op_global("numpy", "dtype") + b"\x940"
+    head += _op_tuple(_op_str(f"V{fields}"), b"\x89", b"\x88") + b"\x940"
+    head += _op_str("|") + b"\x940" + _op_tuple(_op_int(1)) + b"\x940"  # memo 3, 4
+    state = b"(K\x03h\x03h\x00h\x04\x86NN" + _op_int(fields) + b"K\x01K\x10t"
+    return head + (b"h\x01h\x02R" + state + b"b0") * times + b"N"
+
+
 def _extents_read_again(times: int) -> bytes:
     """_frombuffer of a byte in a shape of 64 extents, "K" order, its
     arguments memo'd: 6 pickle bytes a call whose checks walk 64 extents
@@ -1830,6 +1856,10 @@ _SHARED_AND_HASHED.update({
         _metadata_given_again(100_000, 11_000), _BUDGET
     ),
     "a-shape-of-64-extents-read-again": (_extents_read_again(170_000), _BUDGET),
+    "a-datetime-metadata-dict-given-again": (
+        _datetime_metadata_again(100_000, 13_000), _BUDGET
+    ),
+    "subarrays-of-one-struct-given-again": (_subarrays_of_one_struct(345, 8000), _BUDGET),
     "equal-numpy-bytes-scalars-added-again": (
         _two_equal_scalars(200_000) + b"\x8f(" + _memo_get(2) + b"\x90("
         + _memo_get(3) * 20_000 + b"\x90",
@@ -1990,11 +2020,15 @@ class TestSafeModeChecksEachCallAndState:
         charged its full cost only where its state comes back (fifteenth
         review: from ~4,400 dtypes on, each was charged more than its state's
         pickle bytes bring)."""
+        struct_ = np.dtype([("a", "u1"), ("b", "<f4"), ("c", "S3")])
         records = [
             [np.dtype(">f8") for _ in range(10_000)],
             [np.dtype([("a", "u1")]) for _ in range(10_000)],
             {f"column_{i}": np.dtype(">i4") for i in range(10_000)},
             [np.zeros(1, [("a", "u1")])[0] for _ in range(10_000)],
+            # derived, sharing numpy's names and fields (sixteenth review)
+            [copy.copy(struct_) for _ in range(5000)],
+            [np.dtype(struct_, metadata={"h5py": i}) for i in range(10_000)],
         ]
         for obj in records:
             got = sp.loads(sp.dumps(obj), safe=True)
