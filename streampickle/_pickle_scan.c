@@ -53,12 +53,11 @@
  * opcode that reaches code, for the late changes before it; at each after).
  * Plain data has no callable to copy contents: its heights hold (a list
  * that holds a tuple holding it, beside a thousand tuples, loads). A call's
- * result given more before another
- * took it is not late: safe mode gives more only to results that are new
- * objects sharing no container with their arguments (a list, dict or set;
- * numpy's _reconstruct, once; a dtype numpy copied: safe.py), so its height,
- * raised, holds. Without strict, a pickle that names globals can run any
- * code anyway.
+ * result given more before another took it is not late: safe mode gives
+ * more only to results that are new objects sharing no container with their
+ * arguments (a list, dict or set; numpy's _reconstruct, once; a dtype numpy
+ * copied: safe.py), so its height, raised, holds. Without strict, a pickle
+ * that names globals can run any code anyway.
  *
  * The opcodes' table is _pickle_opcodes.c; the light loop that most small
  * pickles take instead of this scan, _pickle_scan_light.c.

@@ -264,10 +264,10 @@ def _fits_empty(shape: Any) -> bool:
     """A shape of ints >= 0; if it has no elements, at most _MAX_EMPTY_EXTENT
     rows of nothing before its first empty extent (an empty array has no
     data to bound them by; those after it make no objects)."""
-    if not isinstance(shape, tuple) or _size(shape) < 0:
-        return False
-    rows = shape[: shape.index(0)] if 0 in shape else shape
-    return _size(shape) > 0 or math.prod(rows) <= _MAX_EMPTY_EXTENT
+    n = _size(shape) if isinstance(shape, tuple) else -1
+    if n != 0:
+        return n > 0
+    return bool(math.prod(shape[: shape.index(0)]) <= _MAX_EMPTY_EXTENT)
 
 
 def _bytes_of(buffer: Any, n: int) -> bool:
@@ -340,9 +340,12 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         elif func is range:
             self._spend(_range_work(args))
         elif func is _SCALAR:
-            self._spend(args[0].itemsize + self._unfolding(args[0], 1))
+            self._spend(args[0].itemsize + self._unfolding(args[0], ()))
         elif func is _FROMBUFFER:
-            self._spend(self._unfolding(args[1], _size(args[2])) + _EXTENT * len(args[2]))
+            extents = _EXTENT * len(args[2])
+            self._spend(_ARRAY_CALL + self._unfolding(args[1], args[2]) + extents)
+        elif func is _RECONSTRUCT:
+            self._spend(_ARRAY_CALL)
         _run(id(func) in _OWN_IDS, step, *step_args)
         made = self.stack[-1]
         if func is np.dtype:
@@ -356,14 +359,15 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         if isinstance(dtype, np.dtype) and seen(self._checked, dtype) is None:
             self._spend(dtype_nodes(dtype, self._left()))
 
-    def _unfolding(self, dtype: np.dtype[Any], items: int) -> int:
-        """The objects ``items`` items of ``dtype`` (checked) unfold into
-        beyond UNFOLDING a byte of theirs (a million items of a byte, thirty
-        structs deep: 1.4 GB of objects in tolist from a record of 1 MB,
-        review; a table of two float32 columns, three objects in 8 bytes:
-        none)."""
+    def _unfolding(self, dtype: np.dtype[Any], shape: tuple[int, ...]) -> int:
+        """The objects the items of ``dtype`` (checked) in ``shape`` unfold
+        into beyond UNFOLDING a byte of theirs (a million items of a byte,
+        thirty structs deep: 1.4 GB of objects in tolist from a record of
+        1 MB, review; a table of two float32 columns, three objects in 8
+        bytes: none)."""
         unfolded = seen(self._checked, dtype) or 1  # an object dtype's: one
-        return max(0, items * (unfolded - UNFOLDING * dtype.itemsize))
+        beyond = unfolded - UNFOLDING * dtype.itemsize
+        return beyond * _size(shape) if beyond > 0 else 0
 
     def _spend_hashing(self, items: Any) -> None:
         if isinstance(items, dict | set | frozenset):
@@ -402,27 +406,27 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         self.stack[-1] = state = check_build(inst, given, self._checked)
         if isinstance(inst, np.ndarray):
             shape = state[1]
-            self._spend(len(state[4]) + self._unfolding(state[2], _size(shape)))
-            self._spend(_EXTENT * len(shape))
+            unfolding = self._unfolding(state[2], shape)
+            self._spend(len(state[4]) + unfolding + _EXTENT * len(shape))
         else:
             self._spend(self._dtype_state_work(given, state))
         _run(True, _PythonUnpickler.load_build, self)  # numpy's, on an array or dtype
 
     def _dtype_state_work(self, given: tuple[Any, ...], state: tuple[Any, ...]) -> int:
         """What checking a dtype's state ``given`` costs: making the dtype
-        again, each of its fields, each dtype in it (walked as numpy hashes
-        and prints it, and for what it unfolds into) and its metadata's
-        entries (copied and compared). A state's containers may come from
+        again, each of its fields and their names, each dtype in it (walked
+        as numpy hashes and prints it, and for what it unfolds into) and its
+        metadata's entries (copied and compared). A state's containers may come from
         the memo for a few bytes each (one state given to new dtypes again:
         9 s from 1 MB; one metadata dict: 29 s from 975 KB: reviews)."""
         metadata = given[8] if len(given) == 9 else None
         if type(metadata) is tuple:  # a datetime's: (dict, unit)
             metadata = metadata[0]
-        nodes = state_nodes(state, self._left())
-        fields = len(given[3] or ())
-        return (
-            _DTYPE_STATE + _DTYPE_FIELD * fields + _DTYPE_NODE * nodes + len(metadata or ())
-        )
+        # names and titles are looked up and compared: byte by byte where a
+        # key is equal to a name but not it (review: 34 s from 8 MB)
+        keys = sum(map(len, given[4] or ())) // _TEXT
+        work = _DTYPE_FIELD * len(given[3] or ()) + keys + len(metadata or ())
+        return _DTYPE_STATE + work + _DTYPE_NODE * state_nodes(state, self._left())
 
     # Opcodes that hash keys or items: each visit counted (a tuple hashes its
     # items every time, however often it is shared).
@@ -507,10 +511,19 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
 
 
-#: What a record in safe mode may copy and hash: this many items or bytes a
-#: pickle byte, and _SPEND_FLOOR more.
+#: The budget: what a record in safe mode may copy, hash and have checked, in
+#: units of a byte copied (~0.05 µs): this many a pickle byte, and the floor.
 _SPEND_FACTOR = 8
 _SPEND_FLOOR = 1 << 20
+#: What things cost, in those units (a dtype state numpy writes takes 36 bytes
+#: or more, an array 23; their parts may come from the memo for 2 bytes each):
+_STR_ITEM = 10  # a character of a str copied or parsed: it may become an object
+_DTYPE_STATE = 256  # checking a dtype's state: making the dtype again, ~15 µs
+_DTYPE_FIELD = 16  # each of its fields, ~1 µs
+_DTYPE_NODE = 8  # each dtype in it, walked, ~0.4 µs
+_TEXT = 64  # bytes of a field's name or title, looked up and compared: 1
+_ARRAY_CALL = 128  # _frombuffer or _reconstruct and its BUILD checked, ~10 µs
+_EXTENT = 8  # each extent of an array's shape
 
 
 def _hash_visits(obj: Any, limit: int) -> int:
@@ -560,19 +573,6 @@ def _range_work(args: tuple[Any, ...]) -> int:
     30-bit digits: 50,000 by 25,000 took 3 s, review)."""
     digits = [a.bit_length() // 30 + 1 if type(a) is int else 1 for a in args]
     return max(digits, default=1) * (digits[2] if len(digits) > 2 else 1)
-
-
-#: What a character of a str copied or parsed costs, against a byte's 1.
-_STR_ITEM = 10
-#: What checking a dtype's state costs (it makes the dtype again and compares
-#: numpy's state of it: ~15 µs), each of its fields (~1 µs) and each dtype in
-#: it (~0.4 µs), against a byte's 1 (~0.05 µs); a state numpy writes takes
-#: 36 bytes or more (see _dtype_state_work).
-_DTYPE_STATE = 256
-_DTYPE_FIELD = 16
-_DTYPE_NODE = 8
-#: What each extent of an array's shape costs its checks (~0.4 µs).
-_EXTENT = 8
 
 
 def _run(own: bool, step: Any, *args: Any) -> None:

@@ -1838,6 +1838,29 @@ def _subarrays_of_one_struct(fields: int, times: int) -> bytes:
     return head + (b"h\x01h\x02R" + state + b"b0") * times + b"N"
 
 
+def _equal_names_given_again(length: int, times: int) -> bytes:
+    """A new numpy.dtype("V1") given one memo'd state of a field named A
+    whose fields dict's key is B, equal to A but not it (both ``length``
+    characters), ``times`` times: each check compares A and B byte by byte
+    (seventeenth review: 34 s from 8 MB)."""
+    name = _op_str("a" * length)
+    fields = b"}" + _memo_get(1) + _op_tuple(_op_dtype("u1"), _op_int(0)) + b"s"
+    state = _op_tuple(_op_int(3), _op_str("|"), b"N", _op_tuple(_memo_get(0)), fields)
+    state = state[:-1] + _op_int(1) + _op_int(1) + _op_int(16) + b"t"
+    head = name + b"\x940" + name + b"\x940" + state + b"\x940"  # memo 0, 1, 2
+    head += _op_global("numpy", "dtype") + b"\x940"  # memo 3
+    head += _op_tuple(_op_str("V1"), b"\x89", b"\x88") + b"\x940"  # memo 4
+    return head + b"h\x03h\x04Rh\x02b0" * times + b"N"
+
+
+def _array_read_again(times: int) -> bytes:
+    """_frombuffer of one byte, its arguments memo'd: 6 pickle bytes a call
+    of ~10 µs of checks (seventeenth review: 2-3 s from 1 MB)."""
+    args = _op_tuple(_op_bytes(b"\0"), _op_dtype("u1"), _op_tuple(_op_int(1)), _op_str("C"))
+    head = _FROMBUFFER_OP + b"\x940" + args + b"\x940"
+    return head + b"h\x00h\x01R0" * times + b"N"
+
+
 def _extents_read_again(times: int) -> bytes:
     """_frombuffer of a byte in a shape of 64 extents, "K" order, its
     arguments memo'd: 6 pickle bytes a call whose checks walk 64 extents
@@ -1860,6 +1883,8 @@ _SHARED_AND_HASHED.update({
         _datetime_metadata_again(100_000, 13_000), _BUDGET
     ),
     "subarrays-of-one-struct-given-again": (_subarrays_of_one_struct(345, 8000), _BUDGET),
+    "equal-names-given-again": (_equal_names_given_again(450_000, 30_000), _BUDGET),
+    "an-array-read-again": (_array_read_again(166_000), _BUDGET),
     "equal-numpy-bytes-scalars-added-again": (
         _two_equal_scalars(200_000) + b"\x8f(" + _memo_get(2) + b"\x90("
         + _memo_get(3) * 20_000 + b"\x90",
