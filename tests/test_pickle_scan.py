@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import streampickle as sp
 from streampickle import format as fmt
-from streampickle import safe, unpickler
+from streampickle import unpickler
 from streampickle._pickle_scan import PickleScan, check_whole
 
 #: Opcodes that reach code, a hook or an out-of-band buffer: not plain.
@@ -655,17 +655,25 @@ def test_records_of_every_kind_read_back() -> None:
     assert [sp.loads(sp.dumps(r)) for r in RECORDS] == RECORDS
 
 
-def test_small_records_of_plain_data_skip_the_per_record_unpickler(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    made = []
+def counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Replace the class ``unpickler.<name>`` by a subclass that counts the
+    instances made (in the list returned)."""
+    made: list[int] = []
+    base = getattr(unpickler, name)
 
-    class Counting(unpickler._RecordUnpickler):
+    class Counting(base):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             made.append(1)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(unpickler, "_RecordUnpickler", Counting)
+    monkeypatch.setattr(unpickler, name, Counting)
+    return made
+
+
+def test_small_records_of_plain_data_skip_the_per_record_unpickler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made = counting(monkeypatch, "_RecordUnpickler")
     out = io.BytesIO()
     with sp.Pickler(out, frame_size=FRAME_SIZE) as p:
         for r in RECORDS:
@@ -682,14 +690,7 @@ def test_safe_mode_reads_plain_data_of_several_frames_with_the_c_unpickler(
     whole pickle: plain data takes pickle.loads, ~20x faster a pickle byte
     than the counted Python unpickler; a global, tuples shared and hashed, or
     more than SAFE_WHOLE_MAX bytes of pickle still take the counted one."""
-    made = []
-
-    class Counting(safe.SafeRecordUnpickler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            made.append(1)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(unpickler, "SafeRecordUnpickler", Counting)
+    made = counting(monkeypatch, "SafeRecordUnpickler")
     shared = tuple(range(40))
     for obj, counted in [
         (["x" * 10_000, list(range(3000))], False),
