@@ -13,7 +13,7 @@ and what calls copy and hashing visits counted against a budget of the
 record's size. Records of plain data name no global, call nothing and take
 the C path, unless their hashing could visit beyond a bounded factor of
 their size (shared tuples: see ``dag_bits`` in ``_pickle_opcodes.h``). What is
-taken of numpy dtypes is in ``safe_dtypes.py``.
+taken of numpy dtypes is in ``safe_dtypes.py``; what work costs, ``safe_budget.py``.
 """
 
 from __future__ import annotations
@@ -22,13 +22,28 @@ import math
 import pickle
 import re
 import struct
-from collections.abc import Sized
 from typing import Any
 
 import numpy as np
 
 from .errors import ForbiddenGlobalError
+from .safe_budget import (
+    ARRAY_CALL,
+    DTYPE_FIELD,
+    DTYPE_NODE,
+    DTYPE_STATE,
+    EXTENT,
+    HASHED,
+    SEQUENCES,
+    SPEND_FACTOR,
+    SPEND_FLOOR,
+    UNSIZED,
+    copied,
+    hash_visits,
+    range_work,
+)
 from .safe_dtypes import (
+    TEXT_UNIT,
     UNFOLDING,
     Checked,
     check_dtype_state,
@@ -317,11 +332,11 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         record may not build, by copies of what it holds (``list`` of a
         memo's megabyte string, a thousand times) or by hashing tuples that
         share items (T = (T, T), eighty times: 2**80 visits), more than
-        _SPEND_FACTOR times its pickle bytes (review)."""
+        SPEND_FACTOR times its pickle bytes (review)."""
         self._spent += work
         if self._left() < 0:
             raise refuse(
-                f"builds or hashes no more than {_SPEND_FACTOR} times a record's pickle "
+                f"builds or hashes no more than {SPEND_FACTOR} times a record's pickle "
                 f"bytes ({self._spent} items or bytes)"
             )
 
@@ -331,21 +346,21 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         check_call(func, args, kwargs, self._checked)
         if (func is set or func is frozenset or func is dict) and args:
             if isinstance(args[0], str):  # its characters become objects
-                self._spend(_copied(args[0]))
+                self._spend(copied(args[0]))
             self._spend_hashing(args[0])
         elif (func is str or id(func) in _MATERIALIZING_IDS) and args:
-            self._spend(_copied(args[0]))
+            self._spend(copied(args[0]))
         elif (func is int or func is float or func is complex or func is bool) and args:
-            self._spend(_copied(args[0]))  # parsed, or read (bool of a numpy void)
+            self._spend(copied(args[0]))  # parsed, or read (bool of a numpy void)
         elif func is range:
-            self._spend(_range_work(args))
+            self._spend(range_work(args))
         elif func is _SCALAR:
             self._spend(args[0].itemsize + self._unfolding(args[0], ()))
         elif func is _FROMBUFFER:
-            extents = _EXTENT * len(args[2])
-            self._spend(_ARRAY_CALL + self._unfolding(args[1], args[2]) + extents)
+            extents = EXTENT * len(args[2])
+            self._spend(ARRAY_CALL + self._unfolding(args[1], args[2]) + extents)
         elif func is _RECONSTRUCT:
-            self._spend(_ARRAY_CALL)
+            self._spend(ARRAY_CALL)
         _run(id(func) in _OWN_IDS, step, *step_args)
         made = self.stack[-1]
         if func is np.dtype:
@@ -370,14 +385,30 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         return beyond * _size(shape) if beyond > 0 else 0
 
     def _spend_hashing(self, items: Any) -> None:
+        """What hashing ``items`` visits, and this count's own work: in one
+        pass in C where the items are of one plain kind, else HASHED an item
+        (a memo'd list hashed again for 6 bytes: 6.6 s from 1 MB, review)."""
         if isinstance(items, dict | set | frozenset):
             self._spend(len(items))  # hashed as they are (a dict's keys, once)
             return
+        if type(items) in SEQUENCES:
+            kinds = set(map(type, items))
+            if kinds <= UNSIZED or kinds == {int}:
+                bits = sum(map(int.bit_length, items)) if kinds == {int} else 0
+                self._spend(len(items) + bits // 30)  # 30-bit digits
+                return
+            if kinds == {str} or kinds == {bytes}:
+                self._spend(len(items) + sum(map(len, items)) // TEXT_UNIT)
+                return
+        left, work = self._left(), 0
         for item in items:
-            self._spend(_hash_visits(item, self._left()))
+            work += HASHED + hash_visits(item, left - work)
+            if work > left:
+                break
+        self._spend(work)
 
     def _left(self) -> int:
-        return int(_SPEND_FACTOR * self._record.pickle_bytes + _SPEND_FLOOR - self._spent)
+        return int(SPEND_FACTOR * self._record.pickle_bytes + SPEND_FLOOR - self._spent)
 
     def load_reduce(self) -> None:
         func, args = self.stack[-2], self.stack[-1]
@@ -407,7 +438,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         if isinstance(inst, np.ndarray):
             shape = state[1]
             unfolding = self._unfolding(state[2], shape)
-            self._spend(len(state[4]) + unfolding + _EXTENT * len(shape))
+            self._spend(len(state[4]) + unfolding + EXTENT * len(shape))
         else:
             self._spend(self._dtype_state_work(given, state))
         _run(True, _PythonUnpickler.load_build, self)  # numpy's, on an array or dtype
@@ -424,9 +455,9 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
             metadata = metadata[0]
         # names and titles are looked up and compared: byte by byte where a
         # key is equal to a name but not it (review: 34 s from 8 MB)
-        keys = sum(map(len, given[4] or ())) // _TEXT
-        work = _DTYPE_FIELD * len(given[3] or ()) + keys + len(metadata or ())
-        return _DTYPE_STATE + work + _DTYPE_NODE * state_nodes(state, self._left())
+        keys = sum(map(len, given[4] or ())) // TEXT_UNIT
+        work = DTYPE_FIELD * len(given[3] or ()) + keys + len(metadata or ())
+        return DTYPE_STATE + work + DTYPE_NODE * state_nodes(state, self._left())
 
     # Opcodes that hash keys or items: each visit counted (a tuple hashes its
     # items every time, however often it is shared).
@@ -509,70 +540,6 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     dispatch[pickle.NEXT_BUFFER[0]] = load_next_buffer
     dispatch[pickle.READONLY_BUFFER[0]] = load_readonly_buffer
     dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
-
-
-#: The budget: what a record in safe mode may copy, hash and have checked, in
-#: units of a byte copied (~0.05 µs): this many a pickle byte, and the floor.
-_SPEND_FACTOR = 8
-_SPEND_FLOOR = 1 << 20
-#: What things cost, in those units (a dtype state numpy writes takes 36 bytes
-#: or more, an array 23; their parts may come from the memo for 2 bytes each):
-_STR_ITEM = 10  # a character of a str copied or parsed: it may become an object
-_DTYPE_STATE = 256  # checking a dtype's state: making the dtype again, ~15 µs
-_DTYPE_FIELD = 16  # each of its fields, ~1 µs
-_DTYPE_NODE = 8  # each dtype in it, walked, ~0.4 µs
-_TEXT = 64  # bytes of a field's name or title, looked up and compared: 1
-_ARRAY_CALL = 128  # _frombuffer or _reconstruct and its BUILD checked, ~10 µs
-_EXTENT = 8  # each extent of an array's shape
-
-
-def _hash_visits(obj: Any, limit: int) -> int:
-    """Steps hashing ``obj`` takes, or comparing it with an equal object of
-    the same hash, counted up to just past ``limit``: a tuple hashes its
-    items each time (no cache), equal frozensets compare item by item, a
-    range hashes its ints, an int's hash reads each of its 30-bit digits.
-    Strings and bytes cache their hashes, but an equal one that is not the
-    same object is compared byte by byte (review: a 1.5 MB string added to
-    a set a million times), as are numpy's string scalars; a memoryview of
-    a buffer hashes its bytes (each READONLY_BUFFER makes a new one)."""
-    visits, todo = 1, [obj]
-    while todo:
-        item = todo.pop()
-        kind = type(item)
-        if kind is tuple or kind is frozenset:
-            visits += len(item)
-            if visits > limit:
-                break
-            todo.extend(item)
-        elif kind is range:
-            todo += (item.start, item.stop, item.step)
-        elif isinstance(item, np.dtype):
-            visits += dtype_nodes(item, limit - visits)
-        elif kind is int:
-            visits += item.bit_length() // 30
-        elif kind is str or kind is bytes:
-            visits += len(item) // 64  # compared when equal but not the same
-        elif isinstance(item, memoryview | np.generic):
-            visits += item.nbytes // 64  # hashed or compared byte by byte
-    return visits
-
-
-def _copied(arg: Any) -> int:
-    """What a call copying, parsing or reading ``arg`` costs: its length, a
-    numpy scalar's bytes; a str's characters may each become an object of
-    ~80 bytes (``list`` or ``set`` of one beyond Latin-1)."""
-    if isinstance(arg, str):
-        return _STR_ITEM * len(arg)
-    if isinstance(arg, np.generic):
-        return max(arg.nbytes, 1)
-    return len(arg) if isinstance(arg, Sized) else 1
-
-
-def _range_work(args: tuple[Any, ...]) -> int:
-    """What making a range takes: its length is a division of its ints (of
-    30-bit digits: 50,000 by 25,000 took 3 s, review)."""
-    digits = [a.bit_length() // 30 + 1 if type(a) is int else 1 for a in args]
-    return max(digits, default=1) * (digits[2] if len(digits) > 2 else 1)
 
 
 def _run(own: bool, step: Any, *args: Any) -> None:

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from . import format as fmt
-from . import safe, safe_dtypes
+from . import safe, safe_budget, safe_dtypes
 from ._pickle_scan import check_whole
 from .errors import (
     CorruptStreamError,
@@ -78,7 +78,7 @@ def _raised_by_unpickler(exc: BaseException) -> bool:
     """True if ``exc`` came from the unpickler itself (or a C function it
     called), not from Python code the stream ran: a user's hook or class.
     The C unpickler leaves no frame below its caller's; safe mode's runs in
-    pickle.py, safe.py and safe_dtypes.py."""
+    pickle.py and safe*.py."""
     tb = exc.__traceback__
     if tb is None:
         return False
@@ -88,7 +88,9 @@ def _raised_by_unpickler(exc: BaseException) -> bool:
     return True
 
 
-_UNPICKLER_FILES = frozenset({pickle.__file__, safe.__file__, safe_dtypes.__file__})
+_UNPICKLER_FILES = frozenset(
+    {pickle.__file__, safe.__file__, safe_budget.__file__, safe_dtypes.__file__}
+)
 
 
 class _RecordUnpickler(pickle.Unpickler):
