@@ -37,8 +37,8 @@ from .safe_budget import (
     SEQUENCES,
     SPEND_FACTOR,
     SPEND_FLOOR,
-    UNSIZED,
     copied,
+    counted_in_c,
     hash_visits,
     range_work,
 )
@@ -391,15 +391,10 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         if isinstance(items, dict | set | frozenset):
             self._spend(len(items))  # hashed as they are (a dict's keys, once)
             return
-        if type(items) in SEQUENCES:
-            kinds = set(map(type, items))
-            if kinds <= UNSIZED or kinds == {int}:
-                bits = sum(map(int.bit_length, items)) if kinds == {int} else 0
-                self._spend(len(items) + bits // 30)  # 30-bit digits
-                return
-            if kinds == {str} or kinds == {bytes}:
-                self._spend(len(items) + sum(map(len, items)) // TEXT_UNIT)
-                return
+        plain = counted_in_c(items) if type(items) in SEQUENCES else None
+        if plain is not None:
+            self._spend(plain)
+            return
         left, work = self._left(), 0
         for item in items:
             work += HASHED + hash_visits(item, left - work)

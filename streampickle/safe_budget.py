@@ -26,8 +26,23 @@ DTYPE_STATE = 256  # checking a dtype's state: making the dtype again, ~15 µs
 DTYPE_FIELD = 16  # each of its fields, ~1 µs
 DTYPE_NODE = 8  # each dtype in it, walked, ~0.4 µs
 HASHED = 8  # an item whose hashing _spend_hashing counts in Python, ~0.4 µs
+WALKED = 6  # an item inside it that hash_visits walks, ~0.3 µs
 ARRAY_CALL = 128  # _frombuffer or _reconstruct and its BUILD checked, ~10 µs
 EXTENT = 8  # each extent of an array's shape
+
+
+def counted_in_c(items: Any) -> int | None:
+    """What hashing the items of a sequence visits, counted in one pass in C
+    where they are all of one plain kind (an int by its 30-bit digits, a
+    string by its length, compared when equal but not the same); else None."""
+    kinds = set(map(type, items))
+    if kinds <= UNSIZED:
+        return len(items)
+    if kinds == {int}:
+        return len(items) + sum(map(int.bit_length, items)) // 30
+    if kinds == {str} or kinds == {bytes}:
+        return len(items) + sum(map(len, items)) // TEXT_UNIT
+    return None
 
 
 def hash_visits(obj: Any, limit: int) -> int:
@@ -44,7 +59,11 @@ def hash_visits(obj: Any, limit: int) -> int:
         item = todo.pop()
         kind = type(item)
         if kind is tuple or kind is frozenset:
-            visits += len(item)
+            plain = counted_in_c(item) if len(item) > 8 else None  # worth its set
+            if plain is not None:
+                visits += plain
+                continue
+            visits += WALKED * len(item)  # each walked here, in Python (review)
             if visits > limit:
                 break
             todo.extend(item)
