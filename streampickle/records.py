@@ -127,14 +127,12 @@ class RecordReader:
                 f"its pickle claims {owed} bytes more at pickle byte {self.pickle_bytes}"
             )
 
-    def gather(self, limit: int) -> bytearray | None:
+    def gather(self, limit: int) -> bytes | bytearray | None:
         """Safe mode: read on while the record's frames are PICKLE frames of
         plain data, up to ``limit`` pickle bytes. The record's whole pickle if
         it ends there (its RECORD_END checked); else None, and what was read
         is served first. A pickle that names a global stops it at once."""
-        if not self.scan.plain:
-            return None
-        gathered = bytearray(self.chunk)
+        gathered: bytes | bytearray = self.chunk  # copied once a frame joins it
         while self.scan.plain:
             h, self.first = self.first or self.frames.next_header(), None
             if h is not None and h.kind is Kind.RECORD_END:
@@ -151,8 +149,10 @@ class RecordReader:
             payload = self.frames.decoded_payload(h)
             self.pickle_bytes += len(payload)
             self._check(payload)
+            if type(gathered) is bytes:
+                gathered = bytearray(gathered)
             gathered += payload
-        self.chunk = bytes(gathered)
+        self.chunk = bytes(gathered)  # the same object if nothing joined it
         return None
 
     def _advance(self) -> bool:

@@ -29,6 +29,10 @@ HASHED = 8  # an item whose hashing _spend_hashing counts in Python, ~0.4 µs
 WALKED = 6  # an item inside it that hash_visits walks, ~0.3 µs
 ARRAY_CALL = 128  # _frombuffer or _reconstruct and its BUILD checked, ~10 µs
 EXTENT = 8  # each extent of an array's shape
+#: What counted_in_c takes: sequences, and kinds of item whose hash does not
+#: grow with them.
+SEQUENCES = frozenset({list, tuple, str, bytes, bytearray})
+UNSIZED = frozenset({float, bool, type(None)})
 
 
 def counted_in_c(items: Any) -> int | None:
@@ -96,9 +100,3 @@ def range_work(args: tuple[Any, ...]) -> int:
     30-bit digits: 50,000 by 25,000 took 3 s, review)."""
     digits = [a.bit_length() // 30 + 1 if type(a) is int else 1 for a in args]
     return max(digits, default=1) * (digits[2] if len(digits) > 2 else 1)
-
-
-#: What _spend_hashing counts in one pass: sequences, and kinds of item whose
-#: hash does not grow with them.
-SEQUENCES = frozenset({list, tuple, str, bytes, bytearray})
-UNSIZED = frozenset({float, bool, type(None)})
