@@ -59,6 +59,7 @@ BIG = {
 }
 TCP_ONLY = {"aio", "sp-nodelay", "raw-nodelay"}
 PAIR_ONLY = {"raw-wide"}
+SMALL_ROUNDS = 5  # small-message runs per repetition
 SMALL = {
     "sp-pickler": "streampickle Pickler / Unpickler, one record per message",
     "sp-dump": "streampickle sp.dump / sp.load per message",
@@ -343,7 +344,9 @@ def main() -> None:
             for k in BIG
             if (k not in TCP_ONLY or t == "tcp") and (k not in PAIR_ONLY or t == "pair")
         ]
-        jobs += [("small", t, k) for t in TRANSPORTS for k in SMALL]
+        # A small run takes ~0.15 s and this VM's rates for it are bimodal (~68k and
+        # ~95k messages/s for every contender): more runs for a stable median.
+        jobs += [("small", t, k) for t in TRANSPORTS for k in SMALL] * SMALL_ROUNDS
         for rep in range(repeat):
             # A fresh order each repetition: this VM's slow spells (first-touch
             # memory after a large run ends) must not always hit the same contender.
@@ -382,7 +385,8 @@ def main() -> None:
         f"- object: dict of {big_layout(args.quick)[0]} float32 arrays "
         f"({nbytes / MiB:.0f} MiB) + metadata; small messages: {count} dicts of ~1 KiB "
         f"pickled ({len(pickle.dumps(build_small(1)[0], protocol=5))} B); rates are "
-        f"median (min–max) of {repeat} runs, each in a fresh pair of processes "
+        f"median (min–max) of {repeat} runs ({repeat * SMALL_ROUNDS} for small "
+        "messages), each in a fresh pair of processes "
         "(fork after making the connection), contenders in a shuffled order each "
         "repetition; memory: max over runs",
         "- throughput = array bytes / (receiver done - sender started), system-wide "
