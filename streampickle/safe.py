@@ -34,9 +34,11 @@ from .safe_budget import (
     DTYPE_STATE,
     EXTENT,
     HASHED,
+    NUMPY_COMPARED,
     SEQUENCES,
     SPEND_FACTOR,
     SPEND_FLOOR,
+    compared,
     copied,
     counted_in_c,
     hash_visits,
@@ -326,6 +328,9 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         self._unbuilt: dict[int, Any] = {}
         self._out_of_band: dict[int, Any] = {}
         self._checked: Checked = {}
+        # by id, held: sets, frozensets and dicts with a numpy scalar or
+        # dtype among their items or keys (what is added compares with it)
+        self._numpy_keyed: dict[int, Any] = {}
 
     def _spend(self, work: int) -> None:
         """Count ``work`` (bytes or items copied, objects a hash visits): a
@@ -344,14 +349,17 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         if (func is _SCALAR or func is _FROMBUFFER) and type(args) is tuple:
             self._spend_dtype(args[0 if func is _SCALAR else 1] if len(args) > 1 else None)
         check_call(func, args, kwargs, self._checked)
+        keyed = False
         if (func is set or func is frozenset or func is dict) and args:
             if isinstance(args[0], str):  # its characters become objects
                 self._spend(copied(args[0]))
-            self._spend_hashing(args[0])
+            keyed = self._spend_hashing(args[0])
         elif (func is str or id(func) in _MATERIALIZING_IDS) and args:
             self._spend(copied(args[0]))
         elif (func is int or func is float or func is complex or func is bool) and args:
-            self._spend(copied(args[0]))  # parsed, or read (bool of a numpy void)
+            self._spend(copied(args[0]))  # parsed, or read
+            if isinstance(args[0], np.void):  # bool of one reads each field (review:
+                self._spend(plain_dtype(args[0].dtype, self._checked))  # 4,030 in 1 KB)
         elif func is range:
             self._spend(range_work(args))
         elif func is _SCALAR:
@@ -363,6 +371,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
             self._spend(ARRAY_CALL)
         _run(id(func) in _OWN_IDS, step, *step_args)
         made = self.stack[-1]
+        self._keyed(made, keyed)
         if func is np.dtype:
             check_expansion(made)  # made from a string
         elif func is _RECONSTRUCT:
@@ -384,23 +393,36 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         beyond = unfolded - UNFOLDING * dtype.itemsize
         return beyond * _size(shape) if beyond > 0 else 0
 
-    def _spend_hashing(self, items: Any) -> None:
-        """What hashing ``items`` visits, and this count's own work: in one
-        pass in C where the items are of one plain kind, else HASHED an item
-        (a memo'd list hashed again for 6 bytes: 6.6 s from 1 MB, review)."""
+    def _spend_hashing(self, items: Any, target: Any = None) -> bool:
+        """What hashing ``items`` (into ``target``, else into a new container)
+        visits, and this count's own work: in one pass in C where the items
+        are of one plain kind, else HASHED an item (a memo'd list hashed again
+        for 6 bytes: 6.6 s from 1 MB, review). Where a numpy scalar or dtype
+        is among them or in ``target``, what is added may compare with an
+        equal item through numpy (review: a memo'd tuple of 10,000 floats
+        added again to a set holding one of np.True_: 8 s from 1 MB). Whether
+        the container then holds one."""
+        keyed = target is not None and id(target) in self._numpy_keyed
         if isinstance(items, dict | set | frozenset):
             self._spend(len(items))  # hashed as they are (a dict's keys, once)
-            return
+            return id(items) in self._numpy_keyed
         plain = counted_in_c(items) if type(items) in SEQUENCES else None
         if plain is not None:
-            self._spend(plain)
-            return
+            self._spend(max(plain, NUMPY_COMPARED * compared(items)) if keyed else plain)
+            return keyed
         left, work = self._left(), 0
         for item in items:
-            work += HASHED + hash_visits(item, left - work)
+            visits, numbers, numpy = hash_visits(item, left - work)
+            keyed = keyed or numpy
+            work += HASHED + (max(visits, NUMPY_COMPARED * numbers) if keyed else visits)
             if work > left:
                 break
         self._spend(work)
+        return keyed
+
+    def _keyed(self, container: Any, keyed: bool) -> None:
+        if keyed:
+            self._numpy_keyed[id(container)] = container
 
     def _left(self) -> int:
         return int(SPEND_FACTOR * self._record.pickle_bytes + SPEND_FLOOR - self._spent)
@@ -457,12 +479,14 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     # Opcodes that hash keys or items: each visit counted (a tuple hashes its
     # items every time, however often it is shared).
     def load_frozenset(self) -> None:
-        self._spend_hashing(self.stack)
+        keyed = self._spend_hashing(self.stack)
         _PythonUnpickler.load_frozenset(self)
+        self._keyed(self.stack[-1], keyed)
 
     def load_dict(self) -> None:
-        self._spend_hashing(self.stack[0::2])
+        keyed = self._spend_hashing(self.stack[0::2])
         _PythonUnpickler.load_dict(self)
+        self._keyed(self.stack[-1], keyed)
 
     def load_next_buffer(self) -> None:
         _PythonUnpickler.load_next_buffer(self)
@@ -493,13 +517,15 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     # stack holds: only the containers the opcodes are for (a list's slice
     # assignment from a range would expand it; an array's, loop over it).
     def load_setitem(self) -> None:
-        _check_target(self.stack[-3], dict, "SETITEM")
-        self._spend_hashing(self.stack[-2:-1])
+        target = self.stack[-3]
+        _check_target(target, dict, "SETITEM")
+        self._keyed(target, self._spend_hashing(self.stack[-2:-1], target))
         _PythonUnpickler.load_setitem(self)
 
     def load_setitems(self) -> None:
-        _check_target(self._below_mark(), dict, "SETITEMS")
-        self._spend_hashing(self.stack[0::2])
+        target = self._below_mark()
+        _check_target(target, dict, "SETITEMS")
+        self._keyed(target, self._spend_hashing(self.stack[0::2], target))
         _PythonUnpickler.load_setitems(self)
 
     def load_append(self) -> None:
@@ -511,8 +537,9 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         _PythonUnpickler.load_appends(self)
 
     def load_additems(self) -> None:
-        _check_target(self._below_mark(), set, "ADDITEMS")
-        self._spend_hashing(self.stack)
+        target = self._below_mark()
+        _check_target(target, set, "ADDITEMS")
+        self._keyed(target, self._spend_hashing(self.stack, target))
         _PythonUnpickler.load_additems(self)
 
     def _below_mark(self) -> Any:

@@ -9,7 +9,7 @@ hostile record may take the parts from the memo for 2 bytes each.
 from __future__ import annotations
 
 from collections.abc import Sized
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -29,6 +29,13 @@ HASHED = 8  # an item whose hashing _spend_hashing counts in Python, ~0.4 µs
 WALKED = 6  # an item inside it that hash_visits walks, ~0.3 µs
 ARRAY_CALL = 128  # _frombuffer or _reconstruct and its BUILD checked, ~10 µs
 EXTENT = 8  # each extent of an array's shape
+VIEW_BYTES = 16  # bytes of memoryviews compared a unit: item by item, ~2 ns a byte
+#: an item that, in a set or dict holding a numpy scalar or dtype or as one,
+#: may meet an equal one of the same hash: compared through numpy, ~1 µs
+#: (review: np.True_ == 1.0, 0.86 µs; 0.66-1.05 for every pair of kinds).
+#: Charged in place of its visits where more, at ~0.8 µs: then a tuple of
+#: two small ints added beside a numpy key (8 bytes) still fits its bytes.
+NUMPY_COMPARED = 16
 #: What counted_in_c takes: sequences, and kinds of item whose hash does not
 #: grow with them.
 SEQUENCES = frozenset({list, tuple, str, bytes, bytearray})
@@ -49,7 +56,18 @@ def counted_in_c(items: Any) -> int | None:
     return None
 
 
-def hash_visits(obj: Any, limit: int) -> int:
+class Hashing(NamedTuple):
+    """What hashing an object visits (``visits``), the items a comparison
+    with an equal object may compare through numpy, at ~1 µs, where it is or
+    meets a numpy object (``items``: numbers and numpy's, as ``compared``
+    counts them), and whether one is a numpy scalar or dtype (``numpy``)."""
+
+    visits: int
+    items: int
+    numpy: bool
+
+
+def hash_visits(obj: Any, limit: int) -> Hashing:
     """Steps hashing ``obj`` takes, or comparing it with an equal object of
     the same hash, counted up to just past ``limit``: a tuple hashes its
     items each time (no cache), equal frozensets compare item by item, a
@@ -58,7 +76,7 @@ def hash_visits(obj: Any, limit: int) -> int:
     same object is compared byte by byte (review: a 1.5 MB string added to
     a set a million times), as are numpy's string scalars; a memoryview of
     a buffer hashes its bytes (each READONLY_BUFFER makes a new one)."""
-    visits, todo = 1, [obj]
+    visits, items, numpy, todo = 1, 0, False, [obj]
     while todo:
         item = todo.pop()
         kind = type(item)
@@ -66,22 +84,36 @@ def hash_visits(obj: Any, limit: int) -> int:
             plain = counted_in_c(item) if len(item) > 8 else None  # worth its set
             if plain is not None:
                 visits += plain
+                items += compared(item)
                 continue
             visits += WALKED * len(item)  # each walked here, in Python (review)
             if visits > limit:
                 break
             todo.extend(item)
-        elif kind is range:
+            continue
+        if kind is range:
             todo += (item.start, item.stop, item.step)
-        elif isinstance(item, np.dtype):
-            visits += dtype_nodes(item, limit - visits)
-        elif kind is int:
-            visits += item.bit_length() // 30
         elif kind is str or kind is bytes:
             visits += len(item) // TEXT_UNIT  # compared when equal but not the same
-        elif isinstance(item, memoryview | np.generic):
+        elif isinstance(item, np.dtype):
+            visits += dtype_nodes(item, limit - visits)
+            items, numpy = items + 1, True
+        elif isinstance(item, np.generic):
             visits += item.nbytes // TEXT_UNIT  # hashed or compared byte by byte
-    return visits
+            items, numpy = items + 1, True
+        elif isinstance(item, memoryview):
+            visits += item.nbytes // VIEW_BYTES
+        else:  # a number: compared through numpy with a numpy scalar
+            visits += item.bit_length() // 30 if kind is int else 0
+            items += 1
+    return Hashing(visits, items, numpy)
+
+
+def compared(items: Any) -> int:
+    """The items of a sequence of one plain kind that compare through numpy
+    with equal numpy scalars: numbers (strings compare with numpy's at the
+    speed of their bytes, counted by their length)."""
+    return 0 if not items or isinstance(items[0], str | bytes) else len(items)
 
 
 def copied(arg: Any) -> int:

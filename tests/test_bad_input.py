@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import copyreg
 import io
+import itertools
 import os
 import pickle
 import pickletools
@@ -2073,6 +2074,38 @@ class TestSafeModeChecksEachCallAndState:
         body = wide + listed + b"\x940" + pad + b"](" + b"h\x02h\x01\x85R" * 100 + b"e"
         self.refused_by_the_budget_within(body, 8)  # ~2 s
 
+    def test_what_is_compared_with_a_numpy_scalar_is_charged_at_numpys_cost(self) -> None:
+        """A memo'd tuple of 10,000 floats added again and again to a set
+        holding an equal tuple of np.True_: each add compares the items
+        through numpy (~0.9 µs each) and was charged 1 unit (~0.05) an item;
+        the record loaded after ~13 s (twentieth review: 29.5 s from 4 MB).
+        Now charged as compared: refused in about a second."""
+        true = _op_call(_OP_SCALAR, _op_dtype("?"), _op_bytes(b"\x01")) + b"\x94"
+        numpys = b"(" + _memo_get(0) + b"2" * 9999 + b"t\x940"  # slot 1
+        floats = b"(G" + struct.pack(">d", 1.0) + b"2" * 9999 + b"t\x940"  # slot 2
+        pad = b"\x8e" + struct.pack("<Q", 2 << 20) + bytes(2 << 20) + b"0"  # budget
+        held = b"\x8f(" + _memo_get(1) + b"\x90"
+        body = true + numpys + floats + pad + held + (b"(" + _memo_get(2) + b"\x90") * 1500
+        self.refused_by_the_budget_within(body, 8)
+
+    def test_bool_of_a_structured_scalar_is_charged_its_fields(self) -> None:
+        """numpy's bool of a void scalar reads each field: 4,030 overlapping
+        ones in 1,000 bytes (as many as a dtype may unfold into) take ~190 µs
+        a call, charged 1,000 units (~50 µs; twentieth review: 1.6 s a MB).
+        The calls that loaded within the budget are refused now."""
+        fields = 4030
+        dtype = np.dtype({
+            "names": [f"f{i}" for i in range(fields)], "formats": ["u1"] * fields,
+            "offsets": [i % 1000 for i in range(fields)], "itemsize": 1000,
+        })  # fmt: skip
+        scalar = pickle.dumps(np.zeros(1, dtype)[0], protocol=4)[11:-1]
+        ops = pickletools.genops(scalar + b".")
+        slot = sum(op.name in ("MEMOIZE", "BINPUT") for op, _, _ in ops)
+        head = scalar + b"\x94" + _op_global("builtins", "bool") + b"\x94"
+        pad = b"\x8e" + struct.pack("<Q", 1 << 20) + bytes(1 << 20) + b"0"
+        call = _memo_get(slot + 1) + b"(" + _memo_get(slot) + b"tR0"
+        self.refused_by_the_budget_within(head + pad + call * 8000 + b"N", 10)
+
     @staticmethod
     def refused_by_the_budget_within(body: bytes, seconds: float) -> None:
         """The record of pickle ``body`` is refused by the budget, in a child,
@@ -2101,6 +2134,23 @@ class TestSafeModeChecksEachCallAndState:
         for obj in records:
             got = sp.loads(sp.dumps(obj), safe=True)
             assert got == obj
+
+    def test_sets_and_dicts_holding_numpy_keys_load(self) -> None:
+        """What is added beside a numpy key is charged as compared through
+        numpy (twentieth review), at less than what its bytes bring: keys of
+        shared numpy scalars, and a dict mixing one numpy key with 300,000
+        tuples of two small ints and None (8 bytes a key) load."""
+        xs, ys = np.arange(300), np.arange(100)
+        records = [
+            {np.int64(i): float(i) for i in range(20_000)},
+            set(np.arange(30_000)),
+            {(a, b): a * b for a, b in itertools.product(xs, ys)},
+            {np.int64(0): 1, **{(i, j): None for i in range(600) for j in range(500)}},
+            {np.float64(0.5), *map(float, range(200_000))},
+            [frozenset(np.arange(100, dtype=np.float32) + k) for k in range(200)],
+        ]
+        for obj in records:
+            assert sp.loads(sp.dumps(obj), safe=True) == obj
 
     @pytest.mark.parametrize("compress", [None, "zstd"])
     def test_a_transposed_array_out_of_band_loads(self, compress: str | None) -> None:
