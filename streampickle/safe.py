@@ -33,15 +33,11 @@ from .safe_budget import (
     DTYPE_NODE,
     DTYPE_STATE,
     EXTENT,
-    HASHED,
-    NUMPY_COMPARED,
-    SEQUENCES,
     SPEND_FACTOR,
     SPEND_FLOOR,
-    compared,
+    HashedKeys,
+    Keys,
     copied,
-    counted_in_c,
-    hash_visits,
     range_work,
 )
 from .safe_dtypes import (
@@ -328,9 +324,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         self._unbuilt: dict[int, Any] = {}
         self._out_of_band: dict[int, Any] = {}
         self._checked: Checked = {}
-        # by id, held: sets, frozensets and dicts with a numpy scalar or
-        # dtype among their items or keys (what is added compares with it)
-        self._numpy_keyed: dict[int, Any] = {}
+        self._hashed = HashedKeys()
 
     def _spend(self, work: int) -> None:
         """Count ``work`` (bytes or items copied, objects a hash visits): a
@@ -349,11 +343,11 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         if (func is _SCALAR or func is _FROMBUFFER) and type(args) is tuple:
             self._spend_dtype(args[0 if func is _SCALAR else 1] if len(args) > 1 else None)
         check_call(func, args, kwargs, self._checked)
-        keyed = False
+        keys = Keys()
         if (func is set or func is frozenset or func is dict) and args:
             if isinstance(args[0], str):  # its characters become objects
                 self._spend(copied(args[0]))
-            keyed = self._spend_hashing(args[0])
+            keys = self._spend_hashing(args[0])
         elif (func is str or id(func) in _MATERIALIZING_IDS) and args:
             self._spend(copied(args[0]))
         elif (func is int or func is float or func is complex or func is bool) and args:
@@ -371,7 +365,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
             self._spend(ARRAY_CALL)
         _run(id(func) in _OWN_IDS, step, *step_args)
         made = self.stack[-1]
-        self._keyed(made, keyed)
+        self._hashed.note(made, keys)
         if func is np.dtype:
             check_expansion(made)  # made from a string
         elif func is _RECONSTRUCT:
@@ -393,36 +387,12 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         beyond = unfolded - UNFOLDING * dtype.itemsize
         return beyond * _size(shape) if beyond > 0 else 0
 
-    def _spend_hashing(self, items: Any, target: Any = None) -> bool:
-        """What hashing ``items`` (into ``target``, else into a new container)
-        visits, and this count's own work: in one pass in C where the items
-        are of one plain kind, else HASHED an item (a memo'd list hashed again
-        for 6 bytes: 6.6 s from 1 MB, review). Where a numpy scalar or dtype
-        is among them or in ``target``, what is added may compare with an
-        equal item through numpy (review: a memo'd tuple of 10,000 floats
-        added again to a set holding one of np.True_: 8 s from 1 MB). Whether
-        the container then holds one."""
-        keyed = target is not None and id(target) in self._numpy_keyed
-        if isinstance(items, dict | set | frozenset):
-            self._spend(len(items))  # hashed as they are (a dict's keys, once)
-            return id(items) in self._numpy_keyed
-        plain = counted_in_c(items) if type(items) in SEQUENCES else None
-        if plain is not None:
-            self._spend(max(plain, NUMPY_COMPARED * compared(items)) if keyed else plain)
-            return keyed
-        left, work = self._left(), 0
-        for item in items:
-            visits, numbers, numpy = hash_visits(item, left - work)
-            keyed = keyed or numpy
-            work += HASHED + (max(visits, NUMPY_COMPARED * numbers) if keyed else visits)
-            if work > left:
-                break
+    def _spend_hashing(self, items: Any, target: Any = None) -> Keys:
+        """Hashing ``items`` into ``target`` (None: a new container): see
+        HashedKeys. What the container then holds."""
+        work, keys = self._hashed.work(items, target, self._left())
         self._spend(work)
-        return keyed
-
-    def _keyed(self, container: Any, keyed: bool) -> None:
-        if keyed:
-            self._numpy_keyed[id(container)] = container
+        return keys
 
     def _left(self) -> int:
         return int(SPEND_FACTOR * self._record.pickle_bytes + SPEND_FLOOR - self._spent)
@@ -479,14 +449,14 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     # Opcodes that hash keys or items: each visit counted (a tuple hashes its
     # items every time, however often it is shared).
     def load_frozenset(self) -> None:
-        keyed = self._spend_hashing(self.stack)
+        keys = self._spend_hashing(self.stack)
         _PythonUnpickler.load_frozenset(self)
-        self._keyed(self.stack[-1], keyed)
+        self._hashed.note(self.stack[-1], keys)
 
     def load_dict(self) -> None:
-        keyed = self._spend_hashing(self.stack[0::2])
+        keys = self._spend_hashing(self.stack[0::2])
         _PythonUnpickler.load_dict(self)
-        self._keyed(self.stack[-1], keyed)
+        self._hashed.note(self.stack[-1], keys)
 
     def load_next_buffer(self) -> None:
         _PythonUnpickler.load_next_buffer(self)
@@ -519,13 +489,13 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     def load_setitem(self) -> None:
         target = self.stack[-3]
         _check_target(target, dict, "SETITEM")
-        self._keyed(target, self._spend_hashing(self.stack[-2:-1], target))
+        self._hashed.note(target, self._spend_hashing(self.stack[-2:-1], target))
         _PythonUnpickler.load_setitem(self)
 
     def load_setitems(self) -> None:
         target = self._below_mark()
         _check_target(target, dict, "SETITEMS")
-        self._keyed(target, self._spend_hashing(self.stack[0::2], target))
+        self._hashed.note(target, self._spend_hashing(self.stack[0::2], target))
         _PythonUnpickler.load_setitems(self)
 
     def load_append(self) -> None:
@@ -539,7 +509,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     def load_additems(self) -> None:
         target = self._below_mark()
         _check_target(target, set, "ADDITEMS")
-        self._keyed(target, self._spend_hashing(self.stack, target))
+        self._hashed.note(target, self._spend_hashing(self.stack, target))
         _PythonUnpickler.load_additems(self)
 
     def _below_mark(self) -> Any:

@@ -36,6 +36,8 @@ VIEW_BYTES = 16  # bytes of memoryviews compared a unit: item by item, ~2 ns a b
 #: Charged in place of its visits where more, at ~0.8 µs: then a tuple of
 #: two small ints added beside a numpy key (8 bytes) still fits its bytes.
 NUMPY_COMPARED = 16
+#: the largest range length counted as such (beyond, past any budget)
+RANGE_BITS = 62
 #: What counted_in_c takes: sequences, and kinds of item whose hash does not
 #: grow with them.
 SEQUENCES = frozenset({list, tuple, str, bytes, bytearray})
@@ -91,8 +93,9 @@ def hash_visits(obj: Any, limit: int) -> Hashing:
                 break
             todo.extend(item)
             continue
-        if kind is range:
+        if kind is range:  # numpy makes an array of it to compare it (review)
             todo += (item.start, item.stop, item.step)
+            items += range_length(item, limit)
         elif kind is str or kind is bytes:
             visits += len(item) // TEXT_UNIT  # compared when equal but not the same
         elif isinstance(item, np.dtype):
@@ -114,6 +117,86 @@ def compared(items: Any) -> int:
     with equal numpy scalars: numbers (strings compare with numpy's at the
     speed of their bytes, counted by their length)."""
     return 0 if not items or isinstance(items[0], str | bytes) else len(items)
+
+
+def range_length(r: range, limit: int) -> int:
+    """Its length, or just past ``limit`` where its ints pass RANGE_BITS."""
+    ints = (r.start, r.stop, r.step)
+    return len(r) if max(abs(i) for i in ints).bit_length() <= RANGE_BITS else limit + 1
+
+
+def through_numpy(hashing: Hashing) -> int:
+    """What comparing a hashed object through numpy costs."""
+    return max(hashing.visits, NUMPY_COMPARED * hashing.items)
+
+
+class Keys(NamedTuple):
+    """What a set, frozenset or dict holds that numpy may compare: whether a
+    key is a numpy scalar or dtype, and the most comparing one through numpy
+    costs (its items and its walk: a tuple 63 deep takes numpy 14 µs)."""
+
+    numpy: bool = False
+    largest: int = 0
+
+
+class HashedKeys:
+    """What hashing keys into sets, frozensets and dicts costs, and what the
+    containers a record filled hold where numpy may compare their keys (by
+    id, held). A numpy scalar compared with an equal-hashed number goes
+    through numpy's ufuncs (~1 µs), with a tuple or range makes an array of
+    it (twenty-first review: range(10**8) beside np.int64(hash of it), 138
+    bytes); hashes of ints, floats, tuples and ranges can be chosen."""
+
+    def __init__(self) -> None:
+        self._held: dict[int, tuple[Any, Keys]] = {}
+
+    def of(self, container: Any) -> Keys:
+        held = self._held.get(id(container))
+        return held[1] if held is not None and held[0] is container else Keys()
+
+    def note(self, container: Any, keys: Keys) -> None:
+        if keys.numpy:
+            self._held[id(container)] = (container, keys)
+
+    def work(self, items: Any, target: Any, limit: int) -> tuple[int, Keys]:
+        """What hashing ``items`` into ``target`` (None: a new container)
+        costs, counted up to just past ``limit``, and what it then holds: in
+        one pass in C where the items are of one plain kind, else HASHED an
+        item (a memo'd list hashed again for 6 bytes: 6.6 s from 1 MB,
+        review), and where numpy may compare them, NUMPY_COMPARED an item
+        compared (a memo'd tuple of 10,000 floats added again beside one of
+        np.True_: 8 s from 1 MB, twentieth review)."""
+        keys = self.of(target)
+        if isinstance(items, dict | set | frozenset):  # a container's keys
+            held = self.of(items)
+            if not held.numpy:
+                return len(items), keys  # hashed as they are (a dict's keys, once)
+            # a dict's added to a new set compare again (twenty-first review)
+            return (HASHED + max(held.largest, NUMPY_COMPARED)) * len(items), held
+        plain = counted_in_c(items) if type(items) in SEQUENCES else None
+        if plain is not None:  # numbers or text, none numpy's
+            return (
+                max(plain, NUMPY_COMPARED * compared(items)) if keys.numpy else plain
+            ), keys
+        work, (numpy, largest) = 0, keys
+        for item in items:
+            hashing = hash_visits(item, limit - work)
+            visits, cost, its_numpy = hashing.visits, through_numpy(hashing), hashing.numpy
+            if its_numpy and not numpy and target is not None:  # what it may meet
+                for key in target:
+                    met = hash_visits(key, limit - work)
+                    work, largest = work + met.visits, max(largest, through_numpy(met))
+                    if work > limit:
+                        return work, keys
+            numpy = numpy or its_numpy
+            if its_numpy:  # it may meet the costliest key
+                work += HASHED + max(cost, largest)
+            else:
+                work += HASHED + (cost if numpy else visits)
+            largest = max(largest, cost)
+            if work > limit:
+                break
+        return work, Keys(numpy, largest)
 
 
 def copied(arg: Any) -> int:

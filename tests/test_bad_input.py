@@ -2106,6 +2106,47 @@ class TestSafeModeChecksEachCallAndState:
         call = _memo_get(slot + 1) + b"(" + _memo_get(slot) + b"tR0"
         self.refused_by_the_budget_within(head + pad + call * 8000 + b"N", 10)
 
+    @pytest.mark.parametrize("first", ["scalar", "range"])
+    def test_a_range_compared_with_a_numpy_scalar_is_charged_as_numpys_array(
+        self, first: str
+    ) -> None:
+        """np.int64(h) and range(10**8), whose hash is h (a range's hash is
+        the same in every process), in one set: numpy compares them by
+        making an array of the range, 800 MB from 100 bytes (twenty-first
+        review, 138 bytes: 7.9 s, then a MemoryError). Refused at once."""
+        n = 10**8
+        while hash(np.int64(hash(range(n)))) != hash(range(n)):
+            n += 1
+        h = struct.pack("<q", hash(range(n)))
+        scalar = _op_call(_OP_SCALAR, _op_dtype("<i8"), _op_bytes(h))
+        made = _op_call(_op_global("builtins", "range"), _op_int(0), _op_int(n))
+        items = scalar + made if first == "scalar" else made + scalar
+        self.refused_by_the_budget_within(b"\x8f(" + items + b"\x90", 5)
+
+    def test_a_dict_of_numpy_keys_copied_into_sets_is_charged_its_comparisons(
+        self,
+    ) -> None:
+        """A dict keyed by 10 pairs of np.int64(h) and a tuple 63 deep of
+        hash h (numpy compares them, ~15 µs, and keeps both), given to set()
+        again and again for 14 bytes: each copy compares the pairs again,
+        and was charged 1 a key (twenty-first review: 16.5 s from 1 MB)."""
+        pairs, inner = [], 1000  # (hash, the int 63 tuples deep)
+        while len(pairs) < 10:
+            nested: Any = inner
+            for _ in range(63):
+                nested = (nested,)
+            if hash(np.int64(hash(nested))) == hash(nested):
+                pairs.append((hash(nested), inner))
+            inner += 1
+        keys = b"".join(
+            _op_call(_OP_SCALAR, _op_dtype("<i8"), _op_bytes(struct.pack("<q", h)))
+            + b"N" + b"(" * 63 + _op_int(i) + b"t" * 63 + b"N"
+            for h, i in pairs
+        )
+        head = b"}(" + keys + b"u\x940" + _op_global("builtins", "set") + b"\x940"
+        call = _memo_get(1) + b"(" + _memo_get(0) + b"tR0"
+        self.refused_by_the_budget_within(head + call * 40_000 + b"N", 5)
+
     @staticmethod
     def refused_by_the_budget_within(body: bytes, seconds: float) -> None:
         """The record of pickle ``body`` is refused by the budget, in a child,
