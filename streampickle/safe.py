@@ -33,6 +33,7 @@ from .safe_budget import (
     DTYPE_NODE,
     DTYPE_STATE,
     EXTENT,
+    INT_BITS,
     SPEND_FACTOR,
     SPEND_FLOOR,
     HashedKeys,
@@ -354,6 +355,8 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
             self._spend(copied(args[0]))  # parsed, or read
             if isinstance(args[0], np.void):  # bool of one reads each field (review:
                 self._spend(plain_dtype(args[0].dtype, self._checked))  # 4,030 in 1 KB)
+            elif func is int and isinstance(args[0], np.floating):
+                self._spend(abs(int(np.frexp(args[0])[1])) // INT_BITS)
         elif func is range:
             self._spend(range_work(args))
         elif func is _SCALAR:

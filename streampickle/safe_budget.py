@@ -38,6 +38,13 @@ VIEW_BYTES = 16  # bytes of memoryviews compared a unit: item by item, ~2 ns a b
 NUMPY_COMPARED = 16
 #: the largest range length counted as such (beyond, past any budget)
 RANGE_BITS = 62
+#: an int meeting a numpy longdouble is printed in decimal first, in time
+#: quadratic in its 30-bit digits: one more item compared per this many
+#: digits squared (twenty-second review: 14,200 bits, 244 µs)
+PRINTED_DIGITS = 512
+#: int() of a numpy float makes an int as wide as its exponent: one unit for
+#: this many bits (a longdouble's: 16,400 bits in 64 µs, review)
+INT_BITS = 8
 #: What counted_in_c takes: sequences, and kinds of item whose hash does not
 #: grow with them.
 SEQUENCES = frozenset({list, tuple, str, bytes, bytearray})
@@ -107,16 +114,23 @@ def hash_visits(obj: Any, limit: int) -> Hashing:
         elif isinstance(item, memoryview):
             visits += item.nbytes // VIEW_BYTES
         else:  # a number: compared through numpy with a numpy scalar
-            visits += item.bit_length() // 30 if kind is int else 0
-            items += 1
+            digits = item.bit_length() // 30 if kind is int else 0
+            visits += digits
+            items += 1 + digits * digits // PRINTED_DIGITS
     return Hashing(visits, items, numpy)
 
 
 def compared(items: Any) -> int:
     """The items of a sequence of one plain kind that compare through numpy
-    with equal numpy scalars: numbers (strings compare with numpy's at the
-    speed of their bytes, counted by their length)."""
-    return 0 if not items or isinstance(items[0], str | bytes) else len(items)
+    with equal numpy scalars: numbers, an int also by its digits squared
+    (strings compare with numpy's at the speed of their bytes, counted by
+    their length)."""
+    if not items or isinstance(items[0], str | bytes):
+        return 0
+    if type(items[0]) is not int:
+        return len(items)
+    squares = sum((bits // 30) ** 2 for bits in map(int.bit_length, items))
+    return len(items) + squares // PRINTED_DIGITS
 
 
 def range_length(r: range, limit: int) -> int:

@@ -2147,6 +2147,28 @@ class TestSafeModeChecksEachCallAndState:
         call = _memo_get(1) + b"(" + _memo_get(0) + b"tR0"
         self.refused_by_the_budget_within(head + call * 40_000 + b"N", 5)
 
+    def test_a_wide_int_compared_with_a_longdouble_is_charged_its_printing(self) -> None:
+        """np.longdouble(5) in a set, and an int of 14,211 bits whose hash is
+        5 added again and again (2 bytes each): numpy prints the int in
+        decimal to compare it, in time quadratic in its digits (244 µs),
+        charged by its digits (twenty-second review: 4.6 s a MB). The adds
+        that loaded within the budget are refused now."""
+        longdouble = _op_bytes(np.longdouble(5).tobytes())
+        held = b"\x8f(" + _op_call(_OP_SCALAR, _op_dtype("g"), longdouble) + b"\x90"
+        wide = _op_int(5 + (2**61 - 1) * 2**14150) + b"\x940"
+        self.refused_by_the_budget_within(
+            held + wide + (b"(" + b"h\x00" * 1000 + b"\x90") * 2, 5
+        )
+
+    def test_int_of_a_longdouble_is_charged_by_its_exponent(self) -> None:
+        """int(np.longdouble("1e4930")) makes an int of 16,400 bits (64 µs)
+        from 16 bytes, charged 16 (twenty-second review: 11.7 s a MB, and it
+        loaded). The calls that loaded are refused now."""
+        huge = _op_bytes(np.longdouble("1e4930").tobytes())
+        arg = _op_tuple(_op_call(_OP_SCALAR, _op_dtype("g"), huge)) + b"\x940"
+        head = arg + _op_global("builtins", "int") + b"\x940"
+        self.refused_by_the_budget_within(head + b"h\x01h\x00R0" * 20_000 + b"N", 5)
+
     @staticmethod
     def refused_by_the_budget_within(body: bytes, seconds: float) -> None:
         """The record of pickle ``body`` is refused by the budget, in a child,
