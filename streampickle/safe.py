@@ -34,6 +34,7 @@ from .safe_budget import (
     DTYPE_STATE,
     EXTENT,
     INT_BITS,
+    NO_KEYS,
     SPEND_FACTOR,
     SPEND_FLOOR,
     HashedKeys,
@@ -344,7 +345,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         if (func is _SCALAR or func is _FROMBUFFER) and type(args) is tuple:
             self._spend_dtype(args[0 if func is _SCALAR else 1] if len(args) > 1 else None)
         check_call(func, args, kwargs, self._checked)
-        keys = Keys()
+        keys = NO_KEYS
         if (func is set or func is frozenset or func is dict) and args:
             if isinstance(args[0], str):  # its characters become objects
                 self._spend(copied(args[0]))

@@ -8,7 +8,8 @@ hostile record may take the parts from the memo for 2 bytes each.
 
 from __future__ import annotations
 
-from collections.abc import Sized
+from collections.abc import Iterable, Sized
+from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -65,20 +66,12 @@ def counted_in_c(items: Any) -> int | None:
     return None
 
 
-class Hashing(NamedTuple):
-    """What hashing an object visits (``visits``), the items a comparison
-    with an equal object may compare through numpy, at ~1 µs, where it is or
-    meets a numpy object (``items``: numbers and numpy's, as ``compared``
-    counts them), and whether one is a numpy scalar or dtype (``numpy``)."""
-
-    visits: int
-    items: int
-    numpy: bool
-
-
-def hash_visits(obj: Any, limit: int) -> Hashing:
+def hash_visits(obj: Any, limit: int) -> tuple[int, int, bool]:
     """Steps hashing ``obj`` takes, or comparing it with an equal object of
-    the same hash, counted up to just past ``limit``: a tuple hashes its
+    the same hash, counted up to just past ``limit``; the items a comparison
+    with an equal object may compare through numpy, at ~1 µs, where it is or
+    meets a numpy object (numbers and numpy's, as ``compared`` counts them);
+    and whether one is a numpy scalar or dtype. A tuple hashes its
     items each time (no cache), equal frozensets compare item by item, a
     range hashes its ints, an int's hash reads each of its 30-bit digits.
     Strings and bytes cache their hashes, but an equal one that is not the
@@ -117,7 +110,7 @@ def hash_visits(obj: Any, limit: int) -> Hashing:
             digits = item.bit_length() // 30 if kind is int else 0
             visits += digits
             items += 1 + digits * digits // PRINTED_DIGITS
-    return Hashing(visits, items, numpy)
+    return visits, items, numpy
 
 
 def compared(items: Any) -> int:
@@ -139,9 +132,9 @@ def range_length(r: range, limit: int) -> int:
     return len(r) if max(abs(i) for i in ints).bit_length() <= RANGE_BITS else limit + 1
 
 
-def through_numpy(hashing: Hashing) -> int:
-    """What comparing a hashed object through numpy costs."""
-    return max(hashing.visits, NUMPY_COMPARED * hashing.items)
+def through_numpy(visits: int, items: int) -> int:
+    """What comparing an object through numpy costs (see hash_visits)."""
+    return max(visits, NUMPY_COMPARED * items)
 
 
 class Keys(NamedTuple):
@@ -151,6 +144,21 @@ class Keys(NamedTuple):
 
     numpy: bool = False
     largest: int = 0
+
+
+NO_KEYS = Keys()
+
+
+def costliest(keys: Iterable[Any], limit: int) -> tuple[int, int]:
+    """What walking ``keys`` visits, counted up to just past ``limit``, and
+    the most comparing one through numpy costs."""
+    work = largest = 0
+    for key in keys:
+        visits, items, _ = hash_visits(key, limit - work)
+        work, largest = work + visits, max(largest, through_numpy(visits, items))
+        if work > limit:
+            break
+    return work, largest
 
 
 class HashedKeys:
@@ -166,7 +174,7 @@ class HashedKeys:
 
     def of(self, container: Any) -> Keys:
         held = self._held.get(id(container))
-        return held[1] if held is not None and held[0] is container else Keys()
+        return held[1] if held is not None and held[0] is container else NO_KEYS
 
     def note(self, container: Any, keys: Keys) -> None:
         if keys.numpy:
@@ -193,24 +201,22 @@ class HashedKeys:
                 max(plain, NUMPY_COMPARED * compared(items)) if keys.numpy else plain
             ), keys
         work, (numpy, largest) = 0, keys
-        for item in items:
-            hashing = hash_visits(item, limit - work)
-            visits, cost, its_numpy = hashing.visits, through_numpy(hashing), hashing.numpy
-            if its_numpy and not numpy and target is not None:  # what it may meet
-                for key in target:
-                    met = hash_visits(key, limit - work)
-                    work, largest = work + met.visits, max(largest, through_numpy(met))
-                    if work > limit:
-                        return work, keys
-            numpy = numpy or its_numpy
-            if its_numpy:  # it may meet the costliest key
-                work += HASHED + max(cost, largest)
+        for i, item in enumerate(items):
+            visits, count, its_numpy = hash_visits(item, limit - work)
+            if not (numpy or its_numpy):
+                work += HASHED + visits
             else:
-                work += HASHED + (cost if numpy else visits)
-            largest = max(largest, cost)
+                cost = through_numpy(visits, count)
+                if not numpy:  # the first numpy key: what it may meet, walked
+                    walked, largest = costliest(
+                        chain(target or (), items[:i]), limit - work
+                    )
+                    work, numpy = work + walked, True
+                work += HASHED + (max(cost, largest) if its_numpy else cost)
+                largest = max(largest, cost)
             if work > limit:
                 break
-        return work, Keys(numpy, largest)
+        return work, Keys(numpy, largest) if numpy else NO_KEYS
 
 
 def copied(arg: Any) -> int:
