@@ -2160,12 +2160,13 @@ class TestSafeModeChecksEachCallAndState:
             held + wide + (b"(" + b"h\x00" * 1000 + b"\x90") * 2, 5
         )
 
-    def test_int_of_a_longdouble_is_charged_by_its_exponent(self) -> None:
+    @pytest.mark.parametrize("kind", ["g", "G"])
+    def test_int_of_a_longdouble_is_charged_by_its_exponent(self, kind: str) -> None:
         """int(np.longdouble("1e4930")) makes an int of 16,400 bits (64 µs)
         from 16 bytes, charged 16 (twenty-second review: 11.7 s a MB, and it
         loaded). The calls that loaded are refused now."""
-        huge = _op_bytes(np.longdouble("1e4930").tobytes())
-        arg = _op_tuple(_op_call(_OP_SCALAR, _op_dtype("g"), huge)) + b"\x940"
+        huge = _op_bytes(np.asarray(np.longdouble("1e4930"), kind).tobytes())
+        arg = _op_tuple(_op_call(_OP_SCALAR, _op_dtype(kind), huge)) + b"\x940"
         head = arg + _op_global("builtins", "int") + b"\x940"
         self.refused_by_the_budget_within(head + b"h\x01h\x00R0" * 20_000 + b"N", 5)
 
