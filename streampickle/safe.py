@@ -392,10 +392,12 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         return beyond * _size(shape) if beyond > 0 else 0
 
     def _spend_hashing(self, items: Any, target: Any = None) -> Keys:
-        """Hashing ``items`` into ``target`` (None: a new container): see
-        HashedKeys. What the container then holds."""
+        """Hashing ``items`` into ``target`` (None: a new container, which
+        the caller notes once made): see HashedKeys. What it then holds."""
         work, keys = self._hashed.work(items, target, self._left())
         self._spend(work)
+        if target is not None:
+            self._hashed.note(target, keys)
         return keys
 
     def _left(self) -> int:
@@ -493,13 +495,13 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     def load_setitem(self) -> None:
         target = self.stack[-3]
         _check_target(target, dict, "SETITEM")
-        self._hashed.note(target, self._spend_hashing(self.stack[-2:-1], target))
+        self._spend_hashing(self.stack[-2:-1], target)
         _PythonUnpickler.load_setitem(self)
 
     def load_setitems(self) -> None:
         target = self._below_mark()
         _check_target(target, dict, "SETITEMS")
-        self._hashed.note(target, self._spend_hashing(self.stack[0::2], target))
+        self._spend_hashing(self.stack[0::2], target)
         _PythonUnpickler.load_setitems(self)
 
     def load_append(self) -> None:
@@ -513,7 +515,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     def load_additems(self) -> None:
         target = self._below_mark()
         _check_target(target, set, "ADDITEMS")
-        self._hashed.note(target, self._spend_hashing(self.stack, target))
+        self._spend_hashing(self.stack, target)
         _PythonUnpickler.load_additems(self)
 
     def _below_mark(self) -> Any:
