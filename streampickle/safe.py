@@ -357,7 +357,8 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
             if isinstance(args[0], np.void):  # bool of one reads each field (review:
                 self._spend(plain_dtype(args[0].dtype, self._checked))  # 4,030 in 1 KB)
             elif func is int and isinstance(args[0], np.inexact):  # real part, if complex
-                self._spend(abs(int(np.frexp(np.real(args[0]))[1])) // INT_BITS)
+                with np.errstate(all="ignore"):  # an x87 pseudo-infinity is "invalid"
+                    self._spend(abs(int(np.frexp(np.real(args[0]))[1])) // INT_BITS)
         elif func is range:
             self._spend(range_work(args))
         elif func is _SCALAR:

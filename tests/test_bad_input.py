@@ -2170,6 +2170,25 @@ class TestSafeModeChecksEachCallAndState:
         head = arg + _op_global("builtins", "int") + b"\x940"
         self.refused_by_the_budget_within(head + b"h\x01h\x00R0" * 20_000 + b"N", 5)
 
+    @pytest.mark.skipif(
+        np.finfo(np.longdouble).nmant != 63, reason="an x87 80-bit longdouble's patterns"
+    )
+    def test_int_of_an_x87_pseudo_infinity_is_priced_without_a_warning(self) -> None:
+        """A longdouble whose bytes spell an x87 pseudo-infinity (exponent all
+        ones, integer bit clear) made np.frexp, which prices int() of it,
+        signal "invalid": a hostile record printed numpy's RuntimeWarning on
+        the reader's stderr. Now only int() speaks: the record is corrupt,
+        as int() of a NaN makes it."""
+        pseudo_infinity = struct.pack("<QH", 0, 0x7FFF).ljust(np.dtype("g").itemsize, b"\0")
+        made = _op_call(_OP_SCALAR, _op_dtype("g"), _op_bytes(pseudo_infinity))
+        body = _op_call(_op_global("builtins", "int"), made)
+        data = stream(record(b"\x80\x04" + body + b"."), END)
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("always")
+            with pytest.raises(sp.CorruptStreamError, match="cannot convert"):
+                sp.loads(data, safe=True)
+        assert [str(w.message) for w in shown] == []
+
     @staticmethod
     def refused_by_the_budget_within(body: bytes, seconds: float) -> None:
         """The record of pickle ``body`` is refused by the budget, in a child,
