@@ -29,16 +29,17 @@ import numpy as np
 from .errors import ForbiddenGlobalError
 from .safe_budget import (
     ARRAY_CALL,
+    DOUBLE_EXPONENT,
     DTYPE_FIELD,
     DTYPE_NODE,
     DTYPE_STATE,
     EXTENT,
     INT_BITS,
-    NO_KEYS,
+    LONG_EXPONENT,
     SPEND_FACTOR,
     SPEND_FLOOR,
+    Compared,
     HashedKeys,
-    Keys,
     copied,
     range_work,
 )
@@ -345,20 +346,21 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         if (func is _SCALAR or func is _FROMBUFFER) and type(args) is tuple:
             self._spend_dtype(args[0 if func is _SCALAR else 1] if len(args) > 1 else None)
         check_call(func, args, kwargs, self._checked)
-        keys = NO_KEYS
+        compared = None
         if (func is set or func is frozenset or func is dict) and args:
             if isinstance(args[0], str):  # its characters become objects
                 self._spend(copied(args[0]))
-            keys = self._spend_hashing(args[0])
+            pairs = func is dict and not isinstance(args[0], dict)
+            compared = self._spend_hashing([p[0] for p in args[0]] if pairs else args[0])
         elif (func is str or id(func) in _MATERIALIZING_IDS) and args:
             self._spend(copied(args[0]))
         elif (func is int or func is float or func is complex or func is bool) and args:
             self._spend(copied(args[0]))  # parsed, or read
             if isinstance(args[0], np.void):  # bool of one reads each field (review:
                 self._spend(plain_dtype(args[0].dtype, self._checked))  # 4,030 in 1 KB)
-            elif func is int and isinstance(args[0], np.inexact):  # real part, if complex
-                with np.errstate(all="ignore"):  # an x87 pseudo-infinity is "invalid"
-                    self._spend(abs(int(np.frexp(np.real(args[0]))[1])) // INT_BITS)
+            elif func is int and isinstance(args[0], np.inexact):
+                wide = args[0].real.itemsize > 8  # a longdouble, or of them
+                self._spend((LONG_EXPONENT if wide else DOUBLE_EXPONENT) // INT_BITS)
         elif func is range:
             self._spend(range_work(args))
         elif func is _SCALAR:
@@ -370,7 +372,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
             self._spend(ARRAY_CALL)
         _run(id(func) in _OWN_IDS, step, *step_args)
         made = self.stack[-1]
-        self._hashed.note(made, keys)
+        self._hashed.note(made, compared)
         if func is np.dtype:
             check_expansion(made)  # made from a string
         elif func is _RECONSTRUCT:
@@ -392,14 +394,16 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         beyond = unfolded - UNFOLDING * dtype.itemsize
         return beyond * _size(shape) if beyond > 0 else 0
 
-    def _spend_hashing(self, items: Any, target: Any = None) -> Keys:
+    def _spend_hashing(self, items: Any, target: Any = None) -> Compared | None:
         """Hashing ``items`` into ``target`` (None: a new container, which
         the caller notes once made): see HashedKeys. What it then holds."""
-        work, keys = self._hashed.work(items, target, self._left())
+        if not items:  # MARK ADDITEMS, again and again (twenty-fifth review)
+            return None
+        work, compared = self._hashed.work(items, target, self._left())
         self._spend(work)
         if target is not None:
-            self._hashed.note(target, keys)
-        return keys
+            self._hashed.note(target, compared)
+        return compared
 
     def _left(self) -> int:
         return int(SPEND_FACTOR * self._record.pickle_bytes + SPEND_FLOOR - self._spent)
@@ -456,14 +460,14 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     # Opcodes that hash keys or items: each visit counted (a tuple hashes its
     # items every time, however often it is shared).
     def load_frozenset(self) -> None:
-        keys = self._spend_hashing(self.stack)
+        compared = self._spend_hashing(self.stack)
         _PythonUnpickler.load_frozenset(self)
-        self._hashed.note(self.stack[-1], keys)
+        self._hashed.note(self.stack[-1], compared)
 
     def load_dict(self) -> None:
-        keys = self._spend_hashing(self.stack[0::2])
+        compared = self._spend_hashing(self.stack[0::2])
         _PythonUnpickler.load_dict(self)
-        self._hashed.note(self.stack[-1], keys)
+        self._hashed.note(self.stack[-1], compared)
 
     def load_next_buffer(self) -> None:
         _PythonUnpickler.load_next_buffer(self)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sized
 from itertools import chain
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -31,11 +31,12 @@ WALKED = 6  # an item inside it that hash_visits walks, ~0.3 µs
 ARRAY_CALL = 128  # _frombuffer or _reconstruct and its BUILD checked, ~10 µs
 EXTENT = 8  # each extent of an array's shape
 VIEW_BYTES = 16  # bytes of memoryviews compared a unit: item by item, ~2 ns a byte
-#: an item that, in a set or dict holding a numpy scalar or dtype or as one,
-#: may meet an equal one of the same hash: compared through numpy, ~1 µs
-#: (review: np.True_ == 1.0, 0.86 µs; 0.66-1.05 for every pair of kinds).
-#: Charged in place of its visits where more, at ~0.8 µs: then a tuple of
-#: two small ints added beside a numpy key (8 bytes) still fits its bytes.
+#: Two keys of one hash in a set or dict holding a numpy scalar or dtype are
+#: compared, through numpy where either is numpy's: this a compare (a float
+#: against a timedelta64 in a 1-tuple, 6.9 µs, twenty-fifth review), and
+#: NUMPY_COMPARED each number they hold (np.True_ == 1.0, 0.86 µs; 0.66-1.05
+#: for every pair of kinds), an int also by its digits (PRINTED_DIGITS).
+NUMPY_PAIR = 128
 NUMPY_COMPARED = 16
 #: the largest range length counted as such (beyond, past any budget)
 RANGE_BITS = 62
@@ -46,6 +47,11 @@ PRINTED_DIGITS = 512
 #: int() of a numpy float makes an int as wide as its exponent: one unit for
 #: this many bits (a longdouble's: 16,400 bits in 64 µs, review)
 INT_BITS = 8
+#: so each is charged as the widest of its kind: a float of 64 bits or fewer
+#: as a subnormal double's 1,074 bits, a longdouble as a subnormal quad's
+#: (finding its exponent, np.frexp, took 1.7 µs: twenty-fifth review)
+DOUBLE_EXPONENT = 1074
+LONG_EXPONENT = 16494
 #: What counted_in_c takes: sequences, and kinds of item whose hash does not
 #: grow with them.
 SEQUENCES = frozenset({list, tuple, str, bytes, bytearray})
@@ -137,86 +143,106 @@ def through_numpy(visits: int, items: int) -> int:
     return max(visits, NUMPY_COMPARED * items)
 
 
-class Keys(NamedTuple):
-    """What a set, frozenset or dict holds that numpy may compare: whether a
-    key is a numpy scalar or dtype, and the most comparing one through numpy
-    costs (its items and its walk: a tuple 63 deep takes numpy 14 µs)."""
+class Compared:
+    """What a set, frozenset or dict holding a numpy scalar or dtype holds
+    that numpy may compare: how many of its keys have each hash (only keys
+    of one hash are ever compared), how many pairs of them do, and the most
+    comparing one key through numpy costs (a tuple 63 deep takes numpy
+    14 µs; a range, an array of its length)."""
 
-    numpy: bool = False
-    largest: int = 0
+    __slots__ = ("hashes", "pairs", "largest")
 
+    def __init__(self, hashes: dict[int, int] | None = None) -> None:
+        self.hashes: dict[int, int] = hashes or {}
+        self.pairs = 0
+        self.largest = 0
 
-NO_KEYS = Keys()
+    def add(self, key: Any, cost: int) -> int:
+        """Count ``key``, which comparing through numpy costs ``cost``; what
+        its compares with the keys of its hash held cost (CPython compares
+        it with each on its way; ints of one hash are free to make: a numpy
+        key added again past 1,000 of them, 1.3 ms, twenty-fifth review)."""
+        try:
+            key_hash = hash(key)
+        except TypeError:  # unhashable: the add fails
+            return 0
+        met = self.hashes.get(key_hash, 0)
+        self.hashes[key_hash] = met + 1
+        self.pairs += met
+        work = met * (NUMPY_PAIR + cost + self.largest)
+        self.largest = max(self.largest, cost)
+        return work
 
-
-def costliest(keys: Iterable[Any], limit: int) -> tuple[int, int]:
-    """What walking ``keys`` visits, counted up to just past ``limit``, and
-    the most comparing one through numpy costs."""
-    work = largest = 0
-    for key in keys:
-        visits, items, _ = hash_visits(key, limit - work)
-        work, largest = work + visits, max(largest, through_numpy(visits, items))
-        if work > limit:
-            break
-    return work, largest
+    def copy(self) -> Compared:
+        """The same keys hashed into a new container: its pairs compared again."""
+        made = Compared(dict(self.hashes))
+        made.pairs, made.largest = self.pairs, self.largest
+        return made
 
 
 class HashedKeys:
     """What hashing keys into sets, frozensets and dicts costs, and what the
     containers a record filled hold where numpy may compare their keys (by
     id, held). A numpy scalar compared with an equal-hashed number goes
-    through numpy's ufuncs (~1 µs), with a tuple or range makes an array of
-    it (twenty-first review: range(10**8) beside np.int64(hash of it), 138
-    bytes); hashes of ints, floats, tuples and ranges can be chosen."""
+    through numpy's ufuncs (~1-7 µs), with a tuple or range makes an array
+    of it (twenty-first review: range(10**8) beside np.int64(hash of it),
+    138 bytes); hashes of ints, floats, tuples and ranges can be chosen."""
 
     def __init__(self) -> None:
-        self._held: dict[int, tuple[Any, Keys]] = {}
+        self._held: dict[int, tuple[Any, Compared]] = {}
 
-    def of(self, container: Any) -> Keys:
+    def of(self, container: Any) -> Compared | None:
         held = self._held.get(id(container))
-        return held[1] if held is not None and held[0] is container else NO_KEYS
+        return held[1] if held is not None and held[0] is container else None
 
-    def note(self, container: Any, keys: Keys) -> None:
-        if keys.numpy:
-            self._held[id(container)] = (container, keys)
+    def note(self, container: Any, compared: Compared | None) -> None:
+        if compared is not None:
+            self._held[id(container)] = (container, compared)
 
-    def work(self, items: Any, target: Any, limit: int) -> tuple[int, Keys]:
+    def work(self, items: Any, target: Any, limit: int) -> tuple[int, Compared | None]:
         """What hashing ``items`` into ``target`` (None: a new container)
-        costs, counted up to just past ``limit``, and what it then holds: in
-        one pass in C where the items are of one plain kind, else HASHED an
-        item (a memo'd list hashed again for 6 bytes: 6.6 s from 1 MB,
-        review), and where numpy may compare them, NUMPY_COMPARED an item
-        compared (a memo'd tuple of 10,000 floats added again beside one of
-        np.True_: 8 s from 1 MB, twentieth review)."""
-        keys = self.of(target)
+        costs, counted up to just past ``limit``, and what it then holds
+        that numpy may compare: in one pass in C where the items are of one
+        plain kind, else HASHED an item (a memo'd list hashed again for 6
+        bytes: 6.6 s from 1 MB, review) and, once a numpy key is there,
+        each compare of keys of one hash (see Compared.add)."""
+        compared = self.of(target)
         if isinstance(items, dict | set | frozenset):  # a container's keys
             held = self.of(items)
-            if not held.numpy:
-                return len(items), keys  # hashed as they are (a dict's keys, once)
-            # a dict's added to a new set compare again (twenty-first review)
-            return (HASHED + max(held.largest, NUMPY_COMPARED)) * len(items), held
-        plain = counted_in_c(items) if type(items) in SEQUENCES else None
-        if plain is not None:  # numbers or text, none numpy's
-            return (
-                max(plain, NUMPY_COMPARED * compared(items)) if keys.numpy else plain
-            ), keys
-        work, (numpy, largest) = 0, keys
+            if held is None:
+                return len(items), None  # hashed as they are (a dict's keys, once)
+            # added to a new container, its keys of one hash compare again
+            pair = NUMPY_PAIR + 2 * held.largest
+            return HASHED * len(items) + pair * held.pairs, held.copy()
+        if compared is None and type(items) in SEQUENCES:
+            plain = counted_in_c(items)
+            if plain is not None:  # numbers or text, none numpy's
+                return plain, None
+        work = 0
         for i, item in enumerate(items):
-            visits, count, its_numpy = hash_visits(item, limit - work)
-            if not (numpy or its_numpy):
-                work += HASHED + visits
-            else:
-                cost = through_numpy(visits, count)
-                if not numpy:  # the first numpy key: what it may meet, walked
-                    walked, largest = costliest(
-                        chain(target or (), items[:i]), limit - work
-                    )
-                    work, numpy = work + walked, True
-                work += HASHED + (max(cost, largest) if its_numpy else cost)
-                largest = max(largest, cost)
+            visits, count, numpy = hash_visits(item, limit - work)
+            work += HASHED + visits
+            if compared is None and numpy:  # the first numpy key: the keys it may meet
+                compared = Compared()
+                work += self._walk(compared, chain(target or (), items[:i]), limit - work)
             if work > limit:
                 break
-        return work, Keys(numpy, largest) if numpy else NO_KEYS
+            if compared is not None:
+                work += compared.add(item, through_numpy(visits, count))
+        return work, compared
+
+    @staticmethod
+    def _walk(compared: Compared, keys: Iterable[Any], limit: int) -> int:
+        """Count ``keys`` (held already, compared as they came) into
+        ``compared``; what walking them visits, up to just past ``limit``."""
+        work = 0
+        for key in keys:
+            visits, items, _ = hash_visits(key, limit - work)
+            work += visits
+            if work > limit:
+                break
+            compared.add(key, through_numpy(visits, items))
+        return work
 
 
 def copied(arg: Any) -> int:

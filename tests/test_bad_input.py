@@ -2170,6 +2170,52 @@ class TestSafeModeChecksEachCallAndState:
         head = arg + _op_global("builtins", "int") + b"\x940"
         self.refused_by_the_budget_within(head + b"h\x01h\x00R0" * 20_000 + b"N", 5)
 
+    @pytest.mark.parametrize("form", ["set", "dict"])
+    def test_a_numpy_key_added_again_past_keys_of_its_hash_is_charged_each_compare(
+        self, form: str
+    ) -> None:
+        """1,000 ints of one hash (free to make: an int's hash is itself
+        modulo 2**61 - 1), then np.float16 of that hash, added again and
+        again: CPython compares it, through numpy, with each of the ints on
+        its way (1.3 ms an add), charged as meeting one (twenty-fifth
+        review: 49 KB took 26.8 s and loaded). Refused at once now."""
+        ints = [_op_int(60 + j * (2**61 - 1)) for j in range(1, 1001)]
+        half = np.float16(60).tobytes()
+        key = _op_call(_OP_SCALAR, _op_dtype("<f2"), _op_bytes(half)) + b"\x94"
+        if form == "set":
+            body = b"\x8f(" + b"".join(ints) + b"\x90(" + key + b"\x90"
+            body += (b"(" + b"h\x00" * 1000 + b"\x90") * 4
+        else:
+            body = b"}(" + b"N".join(ints) + b"Nu(" + key + b"Nu"
+            body += (b"(" + b"h\x00N" * 1000 + b"u") * 4
+        self.refused_by_the_budget_within(body, 5)
+
+    def test_a_float_compared_with_a_timedelta_is_charged_numpys_failed_compare(
+        self,
+    ) -> None:
+        """np.float64(12 s) and np.timedelta64(s, "Y") hash alike (a year
+        timedelta hashes as its months); numpy finds no loop to compare
+        them (~5 µs) and the timedelta, added again for 4 bytes, was
+        charged 24 units (twenty-fifth review: 3.3 s a MB, and it loaded).
+        Each compare is charged NUMPY_PAIR now: refused."""
+        years = np.timedelta64(5, "Y")
+        assert hash(years) == hash(np.float64(60))
+        f8 = _op_call(_OP_SCALAR, _op_dtype("<f8"), _op_bytes(np.float64(60).tobytes()))
+        m8 = _op_call(_OP_SCALAR, _op_dtype("<m8[Y]"), _op_bytes(years.tobytes()))
+        body = b"\x8f(" + f8 + m8 + b"\x94\x90" + b"(h\x00\x90" * 100_000
+        self.refused_by_the_budget_within(body, 5)
+
+    @pytest.mark.parametrize("kind", ["<f2", "<c8"])
+    def test_int_of_a_narrow_numpy_float_is_charged_as_a_doubles(self, kind: str) -> None:
+        """Finding a float's exponent (np.frexp, 1.7 µs) cost more than int()
+        of it, and int(np.complex64) calls loaded at 1.6 s a MB (twenty-fifth
+        review). int() of a float of 64 bits or fewer is charged now as a
+        subnormal double's, without a look: refused."""
+        one = _op_bytes(np.ones((), kind).tobytes())
+        arg = _op_tuple(_op_call(_OP_SCALAR, _op_dtype(kind), one)) + b"\x940"
+        head = arg + _op_global("builtins", "int") + b"\x940"
+        self.refused_by_the_budget_within(head + b"h\x01h\x00R0" * 20_000 + b"N", 5)
+
     @pytest.mark.skipif(
         np.finfo(np.longdouble).nmant != 63, reason="an x87 80-bit longdouble's patterns"
     )
@@ -2231,6 +2277,9 @@ class TestSafeModeChecksEachCallAndState:
             {np.int64(0): 1, **{(i, j): None for i in range(600) for j in range(500)}},
             {np.float64(0.5), *map(float, range(200_000))},
             [frozenset(np.arange(100, dtype=np.float32) + k) for k in range(200)],
+            # hash(-1) == hash(-2): one compare through numpy
+            {np.int64(-1): 1, -2: 2, **{np.int64(i): i for i in range(20_000)}},
+            {(np.float32(i), i) for i in range(20_000)},
         ]
         for obj in records:
             assert sp.loads(sp.dumps(obj), safe=True) == obj
