@@ -22,6 +22,7 @@ import math
 import pickle
 import re
 import struct
+import sys
 from typing import Any
 
 import numpy as np
@@ -29,13 +30,10 @@ import numpy as np
 from .errors import ForbiddenGlobalError
 from .safe_budget import (
     ARRAY_CALL,
-    DOUBLE_EXPONENT,
     DTYPE_FIELD,
     DTYPE_NODE,
     DTYPE_STATE,
     EXTENT,
-    INT_BITS,
-    LONG_EXPONENT,
     SPEND_FACTOR,
     SPEND_FLOOR,
     Compared,
@@ -150,15 +148,18 @@ def check_call(
         # str() of a list writes each item's repr: a list of ten references to
         # the last result, ten times over, is a string of 10**10 (review)
         raise refuse("calls str on strings and bytes only (with their encoding)")
-    if id(func) in _BUILTIN_IDS and any(isinstance(a, np.ndarray) for a in args):
-        # pickle never writes one; bool() of an array reads all its bytes
-        raise refuse(f"does not call {func.__name__} on a numpy array")
-    if id(func) in _MATERIALIZING_IDS and any(
-        isinstance(a, range | np.ndarray | np.generic) for a in args
+    if (
+        id(func) in _BUILTIN_IDS
+        and func is not slice  # a slice keeps what it is given: numpy ints, often
+        and any(isinstance(a, np.ndarray | np.generic) for a in args)
     ):
-        # (by id: a lookup in a set hashes func, which may be any tuple: review;
-        # a numpy structured scalar's items take time each by its fields)
-        raise refuse(f"does not call {func.__name__} on a range or a numpy array or scalar")
+        # (by id: a lookup in a set hashes func, which may be any tuple: review)
+        # pickle writes none; numpy's conversions cost what no byte shows: bool
+        # of an array reads all its bytes, of a structured scalar each field
+        # (4,030 in 1 KB), int of a longdouble makes 16,400 bits (120 µs)
+        raise refuse(f"does not call {func.__name__} on a numpy array or scalar")
+    if id(func) in _MATERIALIZING_IDS and any(isinstance(a, range) for a in args):
+        raise refuse(f"does not call {func.__name__} on a range")
     if (
         func is dict
         and args
@@ -191,6 +192,10 @@ def check_call(
         and len(args[1]) == args[0].itemsize
     ):
         raise refuse("makes a numpy scalar from a plain dtype and its bytes only")
+    if func is _SCALAR and args[0].kind == "U" and not _code_points(args[0], args[1]):
+        # numpy makes a str of whatever units it is given (review: 0xFFFFFFFF;
+        # indexing it raised SystemError, a debug build would abort)
+        raise refuse("makes a numpy str scalar of Unicode code points only")
     if func is _FROMBUFFER and not (
         len(args) in (4, 5)
         and plain_dtype(args[1], checked)
@@ -256,6 +261,13 @@ def check_build(inst: Any, state: Any, checked: Checked) -> Any:
             f"not {type(data).__name__}"
         )
     return state
+
+
+def _code_points(dtype: np.dtype[Any], data: bytes) -> bool:
+    """Whether the UCS4 units of ``data``, in ``dtype``'s byte order, are
+    each at most U+10FFFF."""
+    units = np.frombuffer(data, np.dtype("u4").newbyteorder(dtype.byteorder))
+    return not units.size or int(units.max()) <= sys.maxunicode
 
 
 def _order(order: tuple[Any, ...], dims: int) -> bool:
@@ -356,11 +368,6 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
             self._spend(copied(args[0]))
         elif (func is int or func is float or func is complex or func is bool) and args:
             self._spend(copied(args[0]))  # parsed, or read
-            if isinstance(args[0], np.void):  # bool of one reads each field (review:
-                self._spend(plain_dtype(args[0].dtype, self._checked))  # 4,030 in 1 KB)
-            elif func is int and isinstance(args[0], np.inexact):
-                wide = args[0].real.itemsize > 8  # a longdouble, or of them
-                self._spend((LONG_EXPONENT if wide else DOUBLE_EXPONENT) // INT_BITS)
         elif func is range:
             self._spend(range_work(args))
         elif func is _SCALAR:

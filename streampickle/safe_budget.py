@@ -44,14 +44,6 @@ RANGE_BITS = 62
 #: quadratic in its 30-bit digits: one more item compared per this many
 #: digits squared (twenty-second review: 14,200 bits, 244 µs)
 PRINTED_DIGITS = 512
-#: int() of a numpy float makes an int as wide as its exponent: one unit for
-#: this many bits (a longdouble's: 16,400 bits in 64 µs, review)
-INT_BITS = 8
-#: so each is charged as the widest of its kind: a float of 64 bits or fewer
-#: as a subnormal double's 1,074 bits, a longdouble as a subnormal quad's
-#: (finding its exponent, np.frexp, took 1.7 µs: twenty-fifth review)
-DOUBLE_EXPONENT = 1074
-LONG_EXPONENT = 16494
 #: What counted_in_c takes: sequences, and kinds of item whose hash does not
 #: grow with them.
 SEQUENCES = frozenset({list, tuple, str, bytes, bytearray})
@@ -246,13 +238,11 @@ class HashedKeys:
 
 
 def copied(arg: Any) -> int:
-    """What a call copying, parsing or reading ``arg`` costs: its length, a
-    numpy scalar's bytes; a str's characters may each become an object of
-    ~80 bytes (``list`` or ``set`` of one beyond Latin-1)."""
+    """What a call copying, parsing or reading ``arg`` costs: its length; a
+    str's characters may each become an object of ~80 bytes (``list`` or
+    ``set`` of one beyond Latin-1)."""
     if isinstance(arg, str):
         return STR_ITEM * len(arg)
-    if isinstance(arg, np.generic):
-        return max(arg.nbytes, 1)
     return len(arg) if isinstance(arg, Sized) else 1
 
 
