@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sized
 from itertools import chain
+from sys import getrefcount
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,16 @@ VIEW_BYTES = 16  # bytes of memoryviews compared a unit: item by item, ~2 ns a b
 #: NUMPY_COMPARED each number they hold (np.True_ == 1.0, 0.86 µs; 0.66-1.05
 #: for every pair of kinds), an int also by its digits (PRINTED_DIGITS).
 NUMPY_PAIR = 128
+PLAIN_PAIR = 1  # two plain keys: ~17 ns for ints, more by a key's visits
+#: a table of a container's keys (Compared), made: ~3 µs (26th review: sets
+#: of one numpy key, 5 bytes each, 2 s a MB); a key walked into it, ~1.4 µs
+TABLE = 64
+WALKED_KEY = 24
+#: HashedKeys sweeps its containers when they pass twice those left after
+#: the last sweep plus this; one held by it alone has this many references
+#: in getrefcount (its tuple's and getrefcount's argument)
+SWEEP_FROM = 1024
+HELD_ONLY = 2
 NUMPY_COMPARED = 16
 #: the largest range length counted as such (beyond, past any budget)
 RANGE_BITS = 62
@@ -116,9 +127,10 @@ def compared(items: Any) -> int:
     with equal numpy scalars: numbers, an int also by its digits squared
     (strings compare with numpy's at the speed of their bytes, counted by
     their length)."""
-    if not items or isinstance(items[0], str | bytes):
+    first = next(iter(items), None)  # a frozenset's too (26th review)
+    if first is None or isinstance(first, str | bytes):
         return 0
-    if type(items[0]) is not int:
+    if type(first) is not int:
         return len(items)
     squares = sum((bits // 30) ** 2 for bits in map(int.bit_length, items))
     return len(items) + squares // PRINTED_DIGITS
@@ -137,39 +149,55 @@ def through_numpy(visits: int, items: int) -> int:
 
 class Compared:
     """What a set, frozenset or dict holding a numpy scalar or dtype holds
-    that numpy may compare: how many of its keys have each hash (only keys
-    of one hash are ever compared), how many pairs of them do, and the most
-    comparing one key through numpy costs (a tuple 63 deep takes numpy
-    14 µs; a range, an array of its length)."""
+    that may be compared: how many of its keys have each hash (only keys of
+    one hash are ever compared), the hashes of its keys that are or hold
+    numpy's (compared through numpy), how many pairs of keys of one hash
+    there are either way, and the most comparing one key through numpy
+    costs (a tuple 63 deep takes numpy 14 µs; a range, an array of its
+    length)."""
 
-    __slots__ = ("hashes", "pairs", "largest")
+    __slots__ = ("hashes", "numpy_hashes", "pairs", "plain_pairs", "largest")
 
-    def __init__(self, hashes: dict[int, int] | None = None) -> None:
-        self.hashes: dict[int, int] = hashes or {}
-        self.pairs = 0
-        self.largest = 0
+    def __init__(self) -> None:
+        self.hashes: dict[int, int] = {}
+        self.numpy_hashes: set[int] = set()
+        self.pairs = self.plain_pairs = self.largest = 0
 
-    def add(self, key: Any, cost: int) -> int:
-        """Count ``key``, which comparing through numpy costs ``cost``; what
-        its compares with the keys of its hash held cost (CPython compares
-        it with each on its way; ints of one hash are free to make: a numpy
-        key added again past 1,000 of them, 1.3 ms, twenty-fifth review)."""
+    def add(self, key: Any, visits: int, cost: int, numpy: bool) -> int:
+        """Count ``key``, whose hash visits ``visits`` and whose compare
+        through numpy costs ``cost``; what its compares with the keys of its
+        hash held cost (CPython compares it with each on its way; ints of
+        one hash are free to make: a numpy key added again past 1,000 of
+        them, 1.3 ms, twenty-fifth review). Two plain keys compare in no
+        more steps than hashing one visits (hash(-1) == hash(-2): a dict of
+        (-1, i) and (-2, i) beside a numpy key, 26th review)."""
         try:
             key_hash = hash(key)
         except TypeError:  # unhashable: the add fails
             return 0
         met = self.hashes.get(key_hash, 0)
         self.hashes[key_hash] = met + 1
-        self.pairs += met
-        work = met * (NUMPY_PAIR + cost + self.largest)
+        if numpy:
+            self.numpy_hashes.add(key_hash)
+        work = 0
+        if met and key_hash in self.numpy_hashes:
+            self.pairs += met
+            work = met * (NUMPY_PAIR + cost + self.largest)
+        elif met:
+            self.plain_pairs += met
+            work = met * (PLAIN_PAIR + visits)
         self.largest = max(self.largest, cost)
         return work
 
-    def copy(self) -> Compared:
-        """The same keys hashed into a new container: its pairs compared again."""
-        made = Compared(dict(self.hashes))
-        made.pairs, made.largest = self.pairs, self.largest
-        return made
+    def copy(self) -> tuple[int, Compared]:
+        """The same keys hashed into a new container: what its pairs cost
+        compared again, and its table."""
+        made = Compared()
+        made.hashes, made.numpy_hashes = dict(self.hashes), set(self.numpy_hashes)
+        made.pairs, made.plain_pairs = self.pairs, self.plain_pairs
+        made.largest = self.largest
+        work = self.pairs * (NUMPY_PAIR + 2 * self.largest)
+        return work + self.plain_pairs * (PLAIN_PAIR + self.largest), made
 
 
 class HashedKeys:
@@ -182,14 +210,21 @@ class HashedKeys:
 
     def __init__(self) -> None:
         self._held: dict[int, tuple[Any, Compared]] = {}
+        self._sweep_at = SWEEP_FROM
 
     def of(self, container: Any) -> Compared | None:
         held = self._held.get(id(container))
         return held[1] if held is not None and held[0] is container else None
 
     def note(self, container: Any, compared: Compared | None) -> None:
-        if compared is not None:
-            self._held[id(container)] = (container, compared)
+        if compared is None:
+            return
+        self._held[id(container)] = (container, compared)
+        if len(self._held) > self._sweep_at:
+            # forget what only this holds: what the record dropped (held, a
+            # 4 MB record of sets of a numpy key took 1.8 GB: 26th review)
+            live = {k: v for k, v in self._held.items() if getrefcount(v[0]) > HELD_ONLY}
+            self._held, self._sweep_at = live, 2 * len(live) + SWEEP_FROM
 
     def work(self, items: Any, target: Any, limit: int) -> tuple[int, Compared | None]:
         """What hashing ``items`` into ``target`` (None: a new container)
@@ -204,8 +239,8 @@ class HashedKeys:
             if held is None:
                 return len(items), None  # hashed as they are (a dict's keys, once)
             # added to a new container, its keys of one hash compare again
-            pair = NUMPY_PAIR + 2 * held.largest
-            return HASHED * len(items) + pair * held.pairs, held.copy()
+            pairs, made = held.copy()
+            return TABLE + HASHED * len(items) + pairs, made
         if compared is None and type(items) in SEQUENCES:
             plain = counted_in_c(items)
             if plain is not None:  # numbers or text, none numpy's
@@ -216,11 +251,13 @@ class HashedKeys:
             work += HASHED + visits
             if compared is None and numpy:  # the first numpy key: the keys it may meet
                 compared = Compared()
-                work += self._walk(compared, chain(target or (), items[:i]), limit - work)
+                work += TABLE + self._walk(
+                    compared, chain(target or (), items[:i]), limit - work
+                )
             if work > limit:
                 break
             if compared is not None:
-                work += compared.add(item, through_numpy(visits, count))
+                work += compared.add(item, visits, through_numpy(visits, count), numpy)
         return work, compared
 
     @staticmethod
@@ -229,11 +266,11 @@ class HashedKeys:
         ``compared``; what walking them visits, up to just past ``limit``."""
         work = 0
         for key in keys:
-            visits, items, _ = hash_visits(key, limit - work)
-            work += visits
+            visits, items, numpy = hash_visits(key, limit - work)
+            work += WALKED_KEY + visits
             if work > limit:
                 break
-            compared.add(key, through_numpy(visits, items))
+            compared.add(key, visits, through_numpy(visits, items), numpy)
         return work
 
 
