@@ -40,8 +40,10 @@ VIEW_BYTES = 16  # bytes of memoryviews compared a unit: item by item, ~2 ns a b
 NUMPY_PAIR = 128
 PLAIN_PAIR = 1  # two plain keys: ~17 ns for ints, more by a key's visits
 #: a table of a container's keys (Compared), made: ~3 µs (26th review: sets
-#: of one numpy key, 5 bytes each, 2 s a MB); a key walked into it, ~1.4 µs
-TABLE = 64
+#: of one numpy key, 5 bytes each, 2 s a MB), charged what a set of a shared
+#: numpy key, 6 bytes, leaves (27th review: more refused such lists); a key
+#: walked into it, ~1.4 µs
+TABLE = 32
 WALKED_KEY = 24
 #: HashedKeys sweeps its containers when they pass twice those left after
 #: the last sweep plus this; one held by it alone has this many references
@@ -130,8 +132,8 @@ def compared(items: Any) -> int:
     first = next(iter(items), None)  # a frozenset's too (26th review)
     if first is None or isinstance(first, str | bytes):
         return 0
-    if type(first) is not int:
-        return len(items)
+    if type(first) is not int or max(map(int.bit_length, items)) < 30:
+        return len(items)  # (in C: a tuple of small ints added again, 27th review)
     squares = sum((bits // 30) ** 2 for bits in map(int.bit_length, items))
     return len(items) + squares // PRINTED_DIGITS
 

@@ -2299,6 +2299,9 @@ class TestSafeModeChecksEachCallAndState:
             {np.int64(0): 0, **{(s, i): None for i in range(50_000) for s in (-1, -2)}},
             # a frozenset of more than 8 items, hashed (26th review: refused)
             [np.float64(1.5), {frozenset(range(10)), ("a", frozenset("abcdefghi"))}],
+            # small sets sharing one numpy key, 6 bytes each (27th review: refused)
+            [{shared} for shared in [np.int64(7)] * 60_000],
+            [frozenset({np.dtype("f8"), i}) for i in range(60_000)],
         ]
         for obj in records:
             assert sp.loads(sp.dumps(obj), safe=True) == obj
