@@ -132,9 +132,12 @@ def compared(items: Any) -> int:
     first = next(iter(items), None)  # a frozenset's too (26th review)
     if first is None or isinstance(first, str | bytes):
         return 0
-    if type(first) is not int or max(map(int.bit_length, items)) < 30:
-        return len(items)  # (in C: a tuple of small ints added again, 27th review)
-    squares = sum((bits // 30) ** 2 for bits in map(int.bit_length, items))
+    if type(first) is not int:
+        return len(items)
+    bits = list(map(int.bit_length, items))
+    if max(bits) < 30:  # in C (a tuple of small ints added again, 27th review)
+        return len(items)
+    squares = sum((b // 30) ** 2 for b in bits)
     return len(items) + squares // PRINTED_DIGITS
 
 
