@@ -6,6 +6,7 @@ unsigned char reaches_code[256];
 unsigned char watched[256];
 unsigned char dag_bits[256];
 Py_ssize_t costly_from[256];
+Py_ssize_t chosen_from[256];
 unsigned char raises[256];
 unsigned char adds_to[256];
 Py_ssize_t step_over[256];
@@ -56,16 +57,22 @@ fill_table(void)
     adds_to[APPEND] = adds_to[APPENDS] = adds_to[SETITEM] = adds_to[SETITEMS] = 1;
     adds_to[ADDITEMS] = adds_to[BUILD] = 1;
     dag_bits[DUP] = dag_bits[GET] = dag_bits[BINGET] = dag_bits[LONG_BINGET] = SHARES;
-    dag_bits[TUPLE] = dag_bits[TUPLE1] = dag_bits[TUPLE2] = dag_bits[TUPLE3] = COSTLY;
-    dag_bits[LONG4] = COSTLY; /* what LONG1 cannot hold */
+    dag_bits[TUPLE] = dag_bits[TUPLE1] = dag_bits[TUPLE2] = dag_bits[TUPLE3] = COSTLY | CHOSEN;
+    dag_bits[LONG4] = COSTLY | CHOSEN; /* what LONG1 cannot hold */
     static const unsigned char sized[] = {
-        LONG, INT, BINUNICODE, BINUNICODE8, UNICODE, BINBYTES, BINBYTES8, BINSTRING, STRING};
+        LONG, INT, BINUNICODE, BINUNICODE8, UNICODE, BINBYTES, BINBYTES8, BINSTRING, STRING,
+        LONG1};
     for (size_t i = 0; i < sizeof(sized); i++) {
         dag_bits[sized[i]] = BY_SIZE;
         costly_from[sized[i]] = sized[i] == LONG || sized[i] == INT ? 256 : 4096;
     }
+    costly_from[LONG1] = PY_SSIZE_T_MAX; /* at most 255 bytes */
+    /* the opcode, its length and 8 bytes; the opcode, a sign, 18 digits
+     * (10**18 < 2**61 - 1) and a newline */
+    chosen_from[LONG1] = 10;
+    chosen_from[INT] = chosen_from[LONG] = 21;
     dag_bits[SETITEM] = dag_bits[SETITEMS] = dag_bits[ADDITEMS] = HASHES;
-    dag_bits[FROZENSET] = HASHES | COSTLY;
+    dag_bits[FROZENSET] = HASHES | COSTLY | CHOSEN;
     dag_bits[DICT] = HASHES;
     for (int op = 0; op < 256; op++)
         step_over[op] = arg_of[op] == FIXED && !watched[op] && !raises[op] && !adds_to[op]
@@ -93,4 +100,12 @@ text_slot(const unsigned char *p, Py_ssize_t n)
     while (i < n && Py_ISSPACE(p[i]))
         i++;
     return digits && i == n ? slot : -1;
+}
+
+int
+int_chosen(unsigned char op, const unsigned char *arg, uint64_t n)
+{
+    if (op == LONG4 || (Py_ssize_t)n + 2 >= chosen_from[op])
+        return op != LONG1 || n > 8 || (arg[7] >= 0x10 && arg[7] < 0xf0);
+    return 0;
 }

@@ -53,9 +53,16 @@ extern unsigned char watched[256];
  * (safe.py). Strings shorter than 4 KiB stay plain: records of text shared
  * and hashed are common, and such a string compared on each of the 500,000
  * adds a 1 MiB record can make costs ~2 GB of memcmp. */
-enum { SHARES = 1, COSTLY = 2, HASHES = 4, HASHES_SHARED = 7, BY_SIZE = 8 };
+enum { SHARES = 1, COSTLY = 2, HASHES = 4, HASHES_SHARED = 7, BY_SIZE = 8, CHOSEN = 16 };
 extern unsigned char dag_bits[256];
 extern Py_ssize_t costly_from[256];
+/* What may have a hash a pickle chooses (CHOSEN): ints past 60 bits (LONG1
+ * of chosen_from[LONG1] bytes or more, LONG4, INT and LONG of that many
+ * characters: x + j*(2**61 - 1) hash alike), tuples and frozensets (their
+ * hashes are formulas of their items' that can be solved for a collision).
+ * In safe mode a pickle with it and HASHES is scanned in full, which tells
+ * whether such an object is hashed (_pickle_scan.c). */
+extern Py_ssize_t chosen_from[256];
 /* Opcodes whose result may be higher than what they take (see the top). */
 extern unsigned char raises[256];
 /* Opcodes that give an object more (higher, if a call made it). */
@@ -66,6 +73,10 @@ extern unsigned char adds_to[256];
 #define ACT_ON ((Py_ssize_t)1 << 60)
 extern Py_ssize_t step_over[256];
 
+/* Whether the int an INT, LONG, LONG1 or LONG4 makes of its argument (``n``
+ * bytes at ``arg``: text without its newline, or little-endian two's
+ * complement) may be past 60 bits: a hash a pickle may choose (CHOSEN). */
+int int_chosen(unsigned char op, const unsigned char *arg, uint64_t n);
 void fill_table(void);
 /* A protocol-0 memo argument (PUT, GET): decimal digits between blanks, as
  * int() takes them; -1 if it is anything else or too long to be a slot.

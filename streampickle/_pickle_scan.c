@@ -74,7 +74,13 @@
  * object arrays nested ~5,000 deep overflows an 8 MiB stack (~2 KB a level). */
 #define MAX_DEPTH 2000
 #define TOO_DEEP "objects nested deeper than sys.getrecursionlimit() levels (at most 2000)"
+/* Ids of scalars: text, None and booleans; ints within 60 bits and floats,
+ * which make the hash of a tuple or frozenset holding them one a pickle may
+ * choose; ints past 60 bits, whose own hash it may choose (x + j*(2**61 - 1)
+ * hash alike). */
 #define SCALAR 0
+#define NUMBER 1
+#define BIG_INT 2
 #define ABSENT UINT32_MAX
 /* A height's top bit: another object took this one as an item. */
 #define HELD 0x80000000u
@@ -82,7 +88,14 @@
  * later may be held in a way that recurses when freed or hashed (numpy object
  * arrays), and it may share its contents with its arguments (a numpy view). */
 #define CALLED 0x40000000u
-#define FLAGS (HELD | CALLED)
+/* ... and these: its hash may be one a pickle chose (a tuple or frozenset
+ * holding a number or such an object; BIG_INT), or such an object's that
+ * holds it (NUMBER too). In safe mode, plain data that hashes the former
+ * (a dict key, a set or frozenset item) is not plain: Python's unpickler
+ * runs it, counting keys of one hash (safe_budget.DistinctKeys). */
+#define CHOSEN_HASH 0x20000000u
+#define CHOSEN_IN 0x10000000u
+#define FLAGS (HELD | CALLED | CHOSEN_HASH | CHOSEN_IN)
 /* Refusals of strict mode only begin with "safe mode" (records.refused). */
 #define UNBOUNDED "safe mode refuses more tuples and objects than sys.getrecursionlimit() " \
                   "in a record that names a global, and a container changed after another " \
@@ -140,8 +153,10 @@ scan_init(scan *s)
     array_init(&s->marks, sizeof(Py_ssize_t));
     array_init(&s->memo, sizeof(uint32_t));
     array_init(&s->height, sizeof(uint32_t));
-    U32(s->height)[0] = 0; /* SCALAR */
-    s->height.len = 1;
+    U32(s->height)[SCALAR] = 0;
+    U32(s->height)[NUMBER] = CHOSEN_IN;
+    U32(s->height)[BIG_INT] = CHOSEN_IN | CHOSEN_HASH;
+    s->height.len = 3;
     s->fence = s->filled = s->stores = s->at = s->frame_end = 0;
     s->line_end = PY_SSIZE_T_MAX;
     int limit = Py_GetRecursionLimit();
@@ -150,7 +165,7 @@ scan_init(scan *s)
     s->skip = 0;
     s->lines = 0;
     s->plain = 1;
-    s->hashes_shared = 0;
+    s->hashes_shared = s->hashes_chosen = s->keys_chosen = 0;
     s->stopped = 0;
     s->whole = 0;
     s->pending_len = 0;
@@ -224,6 +239,18 @@ highest(scan *s, Py_ssize_t start)
     return top;
 }
 
+/* Whether any of every ``step``-th stack item from ``start`` up carries
+ * ``flag``: hashed keys (CHOSEN_HASH) or a tuple's items (CHOSEN_IN). */
+static int
+any_flagged(scan *s, Py_ssize_t start, Py_ssize_t step, uint32_t flag)
+{
+    for (Py_ssize_t i = start; i < s->stack.len; i += step)
+        if (U32(s->height)[U32(s->stack)[i]] & flag)
+            return 1;
+    return 0;
+}
+
+
 /* Heights bound nesting unless a held object rose later, when no more than
  * one level per tuple or object built does (see the top). In plain data no
  * callable copies contents, so heights hold: checked from its first opcode
@@ -261,6 +288,8 @@ pop_mark(scan *s)
 static int
 build(scan *s, Py_ssize_t start, uint32_t extra, uint32_t flags)
 {
+    if (flags & CHOSEN_HASH && !any_flagged(s, start, 1, CHOSEN_IN))
+        flags &= ~(CHOSEN_HASH | CHOSEN_IN);
     uint32_t h = highest(s, start) + extra;
     s->stack.len = start;
     s->raising += extra;
@@ -271,22 +300,25 @@ build(scan *s, Py_ssize_t start, uint32_t extra, uint32_t flags)
 }
 
 /* Add the items from ``start`` up to the object just below them (APPENDS,
- * SETITEMS, ADDITEMS, BUILD), then drop them. ``pairs``: keys and values. */
+ * SETITEMS, ADDITEMS, BUILD), then drop them. ``pairs``: keys and values;
+ * ``hashes``: the keys (or items) are hashed. */
 static int
-add_to(scan *s, Py_ssize_t start, int pairs)
+add_to(scan *s, Py_ssize_t start, int pairs, int hashes)
 {
     if (start > s->stack.len || start <= s->fence)
         return scan_refuse(s, "unpickling stack underflow");
     if (pairs && (s->stack.len - start) % 2)
         return scan_refuse(s, "odd number of items for SETITEMS");
     uint32_t target = U32(s->stack)[start - 1];
+    if (hashes)
+        s->keys_chosen |= any_flagged(s, start, pairs ? 2 : 1, CHOSEN_HASH);
     uint32_t h = highest(s, start);
     uint32_t *height = &U32(s->height)[target];
     if (*height & CALLED && s->stack.len > start) { /* a link, as a call's result */
         h++;
         s->raising++;
     }
-    if (target != SCALAR && h > (*height & ~FLAGS)) {
+    if (target > BIG_INT && h > (*height & ~FLAGS)) {
         if (h > s->max_depth)
             return scan_refuse(s, TOO_DEEP);
         s->late |= (*height & HELD) != 0;
@@ -355,6 +387,7 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
 {
     unsigned char op = p[0];
     Py_ssize_t len = s->stack.len, mark;
+    uint32_t number = NUMBER; /* a text number's id */
     /* Bytes of the FRAME this opcode starts in still to come after its head. */
     Py_ssize_t in_frame = s->at < s->frame_end ? s->frame_end - s->at - size : PY_SSIZE_T_MAX;
     if (in_frame < 0)
@@ -377,9 +410,16 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         if (n > (uint64_t)in_frame)
             return scan_refuse(s, PAST_FRAME);
         s->skip = n;
+        if (op == LONG1 || op == LONG4) /* in a piece, its bytes may be to come */
+            return push(s, !s->whole || int_chosen(op, p + size, n) ? BIG_INT : NUMBER);
         return op == BYTEARRAY8 ? push_new(s, 0) : push(s, SCALAR);
     }
     case TEXT:
+        if (op == INT || op == LONG) { /* pushed below */
+            const unsigned char *nl = s->whole ? memchr(p + 1, '\n', (size_t)left) : NULL;
+            if (nl == NULL || int_chosen(op, p + 1, (uint64_t)(nl - p - 1)))
+                number = BIG_INT;
+        }
         s->lines = lines_of[op];
         s->line_end = s->at < s->frame_end ? s->frame_end : PY_SSIZE_T_MAX;
         break;
@@ -424,13 +464,15 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         s->stopped = 1;
         return 0;
     case APPEND:
-        return add_to(s, len - 1, 0);
+        return add_to(s, len - 1, 0, 0);
     case SETITEM:
-        return add_to(s, len - 2, 1);
+        return add_to(s, len - 2, 1, 1);
     case APPENDS:
     case SETITEMS:
     case ADDITEMS:
-        return (mark = pop_mark(s)) < 0 ? -1 : add_to(s, mark, op == SETITEMS);
+        if ((mark = pop_mark(s)) < 0)
+            return -1;
+        return add_to(s, mark, op == SETITEMS, op != APPENDS);
     case BUILD:
         if (need(s, 2) < 0)
             return -1;
@@ -439,7 +481,7 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
          * dtype whose field is itself), and hashing it never ends. */
         if (s->strict && U32(s->height)[U32(s->stack)[len - 2]] & HELD)
             return scan_refuse(s, "safe mode gives no state to an object after another took it");
-        return add_to(s, len - 1, 0);
+        return add_to(s, len - 1, 0, 0);
     case EMPTY_LIST:
     case EMPTY_DICT:
     case EMPTY_SET:
@@ -451,7 +493,7 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     case TUPLE3:
         if (need(s, op - TUPLE1 + 1) < 0)
             return -1;
-        return build(s, len - (op - TUPLE1 + 1), 1, 0);
+        return build(s, len - (op - TUPLE1 + 1), 1, CHOSEN_HASH | CHOSEN_IN);
     case TUPLE:
     case LIST:
     case DICT:
@@ -460,7 +502,10 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
             return -1;
         if (op == DICT && (len - mark) % 2)
             return scan_refuse(s, "odd number of items for DICT");
-        return build(s, mark, op == TUPLE, 0);
+        if (op == DICT || op == FROZENSET)
+            s->keys_chosen |= any_flagged(s, mark, op == DICT ? 2 : 1, CHOSEN_HASH);
+        return build(s, mark, op == TUPLE,
+                     op == TUPLE || op == FROZENSET ? CHOSEN_HASH | CHOSEN_IN : 0);
     case REDUCE: /* callable, arguments */
     case NEWOBJ: /* class, arguments */
         return need(s, 2) < 0 ? -1 : build(s, len - 2, 1, CALLED);
@@ -505,7 +550,16 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     case FRAME:
     case PROTO:
         return 0;
-    default: /* numbers, strings, None, booleans: scalars */
+    case BININT:
+    case BININT1:
+    case BININT2:
+    case BINFLOAT:
+        return push(s, NUMBER);
+    case INT:
+    case LONG:
+    case FLOAT:
+        return push(s, number);
+    default: /* strings, None, booleans: scalars */
         return push(s, SCALAR);
     }
 }

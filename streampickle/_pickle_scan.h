@@ -40,6 +40,8 @@ typedef struct {
     int lines;          /* newlines of text arguments still to come */
     int plain, stopped;
     int hashes_shared;  /* scan_light's: shared objects, tuples, hashing */
+    int hashes_chosen;  /* scan_light's: CHOSEN and HASHES (_pickle_opcodes.h) */
+    int keys_chosen;    /* scan_bytes's: a key or item of a chosen hash hashed */
     int whole;          /* every byte of the pickle is in this one piece */
     unsigned char pending[SLOT_TEXT_MAX + 2]; /* an opcode cut at a piece's end */
     int pending_len;

@@ -60,7 +60,8 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
             REFUSE(i, PAST_FRAME);
         int bits = dag_bits[op];
         if (bits & BY_SIZE)
-            bits = end - i >= costly_from[op] ? COSTLY : 0;
+            bits = (end - i >= costly_from[op] ? COSTLY : 0)
+                   | (chosen_from[op] && end - i >= chosen_from[op] ? CHOSEN : 0);
         dag |= bits;
         if (op == PUT) {
             int64_t text = text_slot(p + i + 1, end - i - 1);
@@ -81,7 +82,8 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
             }
             else if (op == STOP) {
                 s->plain = code == 0;
-                s->hashes_shared = dag == HASHES_SHARED;
+                s->hashes_shared = (dag & HASHES_SHARED) == HASHES_SHARED;
+                s->hashes_chosen = (dag & (HASHES | CHOSEN)) == (HASHES | CHOSEN);
                 s->stopped = 1;
                 *raising = ups + (code ? adds : 0); /* what a call made may take */
                 if (end != n)
@@ -112,8 +114,10 @@ scan_whole(const unsigned char *p, Py_ssize_t n, int strict)
     Py_ssize_t raising = 0;
     int failed = scan_light(&s, p, n, &raising);
     int hashes_shared = s.hashes_shared;
-    /* It may nest too deep, or (strict) give a call's result a state */
-    if (!failed && (raising > (Py_ssize_t)s.max_depth || (strict && !s.plain))) {
+    /* It may nest too deep, or (strict) give a call's result a state or
+     * hash what has a chosen hash */
+    int full = raising > (Py_ssize_t)s.max_depth || (strict && (!s.plain || s.hashes_chosen));
+    if (!failed && full) {
         scan_free(&s);
         scan_init(&s);
         s.whole = 1;
@@ -122,7 +126,7 @@ scan_whole(const unsigned char *p, Py_ssize_t n, int strict)
     }
     if (!failed && !s.stopped)
         failed = scan_refuse(&s, s.lines ? "a text argument without its newline" : "no STOP");
-    int plain = s.plain && !(strict && hashes_shared);
+    int plain = s.plain && !(strict && (hashes_shared || (full && s.keys_chosen)));
     scan_free(&s);
     return failed ? -1 : plain;
 }

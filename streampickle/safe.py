@@ -363,7 +363,8 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
             if isinstance(args[0], str):  # its characters become objects
                 self._spend(copied(args[0]))
             pairs = func is dict and not isinstance(args[0], dict)
-            compared = self._spend_hashing([p[0] for p in args[0]] if pairs else args[0])
+            keys = [p[0] for p in args[0]] if pairs else args[0]
+            compared = self._spend_hashing(keys, frozen=func is frozenset)
         elif (func is str or id(func) in _MATERIALIZING_IDS) and args:
             self._spend(copied(args[0]))
         elif (func is int or func is float or func is complex or func is bool) and args:
@@ -401,13 +402,18 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         beyond = unfolded - UNFOLDING * dtype.itemsize
         return beyond * _size(shape) if beyond > 0 else 0
 
-    def _spend_hashing(self, items: Any, target: Any = None) -> Compared | None:
+    def _spend_hashing(
+        self, items: Any, target: Any = None, frozen: bool = False
+    ) -> Compared | None:
         """Hashing ``items`` into ``target`` (None: a new container, which
-        the caller notes once made): see HashedKeys. What it then holds."""
-        if not items:  # MARK ADDITEMS, again and again (twenty-fifth review)
-            return None
+        the caller notes once made; ``frozen``: a frozenset): see HashedKeys.
+        What it then holds."""
         work, compared = self._hashed.work(items, target, self._left())
         self._spend(work)
+        if frozen and self._hashed.met > len(items):
+            # two equal ones compare each item with those of its hash in the
+            # other: each time, as often as a key set meets them (26th review)
+            raise refuse("makes no frozenset of items of one hash (more than one an item)")
         if target is not None:
             self._hashed.note(target, compared)
         return compared
@@ -467,7 +473,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     # Opcodes that hash keys or items: each visit counted (a tuple hashes its
     # items every time, however often it is shared).
     def load_frozenset(self) -> None:
-        compared = self._spend_hashing(self.stack)
+        compared = self._spend_hashing(self.stack, frozen=True)
         _PythonUnpickler.load_frozenset(self)
         self._hashed.note(self.stack[-1], compared)
 

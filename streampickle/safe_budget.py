@@ -61,17 +61,29 @@ PRINTED_DIGITS = 512
 #: grow with them.
 SEQUENCES = frozenset({list, tuple, str, bytes, bytearray})
 UNSIZED = frozenset({float, bool, type(None)})
+#: Keys whose hash a pickle cannot choose, or not for many keys at once:
+#: strings and bytes (hashed with a secret key), floats (at most ~20 of one
+#: hash), ints within OWN_HASH_BITS (each its own hash, but -1 and -2);
+#: others are counted by DistinctKeys (ints x + j*(2**61 - 1) hash alike,
+#: and tuples', frozensets', ranges' and complex numbers' hashes are
+#: formulas of their parts' that can be solved for a collision).
+UNCHOSEN = frozenset({str, bytes, float, bool, type(None)})
+OWN_HASH_BITS = 60
 
 
-def counted_in_c(items: Any) -> int | None:
+def counted_in_c(items: Any, keys: bool = False) -> int | None:
     """What hashing the items of a sequence visits, counted in one pass in C
     where they are all of one plain kind (an int by its 30-bit digits, a
-    string by its length, compared when equal but not the same); else None."""
+    string by its length, compared when equal but not the same); else None.
+    ``keys``: None too for ints whose hash may be chosen (DistinctKeys)."""
     kinds = set(map(type, items))
     if kinds <= UNSIZED:
         return len(items)
     if kinds == {int}:
-        return len(items) + sum(map(int.bit_length, items)) // 30
+        bits = list(map(int.bit_length, items))
+        if keys and max(bits) > OWN_HASH_BITS:
+            return None
+        return len(items) + sum(bits) // 30
     if kinds == {str} or kinds == {bytes}:
         return len(items) + sum(map(len, items)) // TEXT_UNIT
     return None
@@ -205,26 +217,87 @@ class Compared:
         return work + self.plain_pairs * (PLAIN_PAIR + self.largest), made
 
 
-class HashedKeys:
-    """What hashing keys into sets, frozensets and dicts costs, and what the
-    containers a record filled hold where numpy may compare their keys (by
-    id, held). A numpy scalar compared with an equal-hashed number goes
-    through numpy's ufuncs (~1-7 µs), with a tuple or range makes an array
-    of it (twenty-first review: range(10**8) beside np.int64(hash of it),
-    138 bytes); hashes of ints, floats, tuples and ranges can be chosen."""
+def chosen(key: Any) -> bool:
+    """Whether a pickle may choose ``key``'s hash to be many keys' (UNCHOSEN)."""
+    kind = type(key)
+    if kind is int:
+        return bool(key.bit_length() > OWN_HASH_BITS)
+    return kind not in UNCHOSEN
+
+
+class DistinctKeys:
+    """The distinct keys of each chosen hash (see UNCHOSEN) a record has
+    hashed into any set, frozenset or dict so far, held. No container holds
+    more keys of one hash than there are distinct ones, and CPython compares
+    a key added with each of its hash on its way: so a key charged what
+    comparing it with each distinct one of its hash met so far costs bounds
+    what colliding keys cost (a set of 45,454 ints x + j*(2**61 - 1), 544
+    KB: 15.9 s, 26th review), while keys equal in many containers (a legit
+    record's) meet one. Held by hash alone, so that colliding keys are
+    compared here no more than the charge counts."""
 
     def __init__(self) -> None:
-        self._held: dict[int, tuple[Any, Compared]] = {}
+        self._by_hash: dict[int, Any] = {}  # one key, or a list of distinct ones
+
+    def meet(self, key: Any) -> int:
+        """How many distinct keys of ``key``'s hash came before it: those it
+        is compared with (0 if unhashable: the add fails)."""
+        try:
+            key_hash = hash(key)
+        except TypeError:
+            return 0
+        held = self._by_hash.get(key_hash, _NONE_HELD)
+        if held is _NONE_HELD:
+            self._by_hash[key_hash] = key
+            return 0
+        if type(held) is not list:  # a list is no key: one key held
+            if held is not key and held != key:
+                self._by_hash[key_hash] = [held, key]
+            return 1
+        for other in held:
+            if other is key or other == key:
+                return len(held)
+        held.append(key)
+        return len(held) - 1
+
+
+_NONE_HELD = object()
+
+
+class HashedKeys:
+    """What hashing keys into sets, frozensets and dicts costs, and what the
+    containers a record filled hold where keys compare (by id, held): where
+    numpy may compare them, and where plain keys of one hash met. A numpy
+    scalar compared with an equal-hashed number goes through numpy's ufuncs
+    (~1-7 µs), with a tuple or range makes an array of it (twenty-first
+    review: range(10**8) beside np.int64(hash of it), 138 bytes); hashes of
+    ints, floats, tuples and ranges can be chosen."""
+
+    def __init__(self) -> None:
+        # by id: the container, its table, its keys' meetings and their cost
+        self._held: dict[int, tuple[Any, Compared | None, int, int]] = {}
         self._sweep_at = SWEEP_FROM
+        self._distinct = DistinctKeys()
+        # the last work's: plain keys met of their chosen hash, and their cost
+        self.met = self.met_cost = 0
+
+    def _of(self, container: Any) -> tuple[Any, Compared | None, int, int] | None:
+        held = self._held.get(id(container))
+        return held if held is not None and held[0] is container else None
 
     def of(self, container: Any) -> Compared | None:
-        held = self._held.get(id(container))
-        return held[1] if held is not None and held[0] is container else None
+        held = self._of(container)
+        return held[1] if held is not None else None
 
     def note(self, container: Any, compared: Compared | None) -> None:
-        if compared is None:
+        """``container`` was filled by the last work, and holds ``compared``."""
+        if compared is None and not self.met:
             return
-        self._held[id(container)] = (container, compared)
+        met, cost = self.met, self.met_cost
+        held = self._of(container)
+        if held is not None:  # filled before
+            met, cost = met + held[2], cost + held[3]
+        self._held[id(container)] = (container, compared, met, cost)
         if len(self._held) > self._sweep_at:
             # forget what only this holds: what the record dropped (held, a
             # 4 MB record of sets of a numpy key took 1.8 GB: 26th review)
@@ -236,18 +309,26 @@ class HashedKeys:
         costs, counted up to just past ``limit``, and what it then holds
         that numpy may compare: in one pass in C where the items are of one
         plain kind, else HASHED an item (a memo'd list hashed again for 6
-        bytes: 6.6 s from 1 MB, review) and, once a numpy key is there,
-        each compare of keys of one hash (see Compared.add)."""
+        bytes: 6.6 s from 1 MB, review), each compare of plain keys of a
+        chosen hash (DistinctKeys) and, once a numpy key is there, each
+        compare of keys of one hash (see Compared.add)."""
+        self.met = self.met_cost = 0
+        if not items:  # MARK ADDITEMS, again and again (twenty-fifth review)
+            return 0, None
         compared = self.of(target)
         if isinstance(items, dict | set | frozenset):  # a container's keys
-            held = self.of(items)
+            held = self._of(items)
             if held is None:
                 return len(items), None  # hashed as they are (a dict's keys, once)
             # added to a new container, its keys of one hash compare again
-            pairs, made = held.copy()
-            return TABLE + HASHED * len(items) + pairs, made
+            # (set() of a dict compares each with those of its hash before it)
+            _, table, self.met, self.met_cost = held
+            if table is None:
+                return len(items) + self.met_cost, None
+            pairs, made = table.copy()
+            return TABLE + HASHED * len(items) + pairs + self.met_cost, made
         if compared is None and type(items) in SEQUENCES:
-            plain = counted_in_c(items)
+            plain = counted_in_c(items, keys=True)
             if plain is not None:  # numbers or text, none numpy's
                 return plain, None
         work = 0
@@ -259,8 +340,13 @@ class HashedKeys:
                 work += TABLE + self._walk(
                     compared, chain(target or (), items[:i]), limit - work
                 )
-            if work > limit:
+            if work > limit:  # before hashing it (T = (T, T), eighty times)
                 break
+            if not numpy and chosen(item):
+                met = self._distinct.meet(item)
+                self.met += met
+                self.met_cost += met * (PLAIN_PAIR + visits)
+                work += met * (PLAIN_PAIR + visits)
             if compared is not None:
                 work += compared.add(item, visits, through_numpy(visits, count), numpy)
         return work, compared

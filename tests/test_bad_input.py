@@ -2222,6 +2222,79 @@ class TestSafeModeChecksEachCallAndState:
             body += (b"(" + b"h\x00N" * 1000 + b"u") * 4
         self.refused_by_the_budget_within(body, 5)
 
+    @pytest.mark.parametrize("form", ["set", "dict", "tuples", "batches", "global"])
+    def test_plain_keys_of_one_hash_are_charged_each_compare(self, form: str) -> None:
+        """45,000 ints of one hash (x + j*(2**61 - 1), 11 bytes each), or
+        1-tuples of them: CPython compares each with every one before it
+        (26th review: 544 KB of plain data, 15.9 s, with no budget at all on
+        the C unpickler's path). The scan sends it to the counting unpickler,
+        which charges each key the distinct keys of its hash met: refused."""
+        ints = [_op_int(60 + j * (2**61 - 1)) for j in range(1, 45_001)]
+        if form == "dict":
+            body = b"}(" + b"N".join(ints) + b"Nu"
+        elif form == "tuples":
+            body = b"\x8f(" + b"\x85".join(ints) + b"\x85\x90"
+        elif form == "batches":  # as a pickler batches them
+            batches = [ints[i : i + 1000] for i in range(0, len(ints), 1000)]
+            body = b"\x8f" + b"".join(b"(" + b"".join(b) + b"\x90" for b in batches)
+        else:
+            body = b"\x8f(" + b"".join(ints) + b"\x90"
+            if form == "global":  # the counting unpickler's path anyway
+                body = _op_global("builtins", "int") + b"0" + body
+        self.refused_by_the_budget_within(body, 5)
+
+    def test_a_key_added_again_past_plain_keys_of_its_hash_is_charged_each_compare(
+        self,
+    ) -> None:
+        """A set of 20,000 ints of one hash, the last memo'd and added again
+        380,000 times (2 bytes each): each add compares it with those before
+        it (26th review: 1 MB, past 60 s). Charged: refused."""
+        ints = b"".join(_op_int(60 + j * (2**61 - 1)) for j in range(1, 20_001))
+        body = b"\x8f(" + ints + b"\x94\x90" + (b"(" + b"h\x00" * 1000 + b"\x90") * 380
+        self.refused_by_the_budget_within(body, 5)
+
+    @pytest.mark.parametrize("copy", ["set", "frozenset"])
+    def test_a_dict_of_plain_keys_of_one_hash_copied_is_charged_its_compares_again(
+        self, copy: str
+    ) -> None:
+        """A dict of 3,000 ints of one hash (charged its compares once), then
+        set(d) again and again for 8 bytes: each copy compares each key with
+        those of its hash before it, 4.5 million compares (100 KB: 29 s).
+        Each copy is charged them again: refused."""
+        ints = b"".join(_op_int(60 + j * (2**61 - 1)) + b"N" for j in range(1, 3001))
+        head = b"}(" + ints + b"u\x940" + _op_global("builtins", copy) + b"\x940"
+        call = _memo_get(1) + _memo_get(0) + b"\x85R0"
+        self.refused_by_the_budget_within(head + call * 10_000 + b"N", 5)
+
+    def test_a_frozenset_of_items_of_one_hash_is_refused(self) -> None:
+        """Two equal frozensets compare each item with those of its hash in
+        the other, as often as a set meets them (26th review: quadratic,
+        19-30 s a MB): one whose items met more than one key of their hash
+        each is refused, whatever its size."""
+        ints = b"".join(_op_int(60 + j * (2**61 - 1)) for j in range(1, 101))
+        data = stream(record(b"\x80\x04(" + ints + b"\x91."), END)
+        with pytest.raises(sp.ForbiddenGlobalError, match="frozenset of items of one hash"):
+            sp.loads(data, safe=True)
+        small = frozenset({-1, -2, (-1, 0), (-2, 0)})  # hash(-1) == hash(-2)
+        assert sp.loads(sp.dumps([small, {small: 1}]), safe=True) == [small, {small: 1}]
+
+    def test_plain_records_of_tuple_and_wide_int_keys_load(self) -> None:
+        """Keys whose hash a pickle may choose are counted, and a legit
+        record's meet at most one other of their hash: ids past 60 bits,
+        grids, (-1, i) beside (-2, i) (hash(-1) == hash(-2)), frozensets,
+        one key in many dicts; each loads in safe mode."""
+        records = [
+            {(i, j): None for i in range(300) for j in range(300)},
+            {(s, i): None for i in range(50_000) for s in (-1, -2)},
+            {(2**63 - 1) - 7 * i: i for i in range(50_000)},
+            {-(2**61) - i for i in range(50_000)},
+            {frozenset({i, i + 1}): i for i in range(20_000)},
+            [{("a", 1): i, (2.5, None): i} for i in range(20_000)],
+            {(i, str(i)): (i, i) for i in range(20_000)},
+        ]
+        for obj in records:
+            assert sp.loads(sp.dumps(obj), safe=True) == obj
+
     def test_containers_a_record_drops_are_not_held_by_the_accounting(self) -> None:
         """Sets of a numpy key, each dropped as soon as made: the accounting
         held each, with its table, to the end of the load (26th review:
