@@ -59,7 +59,8 @@ extern Py_ssize_t costly_from[256];
 /* What may have a hash a pickle chooses (CHOSEN): ints past 60 bits (LONG1
  * of chosen_from[LONG1] bytes or more, LONG4, INT and LONG of that many
  * characters: x + j*(2**61 - 1) hash alike), tuples and frozensets (their
- * hashes are formulas of their items' that can be solved for a collision).
+ * hashes are formulas of their items' that can be solved for a collision
+ * where two items are numbers).
  * In safe mode a pickle with it and HASHES is scanned in full, which tells
  * whether such an object is hashed (_pickle_scan.c). */
 extern Py_ssize_t chosen_from[256];

@@ -74,10 +74,10 @@
  * object arrays nested ~5,000 deep overflows an 8 MiB stack (~2 KB a level). */
 #define MAX_DEPTH 2000
 #define TOO_DEEP "objects nested deeper than sys.getrecursionlimit() levels (at most 2000)"
-/* Ids of scalars: text, None and booleans; ints within 60 bits and floats,
- * which make the hash of a tuple or frozenset holding them one a pickle may
- * choose; ints past 60 bits, whose own hash it may choose (x + j*(2**61 - 1)
- * hash alike). */
+/* Ids of scalars: text and None; numbers (ints within 60 bits, floats and
+ * booleans), which make the hash of a tuple or frozenset holding two one a
+ * pickle may choose; ints past 60 bits, whose own hash it may choose (x +
+ * j*(2**61 - 1) hash alike). */
 #define SCALAR 0
 #define NUMBER 1
 #define BIG_INT 2
@@ -88,11 +88,11 @@
  * later may be held in a way that recurses when freed or hashed (numpy object
  * arrays), and it may share its contents with its arguments (a numpy view). */
 #define CALLED 0x40000000u
-/* ... and these: its hash may be one a pickle chose (a tuple or frozenset
- * holding a number or such an object; BIG_INT), or such an object's that
- * holds it (NUMBER too). In safe mode, plain data that hashes the former
- * (a dict key, a set or frozenset item) is not plain: Python's unpickler
- * runs it, counting keys of one hash (safe_budget.DistinctKeys). */
+/* ... and these: its hash may be one a pickle chose (BIG_INT; see
+ * hash_flags), or it holds a number (NUMBER too). In safe mode, plain data
+ * that hashes the former (a dict key, a set or frozenset item) is not
+ * plain: Python's unpickler runs it, counting keys of one hash
+ * (safe_budget.DistinctKeys). */
 #define CHOSEN_HASH 0x20000000u
 #define CHOSEN_IN 0x10000000u
 #define FLAGS (HELD | CALLED | CHOSEN_HASH | CHOSEN_IN)
@@ -239,15 +239,32 @@ highest(scan *s, Py_ssize_t start)
     return top;
 }
 
-/* Whether any of every ``step``-th stack item from ``start`` up carries
- * ``flag``: hashed keys (CHOSEN_HASH) or a tuple's items (CHOSEN_IN). */
+/* Whether any of every ``step``-th stack item from ``start`` up (keys
+ * hashed) has a hash a pickle may choose. */
 static int
-any_flagged(scan *s, Py_ssize_t start, Py_ssize_t step, uint32_t flag)
+any_chosen(scan *s, Py_ssize_t start, Py_ssize_t step)
 {
     for (Py_ssize_t i = start; i < s->stack.len; i += step)
-        if (U32(s->height)[U32(s->stack)[i]] & flag)
+        if (U32(s->height)[U32(s->stack)[i]] & CHOSEN_HASH)
             return 1;
     return 0;
+}
+
+/* The hash flags of a tuple or frozenset of the stack items from ``start``
+ * up: CHOSEN_IN if one holds a number; CHOSEN_HASH if one has a chosen hash
+ * or two hold numbers. Its hash is a one-to-one function of each item's
+ * hash, the others fixed (xxHash's lanes; a frozenset's XOR): one number
+ * among strings, whose hashes no pickle knows, collides only as itself. */
+static uint32_t
+hash_flags(scan *s, Py_ssize_t start)
+{
+    int numbers = 0;
+    for (Py_ssize_t i = start; i < s->stack.len; i++) {
+        uint32_t h = U32(s->height)[U32(s->stack)[i]];
+        if (h & CHOSEN_HASH || (numbers += (h & CHOSEN_IN) != 0) > 1)
+            return CHOSEN_HASH | CHOSEN_IN;
+    }
+    return numbers ? CHOSEN_IN : 0;
 }
 
 
@@ -288,8 +305,6 @@ pop_mark(scan *s)
 static int
 build(scan *s, Py_ssize_t start, uint32_t extra, uint32_t flags)
 {
-    if (flags & CHOSEN_HASH && !any_flagged(s, start, 1, CHOSEN_IN))
-        flags &= ~(CHOSEN_HASH | CHOSEN_IN);
     uint32_t h = highest(s, start) + extra;
     s->stack.len = start;
     s->raising += extra;
@@ -311,7 +326,7 @@ add_to(scan *s, Py_ssize_t start, int pairs, int hashes)
         return scan_refuse(s, "odd number of items for SETITEMS");
     uint32_t target = U32(s->stack)[start - 1];
     if (hashes)
-        s->keys_chosen |= any_flagged(s, start, pairs ? 2 : 1, CHOSEN_HASH);
+        s->keys_chosen |= any_chosen(s, start, pairs ? 2 : 1);
     uint32_t h = highest(s, start);
     uint32_t *height = &U32(s->height)[target];
     if (*height & CALLED && s->stack.len > start) { /* a link, as a call's result */
@@ -493,7 +508,8 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     case TUPLE3:
         if (need(s, op - TUPLE1 + 1) < 0)
             return -1;
-        return build(s, len - (op - TUPLE1 + 1), 1, CHOSEN_HASH | CHOSEN_IN);
+        mark = len - (op - TUPLE1 + 1); /* its items */
+        return build(s, mark, 1, hash_flags(s, mark));
     case TUPLE:
     case LIST:
     case DICT:
@@ -503,9 +519,9 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         if (op == DICT && (len - mark) % 2)
             return scan_refuse(s, "odd number of items for DICT");
         if (op == DICT || op == FROZENSET)
-            s->keys_chosen |= any_flagged(s, mark, op == DICT ? 2 : 1, CHOSEN_HASH);
-        return build(s, mark, op == TUPLE,
-                     op == TUPLE || op == FROZENSET ? CHOSEN_HASH | CHOSEN_IN : 0);
+            s->keys_chosen |= any_chosen(s, mark, op == DICT ? 2 : 1);
+        int tuple_like = op == TUPLE || op == FROZENSET;
+        return build(s, mark, op == TUPLE, tuple_like ? hash_flags(s, mark) : 0);
     case REDUCE: /* callable, arguments */
     case NEWOBJ: /* class, arguments */
         return need(s, 2) < 0 ? -1 : build(s, len - 2, 1, CALLED);
@@ -554,6 +570,8 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     case BININT1:
     case BININT2:
     case BINFLOAT:
+    case NEWTRUE:
+    case NEWFALSE:
         return push(s, NUMBER);
     case INT:
     case LONG:

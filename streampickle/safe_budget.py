@@ -63,12 +63,15 @@ SEQUENCES = frozenset({list, tuple, str, bytes, bytearray})
 UNSIZED = frozenset({float, bool, type(None)})
 #: Keys whose hash a pickle cannot choose, or not for many keys at once:
 #: strings and bytes (hashed with a secret key), floats (at most ~20 of one
-#: hash), ints within OWN_HASH_BITS (each its own hash, but -1 and -2);
+#: hash), ints within OWN_HASH_BITS and a sign (each its own hash, but -1
+#: and -2);
 #: others are counted by DistinctKeys (ints x + j*(2**61 - 1) hash alike,
 #: and tuples', frozensets', ranges' and complex numbers' hashes are
 #: formulas of their parts' that can be solved for a collision).
 UNCHOSEN = frozenset({str, bytes, float, bool, type(None)})
+NUMBERS = frozenset({int, float, bool})
 OWN_HASH_BITS = 60
+OWN_HASH = 1 << OWN_HASH_BITS
 
 
 def counted_in_c(items: Any, keys: bool = False) -> int | None:
@@ -218,11 +221,31 @@ class Compared:
 
 
 def chosen(key: Any) -> bool:
-    """Whether a pickle may choose ``key``'s hash to be many keys' (UNCHOSEN)."""
+    """Whether a pickle may choose ``key``'s hash to be many keys' (UNCHOSEN),
+    as the scan judges it (_pickle_scan.c's hash_flags): an int past
+    OWN_HASH_BITS, a tuple or frozenset holding two numbers (ints, floats,
+    booleans) or such an int, anything but text, None and numbers. Its
+    hash is a one-to-one function of each item's, the others fixed: one
+    number among strings, whose hashes no pickle knows, collides only as
+    itself."""
     kind = type(key)
     if kind is int:
-        return bool(key.bit_length() > OWN_HASH_BITS)
-    return kind not in UNCHOSEN
+        return not -OWN_HASH <= key < OWN_HASH
+    if kind is not tuple and kind is not frozenset:
+        return kind not in UNCHOSEN
+    numbers, todo = 0, [key]
+    while todo:  # the items hash_visits walked, within the budget
+        item = todo.pop()
+        kind = type(item)
+        if kind is tuple or kind is frozenset:
+            todo.extend(item)
+        elif kind in NUMBERS:
+            numbers += 1
+            if numbers > 1 or kind is int and not -OWN_HASH <= item < OWN_HASH:
+                return True
+        elif kind not in UNCHOSEN:
+            return True
+    return False
 
 
 class DistinctKeys:

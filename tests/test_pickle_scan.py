@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import streampickle as sp
 from streampickle import format as fmt
-from streampickle import unpickler
+from streampickle import safe_budget, unpickler
 from streampickle._pickle_scan import PickleScan, check_whole
 
 #: Opcodes that reach code, a hook or an out-of-band buffer: not plain.
@@ -618,9 +618,14 @@ def _long1(n: int) -> bytes:
         (b"}K\x00K\x01\x86Ns", True),  # a key: a tuple of ints
         (b"}K\x00K\x01K\x02\x86s", False),  # a tuple of ints, a value
         (b"}\x8c\x01a\x8c\x01b\x86Ns", False),  # a key: a tuple of text
-        (b"}G" + bytes(8) + b"\x85Ns", True),  # a tuple of a float
-        (b"}\x8c\x01aK\x00\x85\x86Ns", True),  # a tuple of text and a tuple of an int
-        (b"(K\x00\x85Nd", True),  # DICT
+        (b"}\x8c\x01aK\x00\x86Ns", False),  # ... of text and an int: its hash
+        (b"}G" + bytes(8) + b"\x85Ns", False),  # a float in a tuple: its hash
+        (b"}G" + bytes(8) + b"G" + bytes(8) + b"\x86Ns", True),  # two floats
+        (b"}\x88\x89\x86Ns", True),  # two booleans
+        (b"}" + _long1(2**60) + b"\x85Ns", True),  # an int past 60 bits
+        (b"}\x8c\x01aK\x00\x85\x86Ns", False),  # text and a tuple of an int
+        (b"}\x8c\x01aK\x00\x85K\x01\x87Ns", True),  # ... and another int
+        (b"(K\x00K\x01\x86Nd", True),  # DICT
         (b"\x8f(K\x00K\x01\x90", False),  # ints of their own hash
         (b"\x8f(" + _long1(2**60 - 1) + _long1(-(2**60)) + b"\x90", False),
         (b"\x8f(" + _long1(2**60) + b"\x90", True),  # past 60 bits
@@ -632,8 +637,8 @@ def _long1(n: int) -> bytes:
         (b"\x8f(L" + b"9" * 19 + b"L\n\x90", True),
         (b"(K\x00K\x01\x91", False),  # a frozenset of ints
         (b"\x8f((K\x00K\x01\x91\x90", True),  # ... itself an item
-        (b"(K\x00\x85\x91", True),  # an item of a frozenset
-        (b"\x8f(K\x00\x85\x94h\x00\x90", True),  # memo'd
+        (b"(K\x00K\x01\x86\x91", True),  # an item of a frozenset
+        (b"\x8f(K\x00K\x01\x86\x94h\x00\x90", True),  # memo'd
         (b"]K\x00\x85a\x8f(\x90", False),  # nothing chosen hashed
     ],
 )
@@ -641,17 +646,42 @@ def test_strict_runs_pickles_that_hash_keys_of_a_chosen_hash_with_the_counting_u
     body: bytes, hashes_chosen: bool
 ) -> None:
     """Ints past 60 bits (x + j*(2**61 - 1) hash alike) and tuples and
-    frozensets holding numbers (their hashes are formulas of their items'
-    that can be solved for a collision) may share a hash a pickle chose:
+    frozensets holding two numbers (their hashes are formulas of their
+    items' that can be solved for a collision; one number among strings
+    collides only as itself) may share a hash a pickle chose:
     a set of 45,000 such ints, 544 KB of plain data, took 15.9 s (26th
     review). Strict mode takes a pickle that hashes one (a dict key, a set
     or frozenset item) for not plain, so that the unpickler that counts
-    keys of one hash runs it; a tuple that is a value, or of text, stays
-    plain."""
+    keys of one hash runs it; a tuple that is a value, or of text and at
+    most one number, stays plain."""
     pickled = b"\x80\x04" + body + b"."
     pickle.loads(pickled)  # a pickle CPython loads
     assert check_whole(pickled) is True
     assert check_whole(pickled, strict=True) is not hashes_chosen
+
+
+_KEYS = st.recursive(
+    st.integers(-(2**64), 2**64)
+    | st.floats(allow_nan=False)
+    | st.booleans()
+    | st.none()
+    | st.text(max_size=2)
+    | st.binary(max_size=2),
+    lambda inner: st.lists(inner, max_size=3).map(tuple) | st.frozensets(inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@given(_KEYS)
+def test_the_scan_and_safe_mode_judge_a_chosen_hash_alike(key: Any) -> None:
+    """A plain record goes to the counting unpickler where a key's hash may
+    be chosen (the scan), and there that key is counted (safe_budget.chosen):
+    the two judge every key alike (a pickle of no memo: nothing shared)."""
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol=5)
+    pickler.fast = True
+    pickler.dump({key: None})
+    assert check_whole(out.getvalue(), strict=True) is not safe_budget.chosen(key)
 
 
 def test_the_scan_refuses_what_is_not_a_buffer() -> None:
