@@ -10,7 +10,9 @@ Records: a checkpoint of 16 arrays of 4 MiB (the arrays' bytes dominate); 1000
 arrays of 100 floats and 10,000 numpy scalars (safe mode runs Python's
 unpickler, checking each call); 1000 small structured arrays (a dtype's state
 checked each time); a dict of 1000 tuple keys sharing one string (plain data,
-but shared, costly to hash and hashed: counted in Python); 1000 dicts with a
+but shared, costly to hash and hashed: counted in Python); dicts of 90,000
+keys of two ints and of wide ints (plain data whose keys' hashes a pickle may
+choose: counted in Python) and of a string and an int (the C unpickler); 1000 dicts with a
 text each, 10,000 dicts of plain data in one frame and 100,000 in two (the C
 unpickler in both modes: safe mode gathers a record's frames to judge it).
 Each load is timed alone; the two modes alternate, and the table gives
@@ -56,6 +58,15 @@ def records(scale: int) -> dict[str, Callable[[], Any]]:
         ],
         "dict of 1000 tuple keys sharing a string": lambda: {
             (shared, i): i for i in range(1000 // scale)
+        },
+        "dict of 90,000 (i, j) keys (plain data)": lambda: {
+            (i, j): None for i in range(300 // scale) for j in range(300)
+        },
+        "dict of 90,000 (text, i) keys (plain data)": lambda: {
+            (str(i % 100), i): None for i in range(90_000 // scale)
+        },
+        "dict of 90,000 keys past 60 bits (plain data)": lambda: {
+            2**63 - 1 - 7 * i: None for i in range(90_000 // scale)
         },
         "1000 dicts with a text of 360 characters": lambda: [
             {"id": i, "text": "lorem ipsum " * 30 + str(i), "tags": ["a", "b"]}
