@@ -9,7 +9,7 @@ Py_ssize_t costly_from[256];
 Py_ssize_t chosen_from[256];
 unsigned char raises[256];
 unsigned char adds_to[256];
-Py_ssize_t step_over[256];
+Py_ssize_t step_over[256], step_over_strict[256];
 
 static void
 set(const unsigned char *codes, enum arg arg, unsigned char width)
@@ -67,18 +67,19 @@ fill_table(void)
         costly_from[sized[i]] = sized[i] == LONG || sized[i] == INT ? 256 : 4096;
     }
     costly_from[LONG1] = PY_SSIZE_T_MAX; /* at most 255 bytes */
-    /* the opcode, its length and 8 bytes; the opcode, a sign, 18 digits
-     * (10**18 < 2**61 - 1) and a newline */
-    chosen_from[LONG1] = 10;
-    chosen_from[INT] = chosen_from[LONG] = 21;
+    chosen_from[LONG1] = 10; /* the opcode, its length and 8 bytes */
+    chosen_from[INT] = chosen_from[LONG] = 1; /* any: int_chosen reads the text */
+    dag_bits[FLOAT] = CHOSEN;
     dag_bits[SETITEM] = dag_bits[SETITEMS] = dag_bits[ADDITEMS] = HASHES;
     dag_bits[FROZENSET] = HASHES | COSTLY | CHOSEN;
     dag_bits[DICT] = HASHES;
     for (int op = 0; op < 256; op++)
-        step_over[op] = arg_of[op] == FIXED && !watched[op] && !raises[op] && !adds_to[op]
-                                && !reaches_code[op] && !dag_bits[op]
-                            ? 1 + width_of[op]
-                            : ACT_ON;
+        step_over[op] = step_over_strict[op] =
+            arg_of[op] == FIXED && !watched[op] && !raises[op] && !adds_to[op]
+                    && !reaches_code[op] && !dag_bits[op]
+                ? 1 + width_of[op]
+                : ACT_ON;
+    step_over_strict[BINFLOAT] = ACT_ON; /* float_chosen */
 }
 
 int64_t
@@ -105,7 +106,26 @@ text_slot(const unsigned char *p, Py_ssize_t n)
 int
 int_chosen(unsigned char op, const unsigned char *arg, uint64_t n)
 {
-    if (op == LONG4 || (Py_ssize_t)n + 2 >= chosen_from[op])
-        return op != LONG1 || n > 8 || (arg[7] >= 0x10 && arg[7] < 0xf0);
+    if (op == LONG1)
+        return n > 8 || (n == 8 && arg[7] >= 0x10 && arg[7] < 0xf0);
+    if (op != INT && op != LONG)
+        return 1;
+    /* a sign and up to 18 digits (10**18 < 2**60), LONG's L after them; any
+     * other text (0x..., 1_000, blanks) may be wider (CPython reads base 0) */
+    uint64_t i = n && (arg[0] == '-' || arg[0] == '+'), end = n - (op == LONG && n && arg[n - 1] == 'L');
+    if (end <= i || end - i > 18)
+        return 1;
+    for (; i < end; i++)
+        if (!Py_ISDIGIT(arg[i]))
+            return 1;
     return 0;
+}
+
+int
+float_chosen(const unsigned char *big_endian)
+{
+    int exponent = ((big_endian[0] & 0x7f) << 4 | big_endian[1] >> 4) - 1023;
+    int zero = exponent == -1023 && !(big_endian[1] & 0x0f) &&
+               !memcmp(big_endian + 2, "\0\0\0\0\0\0", 6);
+    return !zero && (exponent < -60 || exponent > 60);
 }

@@ -57,10 +57,11 @@ enum { SHARES = 1, COSTLY = 2, HASHES = 4, HASHES_SHARED = 7, BY_SIZE = 8, CHOSE
 extern unsigned char dag_bits[256];
 extern Py_ssize_t costly_from[256];
 /* What may have a hash a pickle chooses (CHOSEN): ints past 60 bits (LONG1
- * of chosen_from[LONG1] bytes or more, LONG4, INT and LONG of that many
- * characters: x + j*(2**61 - 1) hash alike), tuples and frozensets (their
- * hashes are formulas of their items' that can be solved for a collision
- * where two items are numbers).
+ * of chosen_from[LONG1] bytes or more, LONG4, INT and LONG: x + j*(2**61 -
+ * 1) hash alike), floats beyond 2**-60 to 2**61 in size (float_chosen: ~200
+ * floats m * 2**e share a hash, ~12 within those), tuples and frozensets
+ * (their hashes are formulas of their items' that can be solved for a
+ * collision where two items are numbers).
  * In safe mode a pickle with it and HASHES is scanned in full, which tells
  * whether such an object is hashed (_pickle_scan.c). */
 extern Py_ssize_t chosen_from[256];
@@ -73,11 +74,16 @@ extern unsigned char adds_to[256];
  * size no pickle reaches, so that one comparison sends it the long way. */
 #define ACT_ON ((Py_ssize_t)1 << 60)
 extern Py_ssize_t step_over[256];
+/* The same for strict mode, which reads each BINFLOAT (float_chosen). */
+extern Py_ssize_t step_over_strict[256];
 
 /* Whether the int an INT, LONG, LONG1 or LONG4 makes of its argument (``n``
  * bytes at ``arg``: text without its newline, or little-endian two's
- * complement) may be past 60 bits: a hash a pickle may choose (CHOSEN). */
+ * complement) may be outside [-2**60, 2**60): a hash a pickle may choose. */
 int int_chosen(unsigned char op, const unsigned char *arg, uint64_t n);
+/* Whether a BINFLOAT's float (its 8 bytes) is outside [2**-60, 2**61) in
+ * size and not zero: a hash a pickle may choose with ~200 others. */
+int float_chosen(const unsigned char *big_endian);
 void fill_table(void);
 /* A protocol-0 memo argument (PUT, GET): decimal digits between blanks, as
  * int() takes them; -1 if it is anything else or too long to be a slot.

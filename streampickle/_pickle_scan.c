@@ -74,13 +74,13 @@
  * object arrays nested ~5,000 deep overflows an 8 MiB stack (~2 KB a level). */
 #define MAX_DEPTH 2000
 #define TOO_DEEP "objects nested deeper than sys.getrecursionlimit() levels (at most 2000)"
-/* Ids of scalars: text and None; numbers (ints within 60 bits, floats and
- * booleans), which make the hash of a tuple or frozenset holding two one a
- * pickle may choose; ints past 60 bits, whose own hash it may choose (x +
- * j*(2**61 - 1) hash alike). */
+/* Ids of scalars: text and None; numbers (ints in [-2**60, 2**60), floats
+ * and booleans), which make the hash of a tuple or frozenset holding two
+ * one a pickle may choose; numbers whose own hash it may choose (int_chosen,
+ * float_chosen: _pickle_opcodes.h). */
 #define SCALAR 0
 #define NUMBER 1
-#define BIG_INT 2
+#define CHOSEN_NUMBER 2
 #define ABSENT UINT32_MAX
 /* A height's top bit: another object took this one as an item. */
 #define HELD 0x80000000u
@@ -88,7 +88,7 @@
  * later may be held in a way that recurses when freed or hashed (numpy object
  * arrays), and it may share its contents with its arguments (a numpy view). */
 #define CALLED 0x40000000u
-/* ... and these: its hash may be one a pickle chose (BIG_INT; see
+/* ... and these: its hash may be one a pickle chose (CHOSEN_NUMBER; see
  * hash_flags), or it holds a number (NUMBER too). In safe mode, plain data
  * that hashes the former (a dict key, a set or frozenset item) is not
  * plain: Python's unpickler runs it, counting keys of one hash
@@ -155,7 +155,7 @@ scan_init(scan *s)
     array_init(&s->height, sizeof(uint32_t));
     U32(s->height)[SCALAR] = 0;
     U32(s->height)[NUMBER] = CHOSEN_IN;
-    U32(s->height)[BIG_INT] = CHOSEN_IN | CHOSEN_HASH;
+    U32(s->height)[CHOSEN_NUMBER] = CHOSEN_IN | CHOSEN_HASH;
     s->height.len = 3;
     s->fence = s->filled = s->stores = s->at = s->frame_end = 0;
     s->line_end = PY_SSIZE_T_MAX;
@@ -333,7 +333,7 @@ add_to(scan *s, Py_ssize_t start, int pairs, int hashes)
         h++;
         s->raising++;
     }
-    if (target > BIG_INT && h > (*height & ~FLAGS)) {
+    if (target > CHOSEN_NUMBER && h > (*height & ~FLAGS)) {
         if (h > s->max_depth)
             return scan_refuse(s, TOO_DEEP);
         s->late |= (*height & HELD) != 0;
@@ -425,15 +425,19 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         if (n > (uint64_t)in_frame)
             return scan_refuse(s, PAST_FRAME);
         s->skip = n;
-        if (op == LONG1 || op == LONG4) /* in a piece, its bytes may be to come */
-            return push(s, !s->whole || int_chosen(op, p + size, n) ? BIG_INT : NUMBER);
+        if (op == LONG1 || op == LONG4) { /* in a piece, its bytes may be to come */
+            int chosen = !s->whole || int_chosen(op, p + size, n);
+            return push(s, chosen ? CHOSEN_NUMBER : NUMBER);
+        }
         return op == BYTEARRAY8 ? push_new(s, 0) : push(s, SCALAR);
     }
     case TEXT:
+        if (op == FLOAT)
+            number = CHOSEN_NUMBER; /* text: its size unread */
         if (op == INT || op == LONG) { /* pushed below */
             const unsigned char *nl = s->whole ? memchr(p + 1, '\n', (size_t)left) : NULL;
             if (nl == NULL || int_chosen(op, p + 1, (uint64_t)(nl - p - 1)))
-                number = BIG_INT;
+                number = CHOSEN_NUMBER;
         }
         s->lines = lines_of[op];
         s->line_end = s->at < s->frame_end ? s->frame_end : PY_SSIZE_T_MAX;
@@ -566,10 +570,11 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     case FRAME:
     case PROTO:
         return 0;
+    case BINFLOAT:
+        return push(s, float_chosen(p + 1) ? CHOSEN_NUMBER : NUMBER);
     case BININT:
     case BININT1:
     case BININT2:
-    case BINFLOAT:
     case NEWTRUE:
     case NEWFALSE:
         return push(s, NUMBER);

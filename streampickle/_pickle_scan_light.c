@@ -13,14 +13,15 @@
 static int
 scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
 {
+    const Py_ssize_t *steps = s->strict ? step_over_strict : step_over;
     Py_ssize_t i = 0, stores = 0, frame_end = 0, ups = 0, adds = 0, code = 0;
     Py_ssize_t limit = n; /* where the current FRAME, else the pickle, ends */
     int dag = 0;
 #define REFUSE(offset, what) return (s->at = (offset), scan_refuse(s, what))
     while (i < n) {
         /* most opcodes: one lookup and one comparison each */
-        while (i < limit && i + step_over[p[i]] <= limit)
-            i += step_over[p[i]];
+        while (i < limit && i + steps[p[i]] <= limit)
+            i += steps[p[i]];
         if (i >= n)
             break;
         unsigned char op = p[i];
@@ -62,6 +63,8 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
         if (bits & BY_SIZE)
             bits = (end - i >= costly_from[op] ? COSTLY : 0)
                    | (chosen_from[op] && end - i >= chosen_from[op] ? CHOSEN : 0);
+        else if (op == BINFLOAT && float_chosen(p + i + 1))
+            bits = CHOSEN;
         dag |= bits;
         if (op == PUT) {
             int64_t text = text_slot(p + i + 1, end - i - 1);
@@ -111,6 +114,7 @@ scan_whole(const unsigned char *p, Py_ssize_t n, int strict)
     scan s;
     scan_init(&s);
     s.whole = 1;
+    s.strict = strict;
     Py_ssize_t raising = 0;
     int failed = scan_light(&s, p, n, &raising);
     int hashes_shared = s.hashes_shared;

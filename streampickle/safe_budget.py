@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sized
 from itertools import chain
+from math import isnan
 from sys import getrefcount
 from typing import Any
 
@@ -50,6 +51,7 @@ WALKED_KEY = 24
 #: in getrefcount (its tuple's and getrefcount's argument)
 SWEEP_FROM = 1024
 HELD_ONLY = 2
+LISTED_ONLY = 3  # in a list: the list's, the loop's and getrefcount's
 NUMPY_COMPARED = 16
 #: the largest range length counted as such (beyond, past any budget)
 RANGE_BITS = 62
@@ -62,25 +64,39 @@ PRINTED_DIGITS = 512
 SEQUENCES = frozenset({list, tuple, str, bytes, bytearray})
 UNSIZED = frozenset({float, bool, type(None)})
 #: Keys whose hash a pickle cannot choose, or not for many keys at once:
-#: strings and bytes (hashed with a secret key), floats (at most ~20 of one
-#: hash), ints within OWN_HASH_BITS and a sign (each its own hash, but -1
-#: and -2);
-#: others are counted by DistinctKeys (ints x + j*(2**61 - 1) hash alike,
-#: and tuples', frozensets', ranges' and complex numbers' hashes are
-#: formulas of their parts' that can be solved for a collision).
+#: strings and bytes (hashed with a secret key), ints in [-OWN_HASH,
+#: OWN_HASH) (each its own hash, but -1 and -2), floats of size in [2**-60,
+#: 2**61) (~12 of one hash there, ~200 beyond: 28th review); others are
+#: counted by DistinctKeys (ints x + j*(2**61 - 1) hash alike, and tuples',
+#: frozensets', ranges' and complex numbers' hashes are formulas of their
+#: parts' that can be solved for a collision).
 UNCHOSEN = frozenset({str, bytes, float, bool, type(None)})
 NUMBERS = frozenset({int, float, bool})
 OWN_HASH_BITS = 60
 OWN_HASH = 1 << OWN_HASH_BITS
+FLOAT_SIZES = (2.0**-60, 2.0**61)
+
+
+def usual_floats(floats: Iterable[float]) -> bool:
+    """Whether each float is zero or of a size in FLOAT_SIZES (one pass in C)."""
+    sizes = list(filter(None, map(abs, floats)))
+    smallest, largest = FLOAT_SIZES
+    if not sizes or any(map(isnan, sizes)):
+        return not sizes
+    return smallest <= min(sizes) and max(sizes) < largest
 
 
 def counted_in_c(items: Any, keys: bool = False) -> int | None:
     """What hashing the items of a sequence visits, counted in one pass in C
     where they are all of one plain kind (an int by its 30-bit digits, a
     string by its length, compared when equal but not the same); else None.
-    ``keys``: None too for ints whose hash may be chosen (DistinctKeys)."""
+    ``keys``: None too for numbers whose hash may be chosen (DistinctKeys)."""
     kinds = set(map(type, items))
     if kinds <= UNSIZED:
+        if keys and float in kinds:
+            floats = items if len(kinds) == 1 else [i for i in items if type(i) is float]
+            if not usual_floats(floats):
+                return None
         return len(items)
     if kinds == {int}:
         bits = list(map(int.bit_length, items))
@@ -222,17 +238,14 @@ class Compared:
 
 def chosen(key: Any) -> bool:
     """Whether a pickle may choose ``key``'s hash to be many keys' (UNCHOSEN),
-    as the scan judges it (_pickle_scan.c's hash_flags): an int past
-    OWN_HASH_BITS, a tuple or frozenset holding two numbers (ints, floats,
-    booleans) or such an int, anything but text, None and numbers. Its
-    hash is a one-to-one function of each item's, the others fixed: one
-    number among strings, whose hashes no pickle knows, collides only as
-    itself."""
+    as the scan judges it (_pickle_scan.c's hash_flags): such a number, a
+    tuple or frozenset holding one or two numbers (ints, floats, booleans),
+    anything but text, None and numbers. Its hash is a one-to-one function
+    of each item's, the others fixed: one number among strings, whose hashes
+    no pickle knows, collides only as that number."""
     kind = type(key)
-    if kind is int:
-        return not -OWN_HASH <= key < OWN_HASH
     if kind is not tuple and kind is not frozenset:
-        return kind not in UNCHOSEN
+        return _chosen_number(key) if kind in NUMBERS else kind not in UNCHOSEN
     numbers, todo = 0, [key]
     while todo:  # the items hash_visits walked, within the budget
         item = todo.pop()
@@ -241,47 +254,82 @@ def chosen(key: Any) -> bool:
             todo.extend(item)
         elif kind in NUMBERS:
             numbers += 1
-            if numbers > 1 or kind is int and not -OWN_HASH <= item < OWN_HASH:
+            if numbers > 1 or _chosen_number(item):
                 return True
         elif kind not in UNCHOSEN:
             return True
     return False
 
 
+def _chosen_number(number: Any) -> bool:
+    if type(number) is float:
+        return not usual_floats((number,))
+    return not -OWN_HASH <= number < OWN_HASH
+
+
 class DistinctKeys:
     """The distinct keys of each chosen hash (see UNCHOSEN) a record has
-    hashed into any set, frozenset or dict so far, held. No container holds
+    hashed into any set, frozenset or dict so far, and those others of
+    their hashes, held while the record holds them. No container holds
     more keys of one hash than there are distinct ones, and CPython compares
     a key added with each of its hash on its way: so a key charged what
-    comparing it with each distinct one of its hash met so far costs bounds
-    what colliding keys cost (a set of 45,454 ints x + j*(2**61 - 1), 544
-    KB: 15.9 s, 26th review), while keys equal in many containers (a legit
-    record's) meet one. Held by hash alone, so that colliding keys are
-    compared here no more than the charge counts."""
+    comparing it with each distinct one of its hash costs bounds what
+    colliding keys cost (a set of 45,454 ints x + j*(2**61 - 1), 544 KB:
+    15.9 s, 26th review; a small int of their hash added again, 28th), while
+    keys equal in many containers (a legit record's) meet none. Held by hash
+    alone, so that colliding keys are compared here no more than the charge
+    counts."""
 
     def __init__(self) -> None:
         self._by_hash: dict[int, Any] = {}  # one key, or a list of distinct ones
+        self._sweep_at = SWEEP_FROM
 
-    def meet(self, key: Any) -> int:
-        """How many distinct keys of ``key``'s hash came before it: those it
-        is compared with (0 if unhashable: the add fails)."""
+    def contested(self, items: Any) -> bool:
+        """Whether a key of the hash of one of ``items`` is held."""
+        return bool(self._by_hash) and not self._by_hash.keys().isdisjoint(map(hash, items))
+
+    def meet(self, key: Any, chosen: bool) -> int:
+        """How many distinct keys held of ``key``'s hash, not equal to it, it
+        may be compared with on its way into a container (0 if unhashable:
+        the add fails); then it is held if chosen or if others of its hash
+        are. The compare with an equal key costs what hashing it does,
+        charged with that."""
         try:
             key_hash = hash(key)
         except TypeError:
             return 0
         held = self._by_hash.get(key_hash, _NONE_HELD)
         if held is _NONE_HELD:
-            self._by_hash[key_hash] = key
+            if chosen:
+                self._by_hash[key_hash] = key
+                if len(self._by_hash) > self._sweep_at:
+                    self._sweep()
             return 0
         if type(held) is not list:  # a list is no key: one key held
-            if held is not key and held != key:
-                self._by_hash[key_hash] = [held, key]
+            if held is key or held == key:
+                return 0
+            self._by_hash[key_hash] = [held, key]
             return 1
-        for other in held:
+        for other in held:  # (in no container's order)
             if other is key or other == key:
-                return len(held)
+                return len(held) - 1
         held.append(key)
         return len(held) - 1
+
+    def _sweep(self) -> None:
+        """Forget the keys only this holds: the record dropped them (sets of
+        distinct frozensets, each dropped: 53 times the record's bytes held
+        to the end of the load, 28th review)."""
+        by_hash, live = self._by_hash, {}
+        for key_hash in by_hash:  # by key: an items() iterator holds its last
+            if type(by_hash[key_hash]) is not list:
+                if getrefcount(by_hash[key_hash]) > HELD_ONLY:
+                    live[key_hash] = by_hash[key_hash]
+                continue
+            held = [key for key in by_hash[key_hash] if getrefcount(key) > LISTED_ONLY]
+            if held:
+                live[key_hash] = held
+        self._by_hash, self._sweep_at = live, 2 * len(live) + SWEEP_FROM
 
 
 _NONE_HELD = object()
@@ -352,8 +400,8 @@ class HashedKeys:
             return TABLE + HASHED * len(items) + pairs + self.met_cost, made
         if compared is None and type(items) in SEQUENCES:
             plain = counted_in_c(items, keys=True)
-            if plain is not None:  # numbers or text, none numpy's
-                return plain, None
+            if plain is not None and not self._distinct.contested(items):
+                return plain, None  # numbers or text, none numpy's, none met
         work = 0
         for i, item in enumerate(items):
             visits, count, numpy = hash_visits(item, limit - work)
@@ -365,8 +413,8 @@ class HashedKeys:
                 )
             if work > limit:  # before hashing it (T = (T, T), eighty times)
                 break
-            if not numpy and chosen(item):
-                met = self._distinct.meet(item)
+            if not numpy:
+                met = self._distinct.meet(item, chosen(item))
                 self.met += met
                 self.met_cost += met * (PLAIN_PAIR + visits)
                 work += met * (PLAIN_PAIR + visits)

@@ -23,6 +23,7 @@ import copy
 import copyreg
 import io
 import itertools
+import math
 import os
 import pickle
 import pickletools
@@ -1745,6 +1746,22 @@ _RAW_SAFE_CASES.update({
     ),
 })  # fmt: skip
 _BUDGET = "ForbiddenGlobalError: safe mode builds or hashes no more than"
+
+
+def _floats_of_one_hash() -> list[float]:
+    """The floats m * 2**e (m odd, below 2**53) of hash h = 2**0 + 2**9 +
+    ... + 2**45: m = h * 2**-r modulo 2**61 - 1, e = r modulo 61."""
+    prime, h = 2**61 - 1, sum(1 << (9 * k) for k in range(6))
+    found = set()
+    for r in range(61):
+        m = h * pow(2, -r, prime) % prime
+        if m % 2 == 0 or m >= 1 << 53:
+            continue
+        for e in range(r - 61 * 18, 971, 61):
+            f = math.ldexp(m, e)
+            if f and math.isfinite(f) and math.ldexp(f, -e) == m and hash(f) == h:
+                found.add(f)
+    return sorted(found)
 _HUGE = (1 << 400_000) - 1
 _WIDE = _wide_dtype(5000)
 _SHARED_AND_HASHED.update({
@@ -2265,6 +2282,56 @@ class TestSafeModeChecksEachCallAndState:
         head = b"}(" + ints + b"u\x940" + _op_global("builtins", copy) + b"\x940"
         call = _memo_get(1) + _memo_get(0) + b"\x85R0"
         self.refused_by_the_budget_within(head + call * 10_000 + b"N", 5)
+
+    @pytest.mark.parametrize("small", ["int", "float"])
+    def test_a_small_number_added_again_past_wide_ints_of_its_hash_is_charged_each_compare(
+        self, small: str
+    ) -> None:
+        """2,000 ints of one hash (charged their compares once), then the int
+        60 or the float 60.0 of that hash, neither of a chosen hash itself,
+        added again and again (DUP, a byte each): each add compares it with
+        the 2,000 (28th review: 1 MB took 17.8 s, the float 54 s, and loaded).
+        A key meets the keys held of its hash, chosen or not: refused."""
+        ints = b"".join(_op_int(60 + j * (2**61 - 1)) for j in range(1, 2001))
+        key = _op_int(60) if small == "int" else b"G" + struct.pack(">d", 60.0)
+        adds = (b"(" + key + b"2" * 999 + b"\x90") * 1000
+        self.refused_by_the_budget_within(b"\x8f(" + ints + b"\x90" + adds, 5)
+
+    def test_floats_of_one_hash_added_again_are_charged_each_compare(self) -> None:
+        """~200 floats m * 2**e share a hash (m = h * 2**-r modulo 2**61 - 1
+        odd and below 2**53, e = r modulo 61), and the last of them added
+        again compares with each: plain data, 1 MB took 2.3 s on the C
+        unpickler, and loaded (28th review). A float beyond 2**-60 to 2**61
+        in size has a hash a pickle may choose: counted, refused."""
+        floats = _floats_of_one_hash()
+        assert len(floats) > 150
+        items = b"".join(b"G" + struct.pack(">d", f) for f in floats)
+        adds = (b"(" + b"h\x00" * 1000 + b"\x90") * 500
+        self.refused_by_the_budget_within(b"\x8f(" + items + b"\x94\x90" + adds, 5)
+
+    def test_keys_of_chosen_hashes_a_record_drops_are_let_go(self) -> None:
+        """Sets of 1,000 distinct frozensets {a, b} (7 bytes each), each set
+        dropped once made: the keys' counting held every frozenset to the end
+        of the load (28th review: 53 times the record's bytes; here 13 MB).
+        What only it holds is let go now."""
+        def frozensets(k: int) -> bytes:  # {i, k}, i of two bytes
+            pairs = ((struct.pack("<H", i), k) for i in range(1000, 2000))
+            return b"".join(b"(M%sK%c\x91" % pair for pair in pairs)
+
+        sets = b"".join(b"\x8f(" + frozensets(k) + b"\x900" for k in range(40))
+        data = stream(record(b"\x80\x04" + sets + b"N."), END)
+        outcome = measured(lambda: sp.loads(data, safe=True))
+        assert outcome.error is None
+        assert outcome.traced_peak < 8 << 20, outcome.traced_peak
+
+    def test_dicts_sharing_their_tuple_keys_load(self) -> None:
+        """pickle writes a tuple key shared by many dicts once, then each
+        dict refers to it (2 bytes): the same object added again compares
+        with nothing, and was charged one compare (28th review: 20,000 dicts
+        sharing 100 keys refused)."""
+        keys = [(i, i + 1) for i in range(100)]
+        obj = [dict.fromkeys(keys, 0) for _ in range(4000)]
+        assert sp.loads(sp.dumps(obj), safe=True) == obj
 
     def test_a_frozenset_of_items_of_one_hash_is_refused(self) -> None:
         """Two equal frozensets compare each item with those of its hash in

@@ -608,6 +608,10 @@ def test_strict_runs_pickles_that_hash_shared_tuples_with_the_checked_unpickler(
     assert check_whole(pickled, strict=True) is not shares_costly_hashed
 
 
+def _binfloat(x: float) -> bytes:
+    return b"G" + struct.pack(">d", x)
+
+
 def _long1(n: int) -> bytes:
     return b"\x8a\x08" + n.to_bytes(8, "little", signed=True)
 
@@ -640,6 +644,18 @@ def _long1(n: int) -> bytes:
         (b"(K\x00K\x01\x86\x91", True),  # an item of a frozenset
         (b"\x8f(K\x00K\x01\x86\x94h\x00\x90", True),  # memo'd
         (b"]K\x00\x85a\x8f(\x90", False),  # nothing chosen hashed
+        (b"}" + _binfloat(1.5) + b"Ns", False),  # a float of a usual size
+        (b"}(" + _binfloat(-(2.0**60)) + b"N" + _binfloat(2.0**-60) + b"Nu", False),
+        (b"}(" + _binfloat(0.0) + b"N" + _binfloat(-0.0) + b"Nu", False),
+        (b"}" + _binfloat(2.0**61) + b"Ns", True),  # ~200 floats of its hash
+        (b"}" + _binfloat(1e-30) + b"Ns", True),
+        (b"}" + _binfloat(5e-324) + b"Ns", True),  # subnormal
+        (b"}" + _binfloat(float("inf")) + b"Ns", True),
+        (b"}\x8c\x01a" + _binfloat(1e-30) + b"\x86Ns", True),  # ... in a tuple
+        (b"\x8f(I0xffffffffffffffff\n\x90", True),  # 18 characters, 2**64 - 1
+        (b"\x8f(I-123\n\x90", False),
+        (b"\x8f(I1_000\n\x90", True),  # not digits: read, not judged
+        (b"}F1.5\nNs", True),  # a float as text: its size not read
     ],
 )
 def test_strict_runs_pickles_that_hash_keys_of_a_chosen_hash_with_the_counting_unpickler(
