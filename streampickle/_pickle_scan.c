@@ -74,10 +74,12 @@
  * object arrays nested ~5,000 deep overflows an 8 MiB stack (~2 KB a level). */
 #define MAX_DEPTH 2000
 #define TOO_DEEP "objects nested deeper than sys.getrecursionlimit() levels (at most 2000)"
-/* Ids of scalars: text and None; numbers (ints in [-2**60, 2**60), floats
- * and booleans), which make the hash of a tuple or frozenset holding two
- * one a pickle may choose; numbers whose own hash it may choose (int_chosen,
- * float_chosen: _pickle_opcodes.h). */
+/* Ids of scalars: strings and bytes, whose hashes are keyed by a secret;
+ * numbers (ints in [-2**60, 2**60), floats and booleans) and others whose
+ * hash a pickle knows ('', b'', None), which make the hash of a tuple or
+ * frozenset holding two one it may choose (29th review: 3**12 tuples of
+ * '', b'' and (), each with an int solved for one hash); numbers whose own
+ * hash it may choose (int_chosen, float_chosen: _pickle_opcodes.h). */
 #define SCALAR 0
 #define NUMBER 1
 #define CHOSEN_NUMBER 2
@@ -251,13 +253,16 @@ any_chosen(scan *s, Py_ssize_t start, Py_ssize_t step)
 }
 
 /* The hash flags of a tuple or frozenset of the stack items from ``start``
- * up: CHOSEN_IN if one holds a number; CHOSEN_HASH if one has a chosen hash
- * or two hold numbers. Its hash is a one-to-one function of each item's
- * hash, the others fixed (xxHash's lanes; a frozenset's XOR): one number
- * among strings, whose hashes no pickle knows, collides only as itself. */
+ * up: CHOSEN_IN if one holds a number (see NUMBER), or it is empty;
+ * CHOSEN_HASH if one has a chosen hash or two hold numbers. Its hash is a
+ * one-to-one function of each item's hash, the others fixed (xxHash's
+ * lanes; a frozenset's XOR): one number among strings, whose hashes no
+ * pickle knows, collides only as itself. */
 static uint32_t
 hash_flags(scan *s, Py_ssize_t start)
 {
+    if (start == s->stack.len) /* () and frozenset(): a hash every process knows */
+        return CHOSEN_IN;
     int numbers = 0;
     for (Py_ssize_t i = start; i < s->stack.len; i++) {
         uint32_t h = U32(s->height)[U32(s->stack)[i]];
@@ -429,7 +434,9 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
             int chosen = !s->whole || int_chosen(op, p + size, n);
             return push(s, chosen ? CHOSEN_NUMBER : NUMBER);
         }
-        return op == BYTEARRAY8 ? push_new(s, 0) : push(s, SCALAR);
+        if (op == BYTEARRAY8)
+            return push_new(s, 0);
+        return push(s, n ? SCALAR : NUMBER); /* '' and b'' hash to 0 */
     }
     case TEXT:
         if (op == FLOAT)
@@ -506,7 +513,7 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     case EMPTY_SET:
         return push_new(s, 0);
     case EMPTY_TUPLE:
-        return build(s, len, 1, 0);
+        return build(s, len, 1, hash_flags(s, len));
     case TUPLE1:
     case TUPLE2:
     case TUPLE3:
@@ -582,8 +589,8 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     case LONG:
     case FLOAT:
         return push(s, number);
-    default: /* strings, None, booleans: scalars */
-        return push(s, SCALAR);
+    default: /* None (a constant hash from 3.12), strings as text (unread) */
+        return push(s, NUMBER);
     }
 }
 

@@ -239,24 +239,30 @@ class Compared:
 def chosen(key: Any) -> bool:
     """Whether a pickle may choose ``key``'s hash to be many keys' (UNCHOSEN),
     as the scan judges it (_pickle_scan.c's hash_flags): such a number, a
-    tuple or frozenset holding one or two numbers (ints, floats, booleans),
-    anything but text, None and numbers. Its hash is a one-to-one function
-    of each item's, the others fixed: one number among strings, whose hashes
-    no pickle knows, collides only as that number."""
+    tuple or frozenset holding such a number or two of numbers (ints,
+    floats, booleans) and others whose hash a pickle knows ('', b'', None,
+    (), frozenset()), anything but those and strings. Its hash is a
+    one-to-one function of each item's, the others fixed: one number among
+    strings, whose hashes are keyed by a secret, collides only as that
+    number."""
     kind = type(key)
     if kind is not tuple and kind is not frozenset:
         return _chosen_number(key) if kind in NUMBERS else kind not in UNCHOSEN
-    numbers, todo = 0, [key]
+    known, todo = 0, [key]
     while todo:  # the items hash_visits walked, within the budget
         item = todo.pop()
         kind = type(item)
         if kind is tuple or kind is frozenset:
-            todo.extend(item)
-        elif kind in NUMBERS:
-            numbers += 1
-            if numbers > 1 or _chosen_number(item):
-                return True
-        elif kind not in UNCHOSEN:
+            if item:
+                todo.extend(item)
+                continue
+        elif kind is str or kind is bytes:
+            if item:
+                continue  # keyed by a secret
+        elif kind not in NUMBERS and item is not None:
+            return True
+        known += 1
+        if known > 1 or kind in NUMBERS and _chosen_number(item):
             return True
     return False
 

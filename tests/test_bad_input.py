@@ -1748,6 +1748,35 @@ _RAW_SAFE_CASES.update({
 _BUDGET = "ForbiddenGlobalError: safe mode builds or hashes no more than"
 
 
+def _keys_of_one_hash(n: int) -> list[bytes]:
+    """Pickles of ``n`` tuples of twelve of '', b'' and () and an int in
+    [-2**60, 2**60) solved from CPython's tuple hash (xxHash's lanes: acc +=
+    lane * P2, rotated left 31 bits, times P1; then + the length's term) so
+    that each hashes to one value."""
+    mask, p1, p2 = 2**64 - 1, 11400714785074694791, 14029467366897019727
+    p5 = 2870177450012600261
+    target = 0x123456789ABCDEF
+    last = (target - (13 ^ (p5 ^ 3527539))) * pow(p1, -1, 2**64) & mask
+    last = (last >> 31 | last << 33) & mask  # acc + lane * P2 before the last lane's turn
+    atoms = [("", b"\x8c\x00"), (b"", b"C\x00"), ((), b")")]
+    keys = []
+    for combo in itertools.product(atoms, repeat=12):
+        acc = p5
+        for obj, _ in combo:
+            acc = (acc + (hash(obj) & mask) * p2) & mask
+            acc = ((acc << 31 | acc >> 33) & mask) * p1 & mask
+        x = (last - acc) * pow(p2, -1, 2**64) & mask
+        x = x - 2**64 if x >> 63 else x
+        if -(2**60) <= x < 2**60 and x != -1:
+            assert hash((*(obj for obj, _ in combo), x)) == target
+            atom_bytes = b"".join(pickled for _, pickled in combo)
+            number = b"\x8a\x08" + x.to_bytes(8, "little", signed=True)  # LONG1
+            keys.append(b"(" + atom_bytes + number + b"t")
+            if len(keys) == n:
+                return keys
+    raise AssertionError(f"fewer than {n} keys")
+
+
 def _floats_of_one_hash() -> list[float]:
     """The floats m * 2**e (m odd, below 2**53) of hash h = 2**0 + 2**9 +
     ... + 2**45: m = h * 2**-r modulo 2**61 - 1, e = r modulo 61."""
@@ -2296,6 +2325,24 @@ class TestSafeModeChecksEachCallAndState:
         key = _op_int(60) if small == "int" else b"G" + struct.pack(">d", 60.0)
         adds = (b"(" + key + b"2" * 999 + b"\x90") * 1000
         self.refused_by_the_budget_within(b"\x8f(" + ints + b"\x90" + adds, 5)
+
+    @pytest.mark.parametrize("form", ["set", "dict", "global"])
+    def test_keys_of_one_number_among_items_of_known_hash_are_counted(
+        self, form: str
+    ) -> None:
+        """'' and b'' hash to 0 and () to a constant in every process: 16,000
+        tuples of twelve of them and one int below 2**60, solved so that all
+        share a hash (29th review: 524 KB of plain data took 4.6 s on the C
+        unpickler, with no budget; 10 s a MB counted). Such items count as
+        numbers, and two numbers make a tuple's hash one a pickle chose."""
+        keys = _keys_of_one_hash(16_000)
+        if form == "dict":
+            body = b"}(" + b"N".join(keys) + b"Nu"
+        else:
+            body = b"\x8f(" + b"".join(keys) + b"\x90"
+        if form == "global":
+            body = _op_global("builtins", "int") + b"0" + body
+        self.refused_by_the_budget_within(body, 5)
 
     def test_floats_of_one_hash_added_again_are_charged_each_compare(self) -> None:
         """~200 floats m * 2**e share a hash (m = h * 2**-r modulo 2**61 - 1

@@ -623,6 +623,11 @@ def _long1(n: int) -> bytes:
         (b"}K\x00K\x01K\x02\x86s", False),  # a tuple of ints, a value
         (b"}\x8c\x01a\x8c\x01b\x86Ns", False),  # a key: a tuple of text
         (b"}\x8c\x01aK\x00\x86Ns", False),  # ... of text and an int: its hash
+        (b"}\x8c\x00K\x00\x86Ns", True),  # '' hashes to 0 (29th review)
+        (b"}C\x00K\x00\x86Ns", True),  # b'' too
+        (b"}NK\x00\x86Ns", True),  # None: a constant from 3.12
+        (b"})K\x00\x86Ns", True),  # () and frozenset(): constants
+        (b"}(\x91K\x00\x86Ns", True),
         (b"}G" + bytes(8) + b"\x85Ns", False),  # a float in a tuple: its hash
         (b"}G" + bytes(8) + b"G" + bytes(8) + b"\x86Ns", True),  # two floats
         (b"}\x88\x89\x86Ns", True),  # two booleans
