@@ -97,7 +97,13 @@
  * (safe_budget.DistinctKeys). */
 #define CHOSEN_HASH 0x20000000u
 #define CHOSEN_IN 0x10000000u
-#define FLAGS (HELD | CALLED | CHOSEN_HASH | CHOSEN_IN)
+/* ... and how many strings it holds (up to 2): a str and bytes of the same
+ * data bytes hash alike, as may strs of other kinds ('ā' and b'\x01\x01':
+ * up to 4 of one hash), so a tuple of k strings has up to 4**k variants of
+ * one hash, and in a frozenset two such cancel (XOR): 30th review. */
+#define SECRET_SHIFT 26
+#define SECRETS(h) ((h) >> SECRET_SHIFT & 3u)
+#define FLAGS (HELD | CALLED | CHOSEN_HASH | CHOSEN_IN | 3u << SECRET_SHIFT)
 /* Refusals of strict mode only begin with "safe mode" (records.refused). */
 #define UNBOUNDED "safe mode refuses more tuples and objects than sys.getrecursionlimit() " \
                   "in a record that names a global, and a container changed after another " \
@@ -155,7 +161,7 @@ scan_init(scan *s)
     array_init(&s->marks, sizeof(Py_ssize_t));
     array_init(&s->memo, sizeof(uint32_t));
     array_init(&s->height, sizeof(uint32_t));
-    U32(s->height)[SCALAR] = 0;
+    U32(s->height)[SCALAR] = 1u << SECRET_SHIFT;
     U32(s->height)[NUMBER] = CHOSEN_IN;
     U32(s->height)[CHOSEN_NUMBER] = CHOSEN_IN | CHOSEN_HASH;
     s->height.len = 3;
@@ -252,24 +258,28 @@ any_chosen(scan *s, Py_ssize_t start, Py_ssize_t step)
     return 0;
 }
 
-/* The hash flags of a tuple or frozenset of the stack items from ``start``
- * up: CHOSEN_IN if one holds a number (see NUMBER), or it is empty;
- * CHOSEN_HASH if one has a chosen hash or two hold numbers. Its hash is a
- * one-to-one function of each item's hash, the others fixed (xxHash's
- * lanes; a frozenset's XOR): one number among strings, whose hashes no
- * pickle knows, collides only as itself. */
+/* The hash flags of a tuple (a frozenset: ``frozen``) of the stack items
+ * from ``start`` up: CHOSEN_IN if one holds a number (see NUMBER), or it is
+ * empty; the strings it holds; CHOSEN_HASH if one has a chosen hash, two
+ * hold numbers, or it holds more than two strings (a frozenset, one). Its
+ * hash is a one-to-one function of each item's hash, the others fixed
+ * (xxHash's lanes; a frozenset's XOR): one number among strings, whose
+ * hashes are keyed by a secret, collides only as itself, and 16 variants
+ * of two strings share a hash. */
 static uint32_t
-hash_flags(scan *s, Py_ssize_t start)
+hash_flags(scan *s, Py_ssize_t start, int frozen)
 {
     if (start == s->stack.len) /* () and frozenset(): a hash every process knows */
         return CHOSEN_IN;
-    int numbers = 0;
+    uint32_t numbers = 0, strings = 0;
     for (Py_ssize_t i = start; i < s->stack.len; i++) {
         uint32_t h = U32(s->height)[U32(s->stack)[i]];
-        if (h & CHOSEN_HASH || (numbers += (h & CHOSEN_IN) != 0) > 1)
+        numbers += (h & CHOSEN_IN) != 0;
+        strings += SECRETS(h);
+        if (h & CHOSEN_HASH || numbers > 1 || strings > (frozen ? 1u : 2u))
             return CHOSEN_HASH | CHOSEN_IN;
     }
-    return numbers ? CHOSEN_IN : 0;
+    return (numbers ? CHOSEN_IN : 0) | strings << SECRET_SHIFT;
 }
 
 
@@ -513,14 +523,14 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     case EMPTY_SET:
         return push_new(s, 0);
     case EMPTY_TUPLE:
-        return build(s, len, 1, hash_flags(s, len));
+        return build(s, len, 1, hash_flags(s, len, 0));
     case TUPLE1:
     case TUPLE2:
     case TUPLE3:
         if (need(s, op - TUPLE1 + 1) < 0)
             return -1;
         mark = len - (op - TUPLE1 + 1); /* its items */
-        return build(s, mark, 1, hash_flags(s, mark));
+        return build(s, mark, 1, hash_flags(s, mark, 0));
     case TUPLE:
     case LIST:
     case DICT:
@@ -532,7 +542,8 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         if (op == DICT || op == FROZENSET)
             s->keys_chosen |= any_chosen(s, mark, op == DICT ? 2 : 1);
         int tuple_like = op == TUPLE || op == FROZENSET;
-        return build(s, mark, op == TUPLE, tuple_like ? hash_flags(s, mark) : 0);
+        uint32_t flags = tuple_like ? hash_flags(s, mark, op == FROZENSET) : 0;
+        return build(s, mark, op == TUPLE, flags);
     case REDUCE: /* callable, arguments */
     case NEWOBJ: /* class, arguments */
         return need(s, 2) < 0 ? -1 : build(s, len - 2, 1, CALLED);

@@ -8,7 +8,7 @@ hostile record may take the parts from the memo for 2 bytes each.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sized
+from collections.abc import Iterable, Iterator, Sized
 from itertools import chain
 from math import isnan
 from sys import getrefcount
@@ -239,30 +239,49 @@ class Compared:
 def chosen(key: Any) -> bool:
     """Whether a pickle may choose ``key``'s hash to be many keys' (UNCHOSEN),
     as the scan judges it (_pickle_scan.c's hash_flags): such a number, a
-    tuple or frozenset holding such a number or two of numbers (ints,
-    floats, booleans) and others whose hash a pickle knows ('', b'', None,
-    (), frozenset()), anything but those and strings. Its hash is a
-    one-to-one function of each item's, the others fixed: one number among
-    strings, whose hashes are keyed by a secret, collides only as that
-    number."""
+    tuple or frozenset holding such a number, two numbers (ints, floats,
+    booleans; and '', b'', None, (), frozenset(), whose hashes every process
+    knows), or more than two strings (a frozenset: one), anything else but
+    strings. Its hash is a one-to-one function of each item's, the others
+    fixed: one number among strings, whose hashes are keyed by a secret,
+    collides only as that number; but a str and bytes of the same data bytes
+    hash alike (up to 4 variants of a string: 16 of two), and in a
+    frozenset two such cancel."""
     kind = type(key)
     if kind is not tuple and kind is not frozenset:
         return _chosen_number(key) if kind in NUMBERS else kind not in UNCHOSEN
-    known, todo = 0, [key]
-    while todo:  # the items hash_visits walked, within the budget
-        item = todo.pop()
+    # Counted over the key (within the budget hash_visits walked), as the
+    # scan's counts add up through each tuple: a frozenset's two strings
+    # share the outermost frozenset they are in (each one walked: a token)
+    numbers = strings = frozensets = 0
+    first_in = None  # the first string's outermost frozenset
+    todo: list[tuple[Iterator[Any], int | None]] = [(iter((key,)), None)]
+    while todo:  # by iterators: most keys are decided by their first items
+        items, outer = todo[-1]
+        item = next(items, todo)  # (todo: no item is it)
+        if item is todo:
+            todo.pop()
+            continue
         kind = type(item)
-        if kind is tuple or kind is frozenset:
-            if item:
-                todo.extend(item)
-                continue
-        elif kind is str or kind is bytes:
-            if item:
-                continue  # keyed by a secret
-        elif kind not in NUMBERS and item is not None:
+        if (kind is tuple or kind is frozenset) and item:
+            if kind is frozenset and outer is None:
+                frozensets += 1
+                outer = frozensets
+            todo.append((iter(item), outer))
+            continue
+        if (kind is str or kind is bytes) and item:
+            strings += 1
+            if strings > 2 or strings == 2 and outer is not None and outer == first_in:
+                return True
+            first_in = outer
+            continue
+        if kind in NUMBERS:
+            if _chosen_number(item):
+                return True
+        elif item is not None and kind not in (str, bytes, tuple, frozenset):
             return True
-        known += 1
-        if known > 1 or kind in NUMBERS and _chosen_number(item):
+        numbers += 1  # or '', b'', None, (), frozenset()
+        if numbers > 1:
             return True
     return False
 
@@ -289,6 +308,8 @@ class DistinctKeys:
     def __init__(self) -> None:
         self._by_hash: dict[int, Any] = {}  # one key, or a list of distinct ones
         self._sweep_at = SWEEP_FROM
+        self._last: Any = _NONE_HELD  # the last key met, and what it meets again
+        self._last_met = 0
 
     def contested(self, items: Any) -> bool:
         """Whether a key of the hash of one of ``items`` is held."""
@@ -300,10 +321,18 @@ class DistinctKeys:
         the add fails); then it is held if chosen or if others of its hash
         are. The compare with an equal key costs what hashing it does,
         charged with that."""
+        if key is self._last:  # the same key again at once (a memo'd one, a list of it)
+            return self._last_met
         try:
             key_hash = hash(key)
         except TypeError:
             return 0
+        met = self._meet(key, key_hash, chosen)
+        held = self._by_hash.get(key_hash)
+        self._last, self._last_met = key, len(held) - 1 if type(held) is list else 0
+        return met
+
+    def _meet(self, key: Any, key_hash: int, chosen: bool) -> int:
         held = self._by_hash.get(key_hash, _NONE_HELD)
         if held is _NONE_HELD:
             if chosen:

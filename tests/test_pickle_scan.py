@@ -628,6 +628,11 @@ def _long1(n: int) -> bytes:
         (b"}NK\x00\x86Ns", True),  # None: a constant from 3.12
         (b"})K\x00\x86Ns", True),  # () and frozenset(): constants
         (b"}(\x91K\x00\x86Ns", True),
+        (b"}\x8c\x01aC\x01a\x86Ns", False),  # two strings: 16 variants at most
+        (b"}\x8c\x01aC\x01a\x8c\x01b\x87Ns", True),  # three (30th review)
+        (b"}\x8c\x01a\x85C\x01a\x85\x8c\x01b\x85\x87Ns", True),  # ... in tuples
+        (b"\x8f((\x8c\x01a\x91\x90", False),  # a frozenset of one string
+        (b"\x8f((\x8c\x01aC\x01a\x91\x90", True),  # two: 'a' and b'a' cancel
         (b"}G" + bytes(8) + b"\x85Ns", False),  # a float in a tuple: its hash
         (b"}G" + bytes(8) + b"G" + bytes(8) + b"\x86Ns", True),  # two floats
         (b"}\x88\x89\x86Ns", True),  # two booleans
