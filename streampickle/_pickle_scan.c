@@ -36,7 +36,7 @@
  * cycle through them does not grow heights. APPEND(S), SETITEM(S), ADDITEMS
  * and BUILD raise their target's height to that of what they add. Memo and
  * DUP copy ids, so a container changed after it was memoized is seen changed.
- * Strings, numbers and other scalars are id 0, height 0.
+ * Strings, numbers and other scalars take ids 0-2 (SCALAR and after), height 0.
  *
  * An object a call made (REDUCE and the like) may hold what it is given later
  * in a way that recurses (numpy object arrays): APPEND(S), SETITEM(S),
@@ -281,7 +281,6 @@ hash_flags(scan *s, Py_ssize_t start, int frozen)
     }
     return (numbers ? CHOSEN_IN : 0) | strings << SECRET_SHIFT;
 }
-
 
 /* Heights bound nesting unless a held object rose later, when no more than
  * one level per tuple or object built does (see the top). In plain data no

@@ -130,7 +130,7 @@ scan_whole(const unsigned char *p, Py_ssize_t n, int strict)
     }
     if (!failed && !s.stopped)
         failed = scan_refuse(&s, s.lines ? "a text argument without its newline" : "no STOP");
-    int plain = s.plain && !(strict && (hashes_shared || (full && s.keys_chosen)));
+    int plain = s.plain && !(strict && (hashes_shared || s.keys_chosen)); /* (the full scan's) */
     scan_free(&s);
     return failed ? -1 : plain;
 }

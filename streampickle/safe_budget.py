@@ -328,8 +328,7 @@ class DistinctKeys:
         except TypeError:
             return 0
         met = self._meet(key, key_hash, chosen)
-        held = self._by_hash.get(key_hash)
-        self._last, self._last_met = key, len(held) - 1 if type(held) is list else 0
+        self._last, self._last_met = key, met  # held now, it meets as many again
         return met
 
     def _meet(self, key: Any, key_hash: int, chosen: bool) -> int:
@@ -450,9 +449,10 @@ class HashedKeys:
                 break
             if not numpy:
                 met = self._distinct.meet(item, chosen(item))
+                cost = met * (PLAIN_PAIR + visits)
                 self.met += met
-                self.met_cost += met * (PLAIN_PAIR + visits)
-                work += met * (PLAIN_PAIR + visits)
+                self.met_cost += cost
+                work += cost
             if compared is not None:
                 work += compared.add(item, visits, through_numpy(visits, count), numpy)
         return work, compared
