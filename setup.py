@@ -22,7 +22,11 @@ setup(
             # only PyInit is the module's: the opcode tables are then read
             # directly, not through the global offset table
             extra_compile_args=[] if sys.platform == "win32" else ["-fvisibility=hidden"],
-            depends=["streampickle/_pickle_scan.h", "streampickle/_pickle_opcodes.h"],
+            depends=[
+                "streampickle/_pickle_scan.h",
+                "streampickle/_pickle_scan_hash.h",
+                "streampickle/_pickle_opcodes.h",
+            ],
         )
     ]
 )

@@ -59,8 +59,9 @@
  * copied: safe.py), so its height, raised, holds. Without strict, a pickle
  * that names globals can run any code anyway.
  *
- * The opcodes' table is _pickle_opcodes.c; the light loop that most small
- * pickles take instead of this scan, _pickle_scan_light.c.
+ * The opcodes' table is _pickle_opcodes.c; which hashes a pickle may
+ * choose, _pickle_scan_hash.h; the light loop that most small pickles take
+ * instead of this scan, _pickle_scan_light.c.
  *
  * ``plain`` says whether every opcode built plain data: none of globals,
  * REDUCE, BUILD, object creation, extension codes, persistent IDs or
@@ -69,41 +70,21 @@
  */
 #include "_pickle_scan.h"
 #include "_pickle_opcodes.h"
+#include "_pickle_scan_hash.h"
 
 /* The deepest nesting taken whatever the recursion limit: freeing numpy
  * object arrays nested ~5,000 deep overflows an 8 MiB stack (~2 KB a level). */
 #define MAX_DEPTH 2000
 #define TOO_DEEP "objects nested deeper than sys.getrecursionlimit() levels (at most 2000)"
-/* Ids of scalars: strings and bytes, whose hashes are keyed by a secret;
- * numbers (ints in [-2**60, 2**60), floats and booleans) and others whose
- * hash a pickle knows ('', b'', None), which make the hash of a tuple or
- * frozenset holding two one it may choose (29th review: 3**12 tuples of
- * '', b'' and (), each with an int solved for one hash); numbers whose own
- * hash it may choose (int_chosen, float_chosen: _pickle_opcodes.h). */
-#define SCALAR 0
-#define NUMBER 1
-#define CHOSEN_NUMBER 2
-#define ABSENT UINT32_MAX
+#define ABSENT UINT32_MAX /* a memo slot never stored */
 /* A height's top bit: another object took this one as an item. */
 #define HELD 0x80000000u
 /* ... and this one: a call (REDUCE and the like) made it, so what it is given
  * later may be held in a way that recurses when freed or hashed (numpy object
  * arrays), and it may share its contents with its arguments (a numpy view). */
 #define CALLED 0x40000000u
-/* ... and these: its hash may be one a pickle chose (CHOSEN_NUMBER; see
- * hash_flags), or it holds a number (NUMBER too). In safe mode, plain data
- * that hashes the former (a dict key, a set or frozenset item) is not
- * plain: Python's unpickler runs it, counting keys of one hash
- * (safe_budget.DistinctKeys). */
-#define CHOSEN_HASH 0x20000000u
-#define CHOSEN_IN 0x10000000u
-/* ... and how many strings it holds (up to 2): a str and bytes of the same
- * data bytes hash alike, as may strs of other kinds ('ā' and b'\x01\x01':
- * up to 4 of one hash), so a tuple of k strings has up to 4**k variants of
- * one hash, and in a frozenset two such cancel (XOR): 30th review. */
-#define SECRET_SHIFT 26
-#define SECRETS(h) ((h) >> SECRET_SHIFT & 3u)
-#define FLAGS (HELD | CALLED | CHOSEN_HASH | CHOSEN_IN | 3u << SECRET_SHIFT)
+/* ... and those of _pickle_scan_hash.h. */
+#define FLAGS (HELD | CALLED | HASH_FLAGS)
 /* Refusals of strict mode only begin with "safe mode" (records.refused). */
 #define UNBOUNDED "safe mode refuses more tuples and objects than sys.getrecursionlimit() " \
                   "in a record that names a global, and a container changed after another " \
@@ -150,9 +131,6 @@ array_reserve(array *a, Py_ssize_t need, Py_ssize_t item_size)
     a->cap = cap;
     return 0;
 }
-
-#define U32(a) ((uint32_t *)(a).items)
-#define SSIZE(a) ((Py_ssize_t *)(a).items)
 
 void
 scan_init(scan *s)
@@ -245,41 +223,6 @@ highest(scan *s, Py_ssize_t start)
         *h |= HELD;
     }
     return top;
-}
-
-/* Whether any of every ``step``-th stack item from ``start`` up (keys
- * hashed) has a hash a pickle may choose. */
-static int
-any_chosen(scan *s, Py_ssize_t start, Py_ssize_t step)
-{
-    for (Py_ssize_t i = start; i < s->stack.len; i += step)
-        if (U32(s->height)[U32(s->stack)[i]] & CHOSEN_HASH)
-            return 1;
-    return 0;
-}
-
-/* The hash flags of a tuple (a frozenset: ``frozen``) of the stack items
- * from ``start`` up: CHOSEN_IN if one holds a number (see NUMBER), or it is
- * empty; the strings it holds; CHOSEN_HASH if one has a chosen hash, two
- * hold numbers, or it holds more than two strings (a frozenset, one). Its
- * hash is a one-to-one function of each item's hash, the others fixed
- * (xxHash's lanes; a frozenset's XOR): one number among strings, whose
- * hashes are keyed by a secret, collides only as itself, and 16 variants
- * of two strings share a hash. */
-static uint32_t
-hash_flags(scan *s, Py_ssize_t start, int frozen)
-{
-    if (start == s->stack.len) /* () and frozenset(): a hash every process knows */
-        return CHOSEN_IN;
-    uint32_t numbers = 0, strings = 0;
-    for (Py_ssize_t i = start; i < s->stack.len; i++) {
-        uint32_t h = U32(s->height)[U32(s->stack)[i]];
-        numbers += (h & CHOSEN_IN) != 0;
-        strings += SECRETS(h);
-        if (h & CHOSEN_HASH || numbers > 1 || strings > (frozen ? 1u : 2u))
-            return CHOSEN_HASH | CHOSEN_IN;
-    }
-    return (numbers ? CHOSEN_IN : 0) | strings << SECRET_SHIFT;
 }
 
 /* Heights bound nesting unless a held object rose later, when no more than

@@ -20,6 +20,8 @@ typedef struct {
     Py_ssize_t len, cap;
     char small[SMALL * sizeof(Py_ssize_t)];
 } array;
+#define U32(a) ((uint32_t *)(a).items)
+#define SSIZE(a) ((Py_ssize_t *)(a).items)
 
 typedef struct {
     array stack;  /* object ids */
