@@ -15,6 +15,7 @@ setup(
             [
                 "streampickle/_pickle_opcodes.c",
                 "streampickle/_pickle_scan.c",
+                "streampickle/_pickle_scan_keys.c",
                 "streampickle/_pickle_scan_light.c",
                 "streampickle/_pickle_scan_module.c",
                 "streampickle/_small_records.c",

@@ -55,8 +55,16 @@ void scan_free(scan *s);
  * offset) (or MemoryError) set. */
 int scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n);
 /* 1 if the whole pickle at ``p`` passes and is plain, 0 if it passes and is
- * not, -1 (error set) if it is refused. */
-int scan_whole(const unsigned char *p, Py_ssize_t n, int strict);
+ * not, -1 (error set) if it is refused. Strict, plain data that hashes keys
+ * of a chosen hash is plain only if ``count_keys`` and keys_counted. */
+int scan_whole(const unsigned char *p, Py_ssize_t n, int strict, int count_keys);
+/* Safe mode: whether plain data at ``p`` that hashes keys of a chosen hash,
+ * or may hash an object again (``shared``), hashes only keys whose hashes
+ * _pickle_scan_keys.c works out, no more than a few distinct of each, and
+ * no long string again: 1, 0 (Python's counting unpickler runs it), -1
+ * (error set). Each chosen key's hash is appended to ``seen`` if not NULL. */
+int keys_counted(const unsigned char *p, Py_ssize_t n, int shared, PyObject *seen);
+int keys_init(void);
 /* ValueError(what, offset): the caller names the record; returns -1. */
 int scan_refuse(scan *s, const char *what);
 #define PAST_FRAME "an opcode that runs past the end of its FRAME"

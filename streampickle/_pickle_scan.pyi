@@ -15,8 +15,13 @@ class PickleScan:
     def owed(self) -> int: ...
 
 def check_whole(
-    data: bytes | bytearray | memoryview, /, *, strict: bool = False
+    data: bytes | bytearray | memoryview,
+    /,
+    *,
+    strict: bool = False,
+    count_keys: bool = True,
 ) -> bool: ...
+def key_hashes(data: bytes | bytearray | memoryview, /) -> list[int] | None: ...
 
 class SmallRecords:
     """Records of one PICKLE frame: encoded for the writer, checked and

@@ -34,7 +34,13 @@
  * one hash, and in a frozenset two such cancel (XOR): 30th review. */
 #define SECRET_SHIFT 26
 #define SECRETS(h) ((h) >> SECRET_SHIFT & 3u)
-#define HASH_FLAGS (CHOSEN_HASH | CHOSEN_IN | 3u << SECRET_SHIFT)
+/* ... and whether it is a tuple or frozenset holding a number: the hash of
+ * one holding that is a function of the number's that can be inverted, a
+ * different one for each way of wrapping it ((n,), frozenset({n}), ((n,),)
+ * ...), so 2**d wrappings d deep give 2**(d-3) keys of any one hash (31st
+ * review: ~100 s for 1 MB). */
+#define WRAPPED 0x02000000u
+#define HASH_FLAGS (CHOSEN_HASH | CHOSEN_IN | WRAPPED | 3u << SECRET_SHIFT)
 
 /* Whether any of every ``step``-th stack item from ``start`` up (keys
  * hashed) has a hash a pickle may choose. */
@@ -48,13 +54,15 @@ any_chosen(const scan *s, Py_ssize_t start, Py_ssize_t step)
 }
 
 /* The hash flags of a tuple (a frozenset: ``frozen``) of the stack items
- * from ``start`` up: CHOSEN_IN if one holds a number (see NUMBER), or it is
- * empty; the strings it holds; CHOSEN_HASH if one has a chosen hash, two
- * hold numbers, or it holds more than two strings (a frozenset, one). Its
- * hash is a one-to-one function of each item's hash, the others fixed
- * (xxHash's lanes; a frozenset's XOR): one number among strings, whose
- * hashes are keyed by a secret, collides only as itself, and 16 variants
- * of two strings share a hash. */
+ * from ``start`` up: CHOSEN_IN and WRAPPED if one holds a number (see
+ * NUMBER), CHOSEN_IN alone if it is empty; the strings it holds;
+ * CHOSEN_HASH if one has a chosen hash, two hold numbers, one is WRAPPED,
+ * or it holds more than two strings (a frozenset, one). Its hash is a
+ * one-to-one function of each item's hash, the others fixed (xxHash's
+ * lanes; a frozenset's XOR): one number among strings, whose hashes are
+ * keyed by a secret, collides only as itself or as it wrapped once ((n,),
+ * frozenset({n}): three forms), and 16 variants of two strings share a
+ * hash. */
 static inline uint32_t
 hash_flags(const scan *s, Py_ssize_t start, int frozen)
 {
@@ -65,10 +73,10 @@ hash_flags(const scan *s, Py_ssize_t start, int frozen)
         uint32_t h = U32(s->height)[U32(s->stack)[i]];
         numbers += (h & CHOSEN_IN) != 0;
         strings += SECRETS(h);
-        if (h & CHOSEN_HASH || numbers > 1 || strings > (frozen ? 1u : 2u))
+        if (h & (CHOSEN_HASH | WRAPPED) || numbers > 1 || strings > (frozen ? 1u : 2u))
             return CHOSEN_HASH | CHOSEN_IN;
     }
-    return (numbers ? CHOSEN_IN : 0) | strings << SECRET_SHIFT;
+    return (numbers ? CHOSEN_IN | WRAPPED : 0) | strings << SECRET_SHIFT;
 }
 
 #endif

@@ -109,7 +109,7 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
 /* -- a pickle all in memory ---------------------------------------------- */
 
 int
-scan_whole(const unsigned char *p, Py_ssize_t n, int strict)
+scan_whole(const unsigned char *p, Py_ssize_t n, int strict, int count_keys)
 {
     scan s;
     scan_init(&s);
@@ -130,7 +130,12 @@ scan_whole(const unsigned char *p, Py_ssize_t n, int strict)
     }
     if (!failed && !s.stopped)
         failed = scan_refuse(&s, s.lines ? "a text argument without its newline" : "no STOP");
-    int plain = s.plain && !(strict && (hashes_shared || s.keys_chosen)); /* (the full scan's) */
+    /* (keys_chosen: the full scan's) */
+    int plain = s.plain, counted = strict && (hashes_shared || s.keys_chosen);
     scan_free(&s);
-    return failed ? -1 : plain;
+    if (failed)
+        return -1;
+    if (plain && counted)
+        return count_keys ? keys_counted(p, n, hashes_shared, NULL) : 0;
+    return plain;
 }

@@ -115,20 +115,41 @@ static PyObject *
 check_whole(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
 {
     Py_buffer view;
-    int strict = 0;
-    static char *keywords[] = {"", "strict", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|$p", keywords, &view, &strict))
+    int strict = 0, count_keys = 1;
+    static char *keywords[] = {"", "strict", "count_keys", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|$pp", keywords, &view, &strict,
+                                     &count_keys))
         return NULL;
-    int plain = scan_whole(view.buf, view.len, strict);
+    int plain = scan_whole(view.buf, view.len, strict, count_keys);
     PyBuffer_Release(&view);
     return plain < 0 ? NULL : PyBool_FromLong(plain);
 }
 
+static PyObject *
+key_hashes(PyObject *Py_UNUSED(module), PyObject *data)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *seen = PyList_New(0);
+    int counted = seen == NULL ? -1 : keys_counted(view.buf, view.len, 1, seen);
+    PyBuffer_Release(&view);
+    if (counted <= 0)
+        Py_CLEAR(seen);
+    return counted < 0 ? NULL : seen != NULL ? seen : Py_NewRef(Py_None);
+}
+
 static PyMethodDef methods[] = {
     {"check_whole", (PyCFunction)(void (*)(void))check_whole, METH_VARARGS | METH_KEYWORDS,
-     "check_whole(data, /, *, strict=False)\n--\n\n"
+     "check_whole(data, /, *, strict=False, count_keys=True)\n--\n\n"
      "Check a whole pickle, STOP last; ValueError says what is refused and\n"
-     "where. True if every opcode builds plain data."},
+     "where. True if every opcode builds plain data (strict: and its keys of\n"
+     "a chosen hash are counted here, unless not count_keys: key_hashes)."},
+    {"key_hashes", key_hashes, METH_O,
+     "key_hashes(data, /)\n--\n\n"
+     "The hashes of the keys of a chosen hash a plain pickle hashes, as\n"
+     "safe mode works them out (_pickle_scan_keys.c); None if it leaves the\n"
+     "pickle to the counting unpickler."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -147,7 +168,7 @@ add_type(PyObject *module, PyType_Spec *spec, const char *name)
 static int
 exec_module(PyObject *module)
 {
-    if (small_records_init() < 0 || add_type(module, &PickleScan_spec, "PickleScan") < 0)
+    if (keys_init() < 0 || small_records_init() < 0 || add_type(module, &PickleScan_spec, "PickleScan") < 0)
         return -1;
     return add_type(module, &SmallRecords_spec, "SmallRecords");
 }

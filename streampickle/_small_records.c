@@ -148,7 +148,7 @@ load_record(SmallRecords *self, header h, const char *p, Py_ssize_t n, int stric
     PyObject *result = NULL;
     int64_t check = checksum(self, chunk);
     if (check >= 0) {
-        int plain = check == h.payload_check ? scan_whole((const unsigned char *)p, n, strict) : -1;
+        int plain = check == h.payload_check ? scan_whole((const unsigned char *)p, n, strict, 1) : -1;
         if (plain < 0) { /* the general path says what is wrong */
             PyErr_Clear();
             result = Py_NewRef(Py_NotImplemented);

@@ -238,15 +238,17 @@ class Compared:
 
 def chosen(key: Any) -> bool:
     """Whether a pickle may choose ``key``'s hash to be many keys' (UNCHOSEN),
-    as the scan judges it (_pickle_scan.c's hash_flags): such a number, a
-    tuple or frozenset holding such a number, two numbers (ints, floats,
+    as the scan judges it (_pickle_scan_hash.h's hash_flags): such a number,
+    a tuple or frozenset holding such a number, two numbers (ints, floats,
     booleans; and '', b'', None, (), frozenset(), whose hashes every process
-    knows), or more than two strings (a frozenset: one), anything else but
-    strings. Its hash is a one-to-one function of each item's, the others
-    fixed: one number among strings, whose hashes are keyed by a secret,
-    collides only as that number; but a str and bytes of the same data bytes
-    hash alike (up to 4 variants of a string: 16 of two), and in a
-    frozenset two such cancel."""
+    knows), a number in a tuple or frozenset in it, or more than two
+    strings (a frozenset: one), anything else but strings. Its hash is a
+    one-to-one function of each item's, the others fixed: one number among
+    strings, whose hashes are keyed by a secret, collides only as that
+    number or it wrapped once ((n,), frozenset({n})), but each deeper
+    wrapping is another function that can be inverted (31st review); a str
+    and bytes of the same data bytes hash alike (up to 4 variants of a
+    string: 16 of two), and in a frozenset two such cancel."""
     kind = type(key)
     if kind is not tuple and kind is not frozenset:
         return _chosen_number(key) if kind in NUMBERS else kind not in UNCHOSEN
@@ -281,7 +283,7 @@ def chosen(key: Any) -> bool:
         elif item is not None and kind not in (str, bytes, tuple, frozenset):
             return True
         numbers += 1  # or '', b'', None, (), frozenset()
-        if numbers > 1:
+        if numbers > 1 or len(todo) > 2:  # (in a container in the key)
             return True
     return False
 

@@ -580,32 +580,36 @@ def _binunicode(n: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "body, shares_costly_hashed",
+    "body, shares_costly_hashed, keys_read",
     [
-        (b"(K\x00\x85" + b"2\x86" * 3 + b"\x91", True),  # DUP, tuples, FROZENSET
-        (b"}K\x00\x85\x940h\x00Ns", True),  # GET, a tuple key, SETITEM
-        (b"(\x8b\x01\x00\x00\x00\x01\x94h\x00\x91", True),  # GET, LONG4, FROZENSET
-        (b"(\x8c\x01a\x85\x8c\x01b\x86\x91", False),  # nothing shared
-        (b"(K\x00\x85" + b"2\x86" * 3 + b"l", False),  # nothing hashed
-        (b"(\x91\x94(h\x00\x91", True),  # GET, FROZENSET (compared item by item)
-        (b"\x8f(K\x00\x94h\x00\x90", False),  # nothing whose hash grows with it
-        (b"}" + _binunicode(300) + b"\x94K\x01sh\x00K\x02s", False),  # a short text
-        (b"}" + _binunicode(5000) + b"\x94K\x01sh\x00K\x02s", True),  # compared whole
-        (b"\x8f(L" + b"9" * 300 + b"L\n\x94h\x00\x90", True),  # a long int, as text
-        (b"\x8f(I12\n\x94h\x00\x90", False),  # a short one
+        (b"(K\x00\x85" + b"2\x86" * 3 + b"\x91", True, False),  # DUP, tuples, FROZENSET
+        (b"}K\x00\x85\x940h\x00Ns", True, True),  # GET, a tuple key, SETITEM
+        (b"(\x8b\x01\x00\x00\x00\x01\x94h\x00\x91", True, False),  # GET, LONG4
+        (b"(\x8c\x01a\x85\x8c\x01b\x86\x91", False, True),  # nothing shared
+        (b"(K\x00\x85" + b"2\x86" * 3 + b"l", False, True),  # nothing hashed
+        (b"(\x91\x94(h\x00\x91", True, False),  # GET, FROZENSET (compared item by item)
+        (b"\x8f(K\x00\x94h\x00\x90", False, True),  # nothing whose hash grows with it
+        (b"}" + _binunicode(300) + b"\x94K\x01sh\x00K\x02s", False, True),  # a short text
+        (b"}" + _binunicode(5000) + b"\x94K\x01sh\x00K\x02s", True, False),  # compared
+        (b"\x8f(L" + b"9" * 300 + b"L\n\x94h\x00\x90", True, False),  # a long int, text
+        (b"\x8f(I12\n\x94h\x00\x90", False, True),  # a short one
     ],
 )
 def test_strict_runs_pickles_that_hash_shared_tuples_with_the_checked_unpickler(
-    body: bytes, shares_costly_hashed: bool
+    body: bytes, shares_costly_hashed: bool, keys_read: bool
 ) -> None:
     """A tuple hashes its items each time: shared, eighty tuples hash 2**80
     items (equal frozensets compare so). Strict mode (safe) takes such a
-    pickle for not plain, so that the unpickler that counts what hashing
-    visits runs it; plain otherwise."""
+    pickle for not plain (count_keys=False), so that the unpickler that
+    counts what hashing visits runs it; plain otherwise, or where every key
+    it hashes is one _pickle_scan_keys.c reads, each hashed in a few steps
+    (numbers, tuples of up to three, strings shorter than 4 KiB)."""
     pickled = b"\x80\x04" + body + b"."
     pickle.loads(pickled)  # a pickle CPython loads
     assert check_whole(pickled) is True
-    assert check_whole(pickled, strict=True) is not shares_costly_hashed
+    assert check_whole(pickled, strict=True, count_keys=False) is not shares_costly_hashed
+    plain = not shares_costly_hashed or keys_read
+    assert check_whole(pickled, strict=True) is plain
 
 
 def _binfloat(x: float) -> bytes:
@@ -637,7 +641,14 @@ def _long1(n: int) -> bytes:
         (b"}G" + bytes(8) + b"G" + bytes(8) + b"\x86Ns", True),  # two floats
         (b"}\x88\x89\x86Ns", True),  # two booleans
         (b"}" + _long1(2**60) + b"\x85Ns", True),  # an int past 60 bits
-        (b"}\x8c\x01aK\x00\x85\x86Ns", False),  # text and a tuple of an int
+        (b"}K\x00\x85Ns", False),  # an int wrapped once: one of three forms
+        (b"}(K\x00\x91Ns", False),
+        (b"}K\x00\x85\x85Ns", True),  # ... twice: another function of its hash
+        (b"}(K\x00\x91\x85Ns", True),
+        (b"}(K\x00\x85\x91Ns", True),
+        (b"})\x85\x85Ns", True),  # () counts as a number
+        (b"}\x8c\x01aK\x00\x85\x86Ns", True),  # text and a tuple of an int
+        (b"}\x8c\x01aK\x00\x86\x85Ns", True),
         (b"}\x8c\x01aK\x00\x85K\x01\x87Ns", True),  # ... and another int
         (b"(K\x00K\x01\x86Nd", True),  # DICT
         (b"\x8f(K\x00K\x01\x90", False),  # ints of their own hash
@@ -677,13 +688,13 @@ def test_strict_runs_pickles_that_hash_keys_of_a_chosen_hash_with_the_counting_u
     collides only as itself) may share a hash a pickle chose:
     a set of 45,000 such ints, 544 KB of plain data, took 15.9 s (26th
     review). Strict mode takes a pickle that hashes one (a dict key, a set
-    or frozenset item) for not plain, so that the unpickler that counts
-    keys of one hash runs it; a tuple that is a value, or of text and at
-    most one number, stays plain."""
+    or frozenset item) for not plain, so that keys of one hash are counted
+    (count_keys=False: by the unpickler that counts them); a tuple that is
+    a value, or of text and at most one number, stays plain."""
     pickled = b"\x80\x04" + body + b"."
     pickle.loads(pickled)  # a pickle CPython loads
     assert check_whole(pickled) is True
-    assert check_whole(pickled, strict=True) is not hashes_chosen
+    assert check_whole(pickled, strict=True, count_keys=False) is not hashes_chosen
 
 
 _KEYS = st.recursive(
@@ -707,7 +718,8 @@ def test_the_scan_and_safe_mode_judge_a_chosen_hash_alike(key: Any) -> None:
     pickler = pickle.Pickler(out, protocol=5)
     pickler.fast = True
     pickler.dump({key: None})
-    assert check_whole(out.getvalue(), strict=True) is not safe_budget.chosen(key)
+    plain = check_whole(out.getvalue(), strict=True, count_keys=False)
+    assert plain is not safe_budget.chosen(key)
 
 
 def test_the_scan_refuses_what_is_not_a_buffer() -> None:

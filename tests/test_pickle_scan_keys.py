@@ -1,0 +1,162 @@
+"""Safe mode's count in C of keys whose hash a pickle may choose
+(streampickle/_pickle_scan_keys.c): plain data that hashes them goes to the C
+unpickler when each hash has no more than a few distinct keys, with every
+hash worked out as CPython's own; else to the counting unpickler."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import streampickle as sp
+from streampickle._pickle_scan import check_whole, key_hashes
+
+PRIME = 2**61 - 1  # ints x + j * PRIME share x's hash
+KEY_SHARE = 8  # distinct keys of one chosen hash the pass takes
+
+_NUMBERS = (
+    st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.booleans()
+    | st.none()
+    | st.sampled_from(["", b""])
+)
+#: Keys whose hash a pickle may choose and the pass reads: tuples of two or
+#: three numbers, and ints past 60 bits of up to 64.
+_KEYS = st.tuples(_NUMBERS, _NUMBERS) | st.tuples(_NUMBERS, _NUMBERS, _NUMBERS)
+_KEYS |= st.integers(2**60, 2**63 - 1) | st.integers(-(2**63), -(2**60) - 1)
+
+
+def _pickled(obj: Any) -> bytes:
+    return pickle.dumps(obj, protocol=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_KEYS, min_size=1, max_size=20))
+def test_each_key_hash_is_cpythons_own(keys: list[Any]) -> None:
+    """The pass works out each hash it counts as CPython does (ints modulo
+    2**61 - 1, tuples by xxHash's lanes, floats, None, '' and b'' taken from
+    CPython): were one wrong, keys of one hash could hide in different
+    buckets of its count."""
+    table = dict.fromkeys(keys)
+    assert key_hashes(_pickled(table)) == [hash(key) for key in table]
+    assert key_hashes(_pickled(set(keys))) == [hash(key) for key in set(keys)]
+
+
+@pytest.mark.parametrize("distinct", [KEY_SHARE, KEY_SHARE + 1])
+def test_more_than_a_few_distinct_keys_of_one_hash_go_to_the_counting_unpickler(
+    distinct: int,
+) -> None:
+    pickled = _pickled(set(_pairs_of_one_hash(distinct)))
+    assert check_whole(pickled, strict=True) is (distinct <= KEY_SHARE)
+    assert (key_hashes(pickled) is not None) is (distinct <= KEY_SHARE)
+
+
+def test_equal_keys_built_apart_count_once() -> None:
+    """A key equal to one counted (another object, or the int its float or
+    boolean equals) is no other key of its hash: dicts that each have their
+    own (1, 2), 2**62 and (1.0, True) or (1, 1) stay on the C unpickler."""
+    records = [
+        {tuple([1, 2]): i, 2**62 + 0 * i: i, tuple([1.0, True] if i % 2 else [1, 1]): i}
+        for i in range(1000)
+    ]
+    pickled = _pickled(records)
+    assert check_whole(pickled, strict=True) is True
+    assert sp.loads(sp.dumps(records), safe=True) == records
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        ("text", 1, 2),  # a string in a tuple: its hash is not worked out here
+        ((1, 2), 3),  # nested
+        (1, 2, 3, 4),  # longer than KEY_ITEMS
+        frozenset({1, 2}),
+        2**64,  # past 64 bits
+        (float("nan"), 1),  # hashed by identity
+    ],
+)
+def test_keys_the_pass_does_not_read_go_to_the_counting_unpickler(key: Any) -> None:
+    pickled = _pickled({key: 0, (1, 2): 0})
+    assert key_hashes(pickled) is None
+    assert check_whole(pickled, strict=True) is False
+    assert len(sp.loads(sp.dumps({key: 0}), safe=True)) == 1
+
+
+def _pairs_of_one_hash(count: int) -> list[tuple[int, int]]:
+    """(a, b) with b solved so that hash((a, b)) is one value: xxHash's last
+    lane, acc + lane * P2, rotated and multiplied, inverted for each a (b's
+    hash is itself where it is below 2**60)."""
+    mask, p1, p2 = 2**64 - 1, 11400714785074694791, 14029467366897019727
+    p5 = 2870177450012600261
+    target = 0x123456789ABCDEF
+    last = (target - (2 ^ (p5 ^ 3527539))) * pow(p1, -1, 2**64) & mask
+    last = (last >> 31 | last << 33) & mask
+    pairs = []
+    for a in range(10 * count):
+        acc = (p5 + a * p2) & mask
+        acc = ((acc << 31 | acc >> 33) & mask) * p1 & mask
+        b = (last - acc) * pow(p2, -1, 2**64) & mask
+        b = b - 2**64 if b >> 63 else b
+        if -(2**60) <= b < 2**60 and b != -1:
+            pairs.append((a, b))
+            if len(pairs) == count:
+                return pairs
+    raise AssertionError(f"fewer than {count} pairs")
+
+
+def test_tuples_of_one_hash_are_refused_in_time() -> None:
+    """20,000 (a, b) tuples solved for one hash, each read by the pass (two
+    ints): it counts more than a few of that hash and leaves the record to
+    the counting unpickler, which refuses it, in a child under a time limit
+    (taken uncounted, CPython compares each with all before it: minutes)."""
+    pairs = _pairs_of_one_hash(20_000)
+    assert len({hash(pair) for pair in pairs}) == 1
+    pickled = _pickled(set(pairs))
+    assert key_hashes(pickled) is None
+    data = sp.dumps(set(pairs))
+    script = textwrap.dedent(
+        """
+        import sys, streampickle as sp
+        try:
+            sp.loads(sys.stdin.buffer.read(), safe=True)
+            print("loaded")
+        except sp.StreamError as exc:
+            print(type(exc).__name__, exc)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=data, capture_output=True, timeout=60
+    )
+    assert done.stdout.startswith(b"ForbiddenGlobalError safe mode builds or hashes")
+
+
+def test_the_pass_holds_memory_bounded_by_the_pickle() -> None:
+    """In a fresh process: counting 200,000 distinct tuple keys (each memo'd,
+    as picklers write them) takes no more than 32 times the pickle's bytes
+    (the pass's room: past it, the record is the counting unpickler's)."""
+    script = textwrap.dedent(
+        """
+        import pickle, tracemalloc
+        from streampickle._pickle_scan import check_whole
+        keys = {(i, -i): None for i in range(200_000)}
+        pickled = pickle.dumps(keys, protocol=5)
+        tracemalloc.start()
+        plain = check_whole(pickled, strict=True)
+        peak = tracemalloc.get_traced_memory()[1]
+        print(plain, peak / len(pickled))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=120, check=True
+    )
+    plain, ratio = done.stdout.split()
+    assert plain == b"True"
+    assert float(ratio) <= 32
