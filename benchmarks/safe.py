@@ -12,9 +12,11 @@ unpickler, checking each call); 1000 small structured arrays (a dtype's state
 checked each time); a dict of 1000 tuple keys sharing one string (plain data,
 but shared, costly to hash and hashed: counted in Python); dicts of 90,000
 keys of two ints and of wide ints (plain data whose keys' hashes a pickle may
-choose: counted in Python) and of a string and an int (the C unpickler); 1000 dicts with a
-text each, 10,000 dicts of plain data in one frame and 100,000 in two (the C
-unpickler in both modes: safe mode gathers a record's frames to judge it).
+choose: counted in C, then the C unpickler), a list of 100,000 pairs and a set
+of the same tuples (shared and hashed: counted in C) and a dict of a string
+and an int (the C unpickler); 1000 dicts with a text each, 10,000 dicts of
+plain data in one frame and 100,000 in two (the C unpickler in both modes:
+safe mode gathers a record's frames to judge it).
 Each load is timed alone; the two modes alternate, and the table gives
 medians of ``--repeat`` rounds.
 """
@@ -38,6 +40,11 @@ sys.path.insert(0, str(HERE))
 import harness as h  # noqa: E402
 
 import streampickle as sp  # noqa: E402
+
+
+def pairs_and_set(n: int) -> tuple[list[tuple[int, int]], set[tuple[int, int]]]:
+    pairs = [(i, i + 1) for i in range(n)]
+    return pairs, set(pairs)  # the set's items: the list's tuples, from the memo
 
 
 def records(scale: int) -> dict[str, Callable[[], Any]]:
@@ -68,6 +75,9 @@ def records(scale: int) -> dict[str, Callable[[], Any]]:
         "dict of 90,000 keys past 60 bits (plain data)": lambda: {
             2**63 - 1 - 7 * i: None for i in range(90_000 // scale)
         },
+        "100,000 (i, j) pairs and a set of them (plain data)": lambda: pairs_and_set(
+            100_000 // scale
+        ),
         "1000 dicts with a text of 360 characters": lambda: [
             {"id": i, "text": "lorem ipsum " * 30 + str(i), "tags": ["a", "b"]}
             for i in range(1000 // scale)

@@ -54,15 +54,27 @@ typedef struct {
     uint8_t tags[KEY_ITEMS];
 } value;
 
-/* A table of the distinct keys of a chosen hash hashed so far, chained. */
+/* The distinct keys of a chosen hash counted so far, chained by bucket:
+ * each its hash and where the pool holds it. */
 typedef struct {
-    value *keys;
-    uint32_t *next, *heads; /* by key; by bucket (NO_KEY: none) */
-    Py_ssize_t len, cap;
-    int bits;   /* 2**bits buckets */
-    int shared; /* the record may hash an object again (see hashed) */
-} key_table;
+    uint64_t hash;
+    uint32_t key, next; /* (NO_KEY: none) */
+} entry;
 #define NO_KEY UINT32_MAX
+
+typedef struct {
+    value *stack, *pool;   /* the pool: numbers and tuples memo'd or counted */
+    uint32_t *memo;        /* by slot: a kind, or POOLED + where in the pool */
+    entry *entries;        /* of the keys counted */
+    uint32_t *heads;       /* by bucket: the first entry of its chain */
+    Py_ssize_t *marks;
+    Py_ssize_t stack_len, stack_cap, pool_len, pool_cap, memo_len, memo_cap;
+    Py_ssize_t entries_len, entries_cap, marks_len, marks_cap, filled, room;
+    int bits;              /* 2**bits buckets */
+    int shared;            /* the record may hash an object again (see hashed) */
+    int stopped;
+    PyObject *seen;
+} pass;
 
 static uint64_t multiplier; /* odd, random: the buckets' multiply-shift */
 static uint64_t none_hash, empty_str_hash, empty_bytes_hash;
@@ -198,9 +210,9 @@ same_key(const value *a, const value *b)
 }
 
 static uint32_t
-bucket(const key_table *t, uint64_t hash)
+bucket(const pass *s, uint64_t hash)
 {
-    return (uint32_t)((hash * multiplier) >> (64 - t->bits));
+    return (uint32_t)((hash * multiplier) >> (64 - s->bits));
 }
 
 /* Room for more of what a pass holds: 1, 0 past its room, -1 (error set). */
@@ -218,35 +230,48 @@ grow(void **items, Py_ssize_t *cap, size_t size, Py_ssize_t *room)
     return 1;
 }
 
+#define GROW(s, name, need)                                                            \
+    ((need) <= (s)->name##_cap ? 1                                                     \
+                               : grow((void **)&(s)->name, &(s)->name##_cap,           \
+                                      sizeof(*(s)->name), &(s)->room))
+
+/* Room for one more entry: chains rebuilt over twice as many buckets as
+ * entries once they fill them. 1, 0, -1 as grow. */
 static int
-table_grow(key_table *t, Py_ssize_t *room)
+entries_grow(pass *s)
 {
-    Py_ssize_t cap = t->cap ? t->cap * 2 : 1024;
-    *room -= (cap - t->cap) * (Py_ssize_t)(sizeof(value) + 2 * sizeof(uint32_t));
-    if (cap >= (Py_ssize_t)NO_KEY || *room < 0)
-        return 0; /* too many to count here: the counting unpickler's */
-    value *keys = PyMem_Realloc(t->keys, (size_t)cap * sizeof(value));
-    if (keys == NULL)
+    int got = GROW(s, entries, s->entries_len + 1);
+    if (got <= 0 || ((Py_ssize_t)1 << s->bits) >= 2 * s->entries_cap)
+        return got;
+    while (((Py_ssize_t)1 << s->bits) < 2 * s->entries_cap)
+        s->bits++;
+    Py_ssize_t buckets = (Py_ssize_t)1 << s->bits;
+    if ((s->room -= buckets * (Py_ssize_t)sizeof(uint32_t)) < 0)
+        return 0;
+    PyMem_Free(s->heads);
+    if ((s->heads = PyMem_Malloc((size_t)buckets * sizeof(uint32_t))) == NULL)
         return PyErr_NoMemory(), -1;
-    t->keys = keys;
-    uint32_t *next = PyMem_Realloc(t->next, (size_t)cap * sizeof(uint32_t));
-    if (next == NULL)
-        return PyErr_NoMemory(), -1;
-    t->next = next;
-    PyMem_Free(t->heads);
-    t->bits = 0;
-    while (((Py_ssize_t)1 << t->bits) < cap)
-        t->bits++;
-    t->heads = PyMem_Malloc(((size_t)1 << t->bits) * sizeof(uint32_t));
-    if (t->heads == NULL)
-        return PyErr_NoMemory(), -1;
-    memset(t->heads, 0xff, ((size_t)1 << t->bits) * sizeof(uint32_t));
-    for (Py_ssize_t i = 0; i < t->len; i++) { /* chains rebuilt */
-        uint32_t b = bucket(t, t->keys[i].hash);
-        t->next[i] = t->heads[b];
-        t->heads[b] = (uint32_t)i;
+    memset(s->heads, 0xff, (size_t)buckets * sizeof(uint32_t));
+    for (Py_ssize_t i = 0; i < s->entries_len; i++) {
+        uint32_t b = bucket(s, s->entries[i].hash);
+        s->entries[i].next = s->heads[b];
+        s->heads[b] = (uint32_t)i;
     }
-    t->cap = cap;
+    return 1;
+}
+
+/* The pool's copy of a stack item (its place there, 1 + it in ``pooled``):
+ * 1, 0, -1 as grow. */
+static int
+pooled(pass *s, value *v)
+{
+    if (v->pooled)
+        return 1;
+    int got = GROW(s, pool, s->pool_len + 1);
+    if (got <= 0)
+        return got;
+    v->pooled = (uint32_t)++s->pool_len;
+    s->pool[s->pool_len - 1] = *v;
     return 1;
 }
 
@@ -256,57 +281,39 @@ table_grow(key_table *t, Py_ssize_t *room)
  * of a long one hashed again and again (``shared``), each time
  * (_pickle_opcodes.h's BY_SIZE). */
 static int
-hashed(key_table *t, const value *key, PyObject *seen, Py_ssize_t *room)
+hashed(pass *s, value *key)
 {
-    if (key->kind == TEXT_KEY || (key->kind == LONG_TEXT_KEY && !t->shared))
+    if (key->kind == TEXT_KEY || (key->kind == LONG_TEXT_KEY && !s->shared))
         return 1; /* a secret hash */
     if (key->kind == OTHER || key->kind == LONG_TEXT_KEY)
         return 0;
     if (!key->chosen)
         return 1; /* a hash a pickle cannot choose */
-    if (seen != NULL) {
+    if (s->seen != NULL) {
         PyObject *h = PyLong_FromSsize_t((Py_ssize_t)key->hash);
-        if (h == NULL || PyList_Append(seen, h) < 0)
+        if (h == NULL || PyList_Append(s->seen, h) < 0)
             return Py_XDECREF(h), -1;
         Py_DECREF(h);
     }
     int others = 0;
-    if (t->cap) {
-        for (uint32_t i = t->heads[bucket(t, key->hash)]; i != NO_KEY; i = t->next[i]) {
-            if (same_key(&t->keys[i], key))
+    if (s->heads != NULL) {
+        uint32_t i = s->heads[bucket(s, key->hash)];
+        for (; i != NO_KEY; i = s->entries[i].next) {
+            if (s->entries[i].hash != key->hash)
+                continue;
+            if (s->entries[i].key + 1 == key->pooled || same_key(&s->pool[s->entries[i].key], key))
                 return 1;
-            others += t->keys[i].hash == key->hash;
+            others++;
         }
     }
-    if (others >= KEY_SHARE)
-        return 0;
-    if (t->len == t->cap) {
-        int grown = table_grow(t, room);
-        if (grown <= 0)
-            return grown;
-    }
-    uint32_t b = bucket(t, key->hash);
-    t->keys[t->len] = *key;
-    t->next[t->len] = t->heads[b];
-    t->heads[b] = (uint32_t)t->len++;
+    int got;
+    if (others >= KEY_SHARE || (got = entries_grow(s)) <= 0 || (got = pooled(s, key)) <= 0)
+        return others >= KEY_SHARE ? 0 : got;
+    uint32_t b = bucket(s, key->hash);
+    s->entries[s->entries_len] = (entry){key->hash, key->pooled - 1, s->heads[b]};
+    s->heads[b] = (uint32_t)s->entries_len++;
     return 1;
 }
-
-typedef struct {
-    value *stack, *pool;       /* the pool: numbers and tuples memo'd */
-    uint32_t *memo;            /* by slot: a kind, or POOLED + where */
-    Py_ssize_t *marks;
-    Py_ssize_t stack_len, stack_cap, pool_len, pool_cap, memo_len, memo_cap;
-    Py_ssize_t marks_len, marks_cap, filled, room;
-    int stopped;
-    key_table table;
-    PyObject *seen;
-} pass;
-
-#define GROW(s, name, need)                                                            \
-    ((need) <= (s)->name##_cap ? 1                                                     \
-                               : grow((void **)&(s)->name, &(s)->name##_cap,           \
-                                      sizeof(*(s)->name), &(s)->room))
 
 /* Room for one more on the stack: its place, or NULL (``*got``: 0 past the
  * room, -1 with an error set). */
@@ -323,7 +330,7 @@ static int
 hash_items(pass *s, Py_ssize_t start, Py_ssize_t step)
 {
     for (Py_ssize_t i = start; i < s->stack_len; i += step) {
-        int taken = hashed(&s->table, &s->stack[i], s->seen, &s->room);
+        int taken = hashed(s, &s->stack[i]);
         if (taken <= 0)
             return taken;
     }
@@ -350,12 +357,8 @@ memo_put(pass *s, int64_t slot)
     s->filled += s->memo[slot] == ABSENT;
     value *top = &s->stack[s->stack_len - 1];
     if (top->kind == NUMBER_KEY || top->kind == TUPLE_KEY) {
-        if (!top->pooled) { /* each object once, however many slots hold it */
-            if ((got = GROW(s, pool, s->pool_len + 1)) <= 0)
-                return got;
-            top->pooled = (uint32_t)++s->pool_len;
-            s->pool[s->pool_len - 1] = *top;
-        }
+        if ((got = pooled(s, top)) <= 0) /* each object once, however many slots hold it */
+            return got;
         s->memo[slot] = POOLED + top->pooled - 1;
     }
     else
@@ -512,7 +515,7 @@ step(pass *s, const unsigned char *p, Py_ssize_t size, uint64_t n)
         if (len < 3)
             return 0;
         s->stack_len -= 2;
-        return hashed(&s->table, &s->stack[len - 2], s->seen, &s->room);
+        return hashed(s, &s->stack[len - 2]);
     case APPENDS:
     case SETITEMS:
     case ADDITEMS:
@@ -557,7 +560,7 @@ keys_counted(const unsigned char *p, Py_ssize_t n, int shared, PyObject *seen)
 {
     if (!usable)
         return 0;
-    pass s = {.seen = seen, .room = ROOM * n + (1 << 20), .table.shared = shared};
+    pass s = {.seen = seen, .room = ROOM * n + (1 << 20), .shared = shared};
     const unsigned char *at = p, *end = p + n;
     int result = 1;
     while (result > 0 && at < end && !s.stopped) {
@@ -570,9 +573,8 @@ keys_counted(const unsigned char *p, Py_ssize_t n, int shared, PyObject *seen)
     PyMem_Free(s.pool);
     PyMem_Free(s.memo);
     PyMem_Free(s.marks);
-    PyMem_Free(s.table.keys);
-    PyMem_Free(s.table.next);
-    PyMem_Free(s.table.heads);
+    PyMem_Free(s.entries);
+    PyMem_Free(s.heads);
     return result <= 0 ? result : s.stopped && at == end;
 }
 
