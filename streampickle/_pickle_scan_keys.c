@@ -171,30 +171,38 @@ number(value *v, enum tag tag, uint64_t bits, int chosen)
 }
 
 /* A tuple of the ``n`` values at ``items``: a TUPLE_KEY if all are numbers
- * and there are 1 to KEY_ITEMS, else OTHER. Its hash is chosen where two
- * items are numbers or one has a chosen hash (hash_flags). */
+ * and there are 1 to KEY_ITEMS, its hash chosen where two are or one has a
+ * chosen hash; one of strings and at most one number whose hash is not
+ * chosen (_pickle_scan_hash.h's hash_flags) hashes as its strings do, with
+ * a secret: a TEXT_KEY (LONG_TEXT_KEY if one is); else OTHER. */
 static void
 tuple_of(value *v, const value *items, Py_ssize_t n)
 {
-    value t = {.kind = OTHER};
-    if (n >= 1 && n <= KEY_ITEMS) {
-        uint64_t lanes[KEY_ITEMS];
-        t.kind = TUPLE_KEY;
-        t.n = (uint8_t)n;
-        t.chosen = n > 1;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            if (items[i].kind != NUMBER_KEY) {
-                t.kind = OTHER;
-                break;
-            }
-            t.tags[i] = items[i].tags[0];
-            t.bits[i] = items[i].bits[0];
-            t.chosen |= items[i].chosen;
-            lanes[i] = items[i].hash;
+    value t = {.kind = n >= 1 && n <= KEY_ITEMS ? TUPLE_KEY : OTHER, .n = (uint8_t)n};
+    int strings = 0, numbers = 0;
+    uint64_t lanes[KEY_ITEMS];
+    for (Py_ssize_t i = 0; i < n && t.kind != OTHER; i++) {
+        if (items[i].kind == TEXT_KEY || items[i].kind == LONG_TEXT_KEY) {
+            strings++;
+            t.kind = t.kind == LONG_TEXT_KEY ? t.kind : items[i].kind;
+            continue;
         }
-        if (t.kind == TUPLE_KEY)
-            t.hash = tuple_hash(lanes, (int)n);
+        if (items[i].kind != NUMBER_KEY) {
+            t.kind = OTHER;
+            break;
+        }
+        numbers++;
+        t.tags[i] = items[i].tags[0];
+        t.bits[i] = items[i].bits[0];
+        t.chosen |= items[i].chosen;
+        lanes[i] = items[i].hash;
     }
+    if (t.kind == TUPLE_KEY) {
+        t.chosen |= n > 1;
+        t.hash = tuple_hash(lanes, (int)n);
+    }
+    else if (t.kind != OTHER && (numbers > 1 || strings > 2 || t.chosen))
+        t.kind = OTHER; /* a hash a pickle may choose, not worked out here */
     *v = t;
 }
 

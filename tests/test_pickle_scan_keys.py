@@ -160,3 +160,37 @@ def test_the_pass_holds_memory_bounded_by_the_pickle() -> None:
     plain, ratio = done.stdout.split()
     assert plain == b"True"
     assert float(ratio) <= 32
+
+
+@pytest.mark.parametrize(
+    "key, plain",
+    [
+        (("a", 1), True),  # strings and one number: hashed with the strings' secret
+        (("a", "b", 1), True),
+        (("a", b"a"), True),  # up to 16 variants of one hash
+        (("a", "b", "c"), False),  # 64 variants (a str and bytes of one data hash alike)
+        (("a", 1, 2), False),  # two numbers
+        (("a", 2**62), False),  # a number of a chosen hash
+    ],
+)
+def test_a_shared_string_in_tuple_keys_stays_on_the_c_unpickler(
+    key: Any, plain: bool
+) -> None:
+    """1000 dicts whose keys share one string object (memo'd: shared,
+    tuples, hashed) load on the C unpickler where no key's hash is one a
+    pickle may choose; else (key_hashes: None) the counting unpickler."""
+    shared = "a key prefix shared by every tuple"
+    records = [{(shared, *key[1:]): i, (shared, i): i} for i in range(1000)]
+    pickled = _pickled(records)
+    assert check_whole(pickled, strict=True) is plain
+    assert (key_hashes(pickled) == []) is plain
+
+
+def test_a_long_string_shared_and_hashed_again_goes_to_the_counting_unpickler() -> None:
+    """A string compared with an equal one that is not the same object is
+    compared byte by byte: one of 4 KiB or more, shared and hashed again
+    (here in tuple keys), is counted in Python; a shorter one is not."""
+    for size, plain in ((4000, True), (5000, False)):
+        text = "x" * size
+        pickled = _pickled([{(text, i): i} for i in range(10)])
+        assert check_whole(pickled, strict=True) is plain
