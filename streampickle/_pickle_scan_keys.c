@@ -52,6 +52,7 @@ typedef struct {
     uint32_t pooled;            /* 1 + where in the pool, once memo'd; else 0 */
     uint8_t kind, n, chosen;    /* n numbers (1 for NUMBER_KEY) */
     uint8_t tags[KEY_ITEMS];
+    uint8_t strings, wrapped;   /* a TEXT_KEY's strings (up to 3), and number */
 } value;
 
 /* The distinct keys of a chosen hash counted so far, chained by bucket:
@@ -183,7 +184,8 @@ tuple_of(value *v, const value *items, Py_ssize_t n)
     uint64_t lanes[KEY_ITEMS];
     for (Py_ssize_t i = 0; i < n && t.kind != OTHER; i++) {
         if (items[i].kind == TEXT_KEY || items[i].kind == LONG_TEXT_KEY) {
-            strings++;
+            strings += items[i].strings;
+            t.wrapped |= items[i].wrapped; /* a number in a tuple in it: WRAPPED */
             t.kind = t.kind == LONG_TEXT_KEY ? t.kind : items[i].kind;
             continue;
         }
@@ -201,8 +203,10 @@ tuple_of(value *v, const value *items, Py_ssize_t n)
         t.chosen |= n > 1;
         t.hash = tuple_hash(lanes, (int)n);
     }
-    else if (t.kind != OTHER && (numbers > 1 || strings > 2 || t.chosen))
+    else if (t.kind != OTHER && (numbers > 1 || strings > 2 || t.chosen || t.wrapped))
         t.kind = OTHER; /* a hash a pickle may choose, not worked out here */
+    t.strings = (uint8_t)strings;
+    t.wrapped = numbers > 0;
     *v = t;
 }
 
@@ -428,14 +432,15 @@ scalar(value *v, const unsigned char *p, uint64_t n)
     case SHORT_BINUNICODE:
     case BINUNICODE:
     case BINUNICODE8:
-        return n ? (v->kind = text, 0) : number(v, EMPTY_STR_TAG, 0, 0);
+        return n ? (v->kind = text, v->strings = 1, 0) : number(v, EMPTY_STR_TAG, 0, 0);
     case SHORT_BINBYTES:
     case BINBYTES:
     case BINBYTES8:
-        return n ? (v->kind = text, 0) : number(v, EMPTY_BYTES_TAG, 0, 0);
+        return n ? (v->kind = text, v->strings = 1, 0) : number(v, EMPTY_BYTES_TAG, 0, 0);
     case SHORT_BINSTRING:
     case BINSTRING: /* str or bytes, as the unpickler's encoding says */
         v->kind = n ? text : OTHER;
+        v->strings = 1;
         return 0;
     default:
         return 0;

@@ -12,7 +12,9 @@ call (REDUCE, NEWOBJ, NEWOBJ_EX, OBJ, INST) and every BUILD checked first,
 and what calls copy and hashing visits counted against a budget of the
 record's size. Records of plain data name no global, call nothing and take
 the C path, unless their hashing could visit beyond a bounded factor of
-their size (shared tuples: see ``dag_bits`` in ``_pickle_opcodes.h``). What is
+their size (shared tuples: see ``dag_bits`` in ``_pickle_opcodes.h``) or
+meet many keys of one hash (``_pickle_scan_hash.h``), and a count in C of
+the keys they hash cannot bound that (``_pickle_scan_keys.c``). What is
 taken of numpy dtypes is in ``safe_dtypes.py``; what work costs, ``safe_budget.py``.
 """
 

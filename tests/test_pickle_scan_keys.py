@@ -5,6 +5,7 @@ hash worked out as CPython's own; else to the counting unpickler."""
 
 from __future__ import annotations
 
+import io
 import pickle
 import subprocess
 import sys
@@ -12,10 +13,11 @@ import textwrap
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import streampickle as sp
+from streampickle import safe_budget
 from streampickle._pickle_scan import check_whole, key_hashes
 
 PRIME = 2**61 - 1  # ints x + j * PRIME share x's hash
@@ -32,6 +34,12 @@ _NUMBERS = (
 #: three numbers, and ints past 60 bits of up to 64.
 _KEYS = st.tuples(_NUMBERS, _NUMBERS) | st.tuples(_NUMBERS, _NUMBERS, _NUMBERS)
 _KEYS |= st.integers(2**60, 2**63 - 1) | st.integers(-(2**63), -(2**60) - 1)
+#: Any key of numbers and strings, nested: what safe mode judges.
+_ANY_KEYS = st.recursive(
+    _NUMBERS | st.integers(-(2**64), 2**64) | st.text(max_size=2) | st.binary(max_size=2),
+    lambda inner: st.lists(inner, max_size=3).map(tuple) | st.frozensets(inner, max_size=3),
+    max_leaves=5,
+)
 
 
 def _pickled(obj: Any) -> bytes:
@@ -194,3 +202,21 @@ def test_a_long_string_shared_and_hashed_again_goes_to_the_counting_unpickler() 
         text = "x" * size
         pickled = _pickled([{(text, i): i} for i in range(10)])
         assert check_whole(pickled, strict=True) is plain
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_ANY_KEYS | _KEYS | st.tuples(st.text(max_size=2), _NUMBERS), max_size=6))
+@example([((0, "0"),)])  # a number wrapped twice, among strings: chosen
+def test_the_count_takes_as_chosen_the_keys_safe_mode_counts(keys: list[Any]) -> None:
+    """Where the count in C takes a record, it counted each key whose hash
+    a pickle may choose as the counting unpickler would have
+    (safe_budget.chosen), and no other: a key it passed as unchosen goes to
+    CPython uncounted."""
+    table = dict.fromkeys(keys)
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol=5)
+    pickler.fast = True  # no memo: each key as it is
+    pickler.dump(table)
+    counted = key_hashes(out.getvalue())
+    if counted is not None:
+        assert counted == [hash(key) for key in table if safe_budget.chosen(key)]
