@@ -16,6 +16,7 @@ setup(
                 "streampickle/_pickle_opcodes.c",
                 "streampickle/_pickle_scan.c",
                 "streampickle/_pickle_scan_keys.c",
+                "streampickle/_pickle_key_values.c",
                 "streampickle/_pickle_scan_light.c",
                 "streampickle/_pickle_scan_module.c",
                 "streampickle/_small_records.c",
@@ -26,6 +27,7 @@ setup(
             depends=[
                 "streampickle/_pickle_scan.h",
                 "streampickle/_pickle_scan_hash.h",
+                "streampickle/_pickle_key_values.h",
                 "streampickle/_pickle_opcodes.h",
             ],
         )

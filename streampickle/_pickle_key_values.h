@@ -1,0 +1,47 @@
+/* Keys as the count of keys in C (_pickle_scan_keys.c) reads them: what a
+ * stack item, memo slot or key is, and its hash, worked out as CPython's.
+ *
+ * Hashes are CPython's own: an int's is its value modulo _PyHASH_MODULUS,
+ * a tuple's the xxHash-like formula of Objects/tupleobject.c, a float's and
+ * the constants' (None, '', b'') taken from CPython itself; key_values_init
+ * checks the formulas against hash(). Keys are told apart by value, exactly
+ * (an int and its equal float or boolean are one value; 0.0 and -0.0 too).
+ */
+#ifndef STREAMPICKLE_PICKLE_KEY_VALUES_H
+#define STREAMPICKLE_PICKLE_KEY_VALUES_H
+#include "_pickle_scan.h"
+
+#define KEY_ITEMS 3 /* numbers in a tuple key read */
+
+/* What a stack item or memo slot is, as this pass reads it (a memo slot:
+ * the kind, or POOLED + where in the pool a number or tuple is). */
+enum kind { ABSENT, OTHER, TEXT_KEY, LONG_TEXT_KEY, NUMBER_KEY, TUPLE_KEY, POOLED };
+/* What each number of a key is: its bits an int64, a double, or unused. */
+enum tag { INT_TAG, FLOAT_TAG, NONE_TAG, EMPTY_STR_TAG, EMPTY_BYTES_TAG };
+
+typedef struct {
+    uint64_t hash;              /* CPython's, as unsigned (NUMBER_KEY, TUPLE_KEY) */
+    uint64_t bits[KEY_ITEMS];   /* the numbers */
+    uint32_t pooled;            /* 1 + where in the pool, once memo'd; else 0 */
+    uint8_t kind, n, chosen;    /* n numbers (1 for NUMBER_KEY) */
+    uint8_t tags[KEY_ITEMS];
+    uint8_t strings, wrapped;   /* a TEXT_KEY's strings (up to 3), and number */
+} value;
+
+/* A number pushed as ``v``: an int of up to 64 bits, a float (an integral
+ * one as the int it equals), None, '' or b''. 0, or -1 with an error set. */
+int number(value *v, enum tag tag, uint64_t bits, int chosen);
+/* A number or string pushed by the opcode at ``p`` (``n``: its argument's
+ * length), as ``v`` (OTHER for any other): 0, or -1 with an error set. */
+int scalar(value *v, const unsigned char *p, uint64_t n);
+/* The tuple of the ``n`` values at ``items``, as ``v`` (which may be the
+ * first of them). */
+void tuple_of(value *v, const value *items, Py_ssize_t n);
+/* Whether two keys are one value. */
+int same_key(const value *a, const value *b);
+/* The constants' hashes, then the formulas checked against hash(): 1 if
+ * they match, 0 if not (another Python: nothing is counted in C), -1 with
+ * an error set. */
+int key_values_init(void);
+
+#endif
