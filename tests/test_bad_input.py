@@ -1826,6 +1826,17 @@ def _wrapped_keys_of_one_hash(n: int) -> list[bytes]:
     raise AssertionError(f"fewer than {n} keys")
 
 
+def _keys_record(keys: list[bytes], form: str) -> bytes:
+    """Pickle bytes adding the pickled ``keys`` to a dict, a frozenset or a
+    set (``global``: a set after a global, so the counting unpickler's)."""
+    if form == "dict":
+        return b"}(" + b"N".join(keys) + b"Nu"
+    if form == "frozenset":
+        return b"(" + b"".join(keys) + b"\x91"
+    body = b"\x8f(" + b"".join(keys) + b"\x90"
+    return _op_global("builtins", "int") + b"0" + body if form == "global" else body
+
+
 def _floats_of_one_hash() -> list[float]:
     """The floats m * 2**e (m odd, below 2**53) of hash h = 2**0 + 2**9 +
     ... + 2**45: m = h * 2**-r modulo 2**61 - 1, e = r modulo 61."""
@@ -2384,14 +2395,7 @@ class TestSafeModeChecksEachCallAndState:
         share a hash (29th review: 524 KB of plain data took 4.6 s on the C
         unpickler, with no budget; 10 s a MB counted). Such items count as
         numbers, and two numbers make a tuple's hash one a pickle chose."""
-        keys = _keys_of_one_hash(16_000)
-        if form == "dict":
-            body = b"}(" + b"N".join(keys) + b"Nu"
-        else:
-            body = b"\x8f(" + b"".join(keys) + b"\x90"
-        if form == "global":
-            body = _op_global("builtins", "int") + b"0" + body
-        self.refused_by_the_budget_within(body, 5)
+        self.refused_by_the_budget_within(_keys_record(_keys_of_one_hash(16_000), form), 5)
 
     @pytest.mark.parametrize("form", ["set", "dict", "frozenset", "global"])
     def test_keys_of_one_number_wrapped_each_its_own_way_are_counted(
@@ -2404,15 +2408,7 @@ class TestSafeModeChecksEachCallAndState:
         review: 1 MB of plain data, 100 s on the C unpickler, 16 s a MB
         counted). A number in a container in a key makes its hash one a
         pickle chose: counted, refused."""
-        keys = _wrapped_keys_of_one_hash(8000)
-        if form == "dict":
-            body = b"}(" + b"N".join(keys) + b"Nu"
-        elif form == "frozenset":
-            body = b"(" + b"".join(keys) + b"\x91"
-        else:
-            body = b"\x8f(" + b"".join(keys) + b"\x90"
-        if form == "global":
-            body = _op_global("builtins", "int") + b"0" + body
+        body = _keys_record(_wrapped_keys_of_one_hash(8000), form)
         # keys sharing their outer wrapping share the hashes of what they
         # wrap: a 1-frozenset of one of those is refused first
         self.refused_by_the_budget_within(body, 5, "ForbiddenGlobalError: safe mode")
