@@ -4,6 +4,10 @@
 
 static uint64_t none_hash, empty_str_hash, empty_bytes_hash;
 
+/* What comparing one string of 4 KiB costs, where shorter ones stay on
+ * the C unpickler when shared (_pickle_opcodes.h's costly_from). */
+#define COMPARED_TEXT 4096
+
 #if SIZEOF_VOID_P == 8
 #define XXPRIME_1 11400714785074694791ULL
 #define XXPRIME_2 14029467366897019727ULL
@@ -94,40 +98,52 @@ number(value *v, enum tag tag, uint64_t bits, int chosen)
 
 /* A tuple of the ``n`` values at ``items``: a TUPLE_KEY if all are numbers
  * and there are 1 to KEY_ITEMS, its hash chosen where two are or one has a
- * chosen hash; one of strings and at most one number whose hash is not
- * chosen (_pickle_scan_hash.h's hash_flags) hashes as its strings do, with
- * a secret: a TEXT_KEY (LONG_TEXT_KEY if one is); else OTHER. */
+ * chosen hash. One of strings (at most two) and at most one number whose
+ * hash is not chosen hashes with its strings' secret (_pickle_scan_hash.h's
+ * hash_flags): a TEXT_KEY, not counted. But up to 4 strings share a hash
+ * with each (a str and bytes of one data), and ~14 numbers with a number
+ * (-1 and -2, ~12 floats), so as many such tuples may, and an equal one
+ * added again (from the memo, for 2 bytes) is compared with each, its
+ * strings byte by byte (33rd review: 125 GB of memcmp a MiB): a
+ * LONG_TEXT_KEY (counted in Python where a record shares objects) where
+ * that passes what comparing one string of 4 KiB costs. A tuple in it is
+ * hashed again each time, as deep as they nest: OTHER. */
 void
 tuple_of(value *v, const value *items, Py_ssize_t n)
 {
     value t = {.kind = n >= 1 && n <= KEY_ITEMS ? TUPLE_KEY : OTHER, .n = (uint8_t)n};
-    int strings = 0, numbers = 0;
+    int strings = 0, numbers = 0, long_text = 0;
     uint64_t lanes[KEY_ITEMS];
     for (Py_ssize_t i = 0; i < n && t.kind != OTHER; i++) {
-        if (items[i].kind == TEXT_KEY || items[i].kind == LONG_TEXT_KEY) {
-            strings += items[i].strings;
-            t.wrapped |= items[i].wrapped; /* a number in a tuple in it: WRAPPED */
-            t.kind = t.kind == LONG_TEXT_KEY ? t.kind : items[i].kind;
+        const value *item = &items[i];
+        if ((item->kind == TEXT_KEY || item->kind == LONG_TEXT_KEY) && item->n == 0) {
+            strings++;
+            long_text |= item->kind == LONG_TEXT_KEY;
+            t.longest = item->longest > t.longest ? item->longest : t.longest;
+            t.kind = TEXT_KEY;
             continue;
         }
-        if (items[i].kind != NUMBER_KEY) {
+        if (item->kind != NUMBER_KEY) { /* (a tuple of strings too) */
             t.kind = OTHER;
             break;
         }
         numbers++;
-        t.tags[i] = items[i].tags[0];
-        t.bits[i] = items[i].bits[0];
-        t.chosen |= items[i].chosen;
-        lanes[i] = items[i].hash;
+        t.tags[i] = item->tags[0];
+        t.bits[i] = item->bits[0];
+        t.chosen |= item->chosen;
+        lanes[i] = item->hash;
     }
     if (t.kind == TUPLE_KEY) {
         t.chosen |= n > 1;
         t.hash = tuple_hash(lanes, (int)n);
     }
-    else if (t.kind != OTHER && (numbers > 1 || strings > 2 || t.chosen || t.wrapped))
-        t.kind = OTHER; /* a hash a pickle may choose, not worked out here */
-    t.strings = (uint8_t)strings;
-    t.wrapped = numbers > 0;
+    else if (t.kind == TEXT_KEY) {
+        uint64_t variants = ((uint64_t)1 << 2 * strings) * (numbers ? 16 : 1);
+        if (numbers > 1 || strings > 2 || t.chosen)
+            t.kind = OTHER; /* a hash a pickle may choose, not worked out here */
+        else if (long_text || variants * t.longest >= COMPARED_TEXT)
+            t.kind = LONG_TEXT_KEY;
+    }
     *v = t;
 }
 
@@ -149,6 +165,7 @@ scalar(value *v, const unsigned char *p, uint64_t n)
     uint8_t text = dag_bits[op] & BY_SIZE && 1 + width_of[op] + n >= (uint64_t)costly_from[op]
                        ? LONG_TEXT_KEY
                        : TEXT_KEY;
+    uint32_t longest = n < UINT32_MAX ? (uint32_t)n : UINT32_MAX;
     *v = (value){.kind = OTHER}; /* containers, text numbers and strings, LONG4 */
     switch (op) {
     case BININT1:
@@ -181,15 +198,15 @@ scalar(value *v, const unsigned char *p, uint64_t n)
     case SHORT_BINUNICODE:
     case BINUNICODE:
     case BINUNICODE8:
-        return n ? (v->kind = text, v->strings = 1, 0) : number(v, EMPTY_STR_TAG, 0, 0);
+        return n ? (v->kind = text, v->longest = longest, 0) : number(v, EMPTY_STR_TAG, 0, 0);
     case SHORT_BINBYTES:
     case BINBYTES:
     case BINBYTES8:
-        return n ? (v->kind = text, v->strings = 1, 0) : number(v, EMPTY_BYTES_TAG, 0, 0);
+        return n ? (v->kind = text, v->longest = longest, 0) : number(v, EMPTY_BYTES_TAG, 0, 0);
     case SHORT_BINSTRING:
     case BINSTRING: /* str or bytes, as the unpickler's encoding says */
         v->kind = n ? text : OTHER;
-        v->strings = 1;
+        v->longest = longest;
         return 0;
     default:
         return 0;

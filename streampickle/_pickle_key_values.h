@@ -13,8 +13,8 @@
 
 #define KEY_ITEMS 3 /* numbers in a tuple key read */
 
-/* What a stack item or memo slot is, as this pass reads it (a memo slot:
- * the kind, or POOLED + where in the pool a number or tuple is). */
+/* What a stack item is, as the count reads it (a memo slot: ABSENT, OTHER,
+ * or POOLED + where the count's pool holds it). */
 enum kind { ABSENT, OTHER, TEXT_KEY, LONG_TEXT_KEY, NUMBER_KEY, TUPLE_KEY, POOLED };
 /* What each number of a key is: its bits an int64, a double, or unused. */
 enum tag { INT_TAG, FLOAT_TAG, NONE_TAG, EMPTY_STR_TAG, EMPTY_BYTES_TAG };
@@ -23,9 +23,9 @@ typedef struct {
     uint64_t hash;              /* CPython's, as unsigned (NUMBER_KEY, TUPLE_KEY) */
     uint64_t bits[KEY_ITEMS];   /* the numbers */
     uint32_t pooled;            /* 1 + where in the pool, once memo'd; else 0 */
-    uint8_t kind, n, chosen;    /* n numbers (1 for NUMBER_KEY) */
+    uint32_t longest;           /* a TEXT_KEY's longest string's bytes */
+    uint8_t kind, n, chosen;    /* n items of a tuple (1 for NUMBER_KEY) */
     uint8_t tags[KEY_ITEMS];
-    uint8_t strings, wrapped;   /* a TEXT_KEY's strings (up to 3), and number */
 } value;
 
 /* A number pushed as ``v``: an int of up to 64 bits, a float (an integral

@@ -17,17 +17,18 @@
  * and tuples of strings and at most one number, hash with a secret. The
  * record then loads in linear time and goes to the C unpickler. One that
  * hashes any other key (longer ints, nested tuples, frozensets, text
- * opcodes), or a string of 4 KiB or more again where it shares objects (a
- * compare of equal strings is byte by byte), stays with the counting
- * unpickler. Distinct keys are counted in a table indexed by a random
+ * opcodes), or, where it shares objects, a string of 4 KiB or more again or
+ * a tuple of strings whose compares with the others of its hash may cost
+ * as much (LONG_TEXT_KEY: equal strings compare byte by byte), stays with
+ * the counting unpickler. Distinct keys are counted in a table indexed by a random
  * multiplier (multiply-shift: universal, so keys of distinct hashes share a
  * bucket no more often than chance, whatever hashes a pickle chooses).
  *
  * Not counted: keys of distinct hashes whose probe paths through CPython's
  * dict table coincide (32nd review; README, "Not guarded").
  *
- * Memory: a value (48 bytes) for each stack item, number or tuple memo'd
- * and distinct key counted, and 4 bytes a memo slot: at most ROOM times the
+ * Memory: a value (48 bytes) for each stack item, number, string or tuple
+ * memo'd and distinct key counted, and 4 bytes a memo slot: at most ROOM times the
  * pickle's bytes (a record that needs more is the counting unpickler's),
  * less than the unpickler then makes of them, and freed before it runs.
  */
@@ -49,8 +50,8 @@ static uint64_t multiplier; /* odd, random: the buckets' multiply-shift */
 static int usable;          /* the formulas match this Python's hash() */
 
 typedef struct {
-    value *stack, *pool;   /* the pool: numbers and tuples memo'd or counted */
-    uint32_t *memo;        /* by slot: a kind, or POOLED + where in the pool */
+    value *stack, *pool;   /* the pool: what is memo'd (but OTHER), and counted */
+    uint32_t *memo;        /* by slot: ABSENT, OTHER, or POOLED + where in the pool */
     entry *entries;        /* of the keys counted */
     uint32_t *heads;       /* by bucket: the first entry of its chain */
     Py_ssize_t *marks;
@@ -209,13 +210,13 @@ memo_put(pass *s, int64_t slot)
         s->memo[s->memo_len++] = ABSENT;
     s->filled += s->memo[slot] == ABSENT;
     value *top = &s->stack[s->stack_len - 1];
-    if (top->kind == NUMBER_KEY || top->kind == TUPLE_KEY) {
-        if ((got = pooled(s, top)) <= 0) /* each object once, however many slots hold it */
-            return got;
-        s->memo[slot] = POOLED + top->pooled - 1;
+    if (top->kind == OTHER) {
+        s->memo[slot] = OTHER;
+        return 1;
     }
-    else
-        s->memo[slot] = top->kind;
+    if ((got = pooled(s, top)) <= 0) /* each object once, however many slots hold it */
+        return got;
+    s->memo[slot] = POOLED + top->pooled - 1; /* all of it: a string's size too (33rd review) */
     return 1;
 }
 
@@ -227,8 +228,7 @@ memo_get(pass *s, int64_t slot)
     int got;
     value *v = push_value(s, &got);
     if (v != NULL)
-        *v = s->memo[slot] >= POOLED ? s->pool[s->memo[slot] - POOLED]
-                                     : (value){.kind = (uint8_t)s->memo[slot]};
+        *v = s->memo[slot] == OTHER ? (value){.kind = OTHER} : s->pool[s->memo[slot] - POOLED];
     return got;
 }
 
@@ -379,13 +379,18 @@ keys_counted(const unsigned char *p, Py_ssize_t n, int shared, PyObject *seen)
 int
 keys_init(void)
 {
+    if (multiplier) /* once: a pass may be running in another module's thread */
+        return 0;
     PyObject *os = PyImport_ImportModule("os");
     PyObject *random = os ? PyObject_CallMethod(os, "urandom", "i", 8) : NULL;
     Py_XDECREF(os);
     if (random == NULL)
         return -1;
-    memcpy(&multiplier, PyBytes_AS_STRING(random), 8);
+    uint64_t drawn;
+    memcpy(&drawn, PyBytes_AS_STRING(random), 8);
     Py_DECREF(random);
-    multiplier |= 1;
-    return (usable = key_values_init()) < 0 ? -1 : 0;
+    if ((usable = key_values_init()) < 0)
+        return -1;
+    multiplier = drawn | 1;
+    return 0;
 }

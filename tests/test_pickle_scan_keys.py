@@ -6,7 +6,9 @@ hash worked out as CPython's own; else to the counting unpickler."""
 from __future__ import annotations
 
 import io
+import itertools
 import pickle
+import struct
 import subprocess
 import sys
 import textwrap
@@ -174,7 +176,7 @@ def test_the_pass_holds_memory_bounded_by_the_pickle() -> None:
     "key, plain",
     [
         (("a", 1), True),  # strings and one number: hashed with the strings' secret
-        (("a", "b", 1), True),
+        (("a", "b", 1), False),  # 256 variants of a hash, each compared (33rd review)
         (("a", b"a"), True),  # up to 16 variants of one hash
         (("a", "b", "c"), False),  # 64 variants (a str and bytes of one data hash alike)
         (("a", 1, 2), False),  # two numbers
@@ -194,14 +196,31 @@ def test_a_shared_string_in_tuple_keys_stays_on_the_c_unpickler(
     assert (key_hashes(pickled) == []) is plain
 
 
-def test_a_long_string_shared_and_hashed_again_goes_to_the_counting_unpickler() -> None:
+@pytest.mark.parametrize(
+    "size, plain",
+    [
+        (63, True),  # 64 variants of one hash each compared: 4032 bytes of memcmp
+        (64, False),
+    ],
+)
+def test_a_longer_string_shared_in_tuple_keys_goes_to_the_counting_unpickler(
+    size: int, plain: bool
+) -> None:
     """A string compared with an equal one that is not the same object is
-    compared byte by byte: one of 4 KiB or more, shared and hashed again
-    (here in tuple keys), is counted in Python; a shorter one is not."""
-    for size, plain in ((4000, True), (5000, False)):
-        text = "x" * size
-        pickled = _pickled([{(text, i): i} for i in range(10)])
-        assert check_whole(pickled, strict=True) is plain
+    compared byte by byte, and a tuple of it and a number has up to 64
+    variants of one hash (4 of a string, ~16 of a number: 33rd review, 48
+    such keys, one re-added from the memo 500,000 times, 125 GB of memcmp
+    from 1 MB): where a record shares objects, one whose compares with the
+    others of its hash may cost more than one string of 4 KiB is counted in
+    Python; a shorter one is not. A string alone, up to 4 KiB."""
+    text = "x" * size
+    pickled = _pickled([{(text, i): i} for i in range(10)])
+    assert check_whole(pickled, strict=True) is plain
+    for length, alone in ((4000, True), (5000, False)):
+        shared = "x" * length  # one object, in each dict
+        pickled = _pickled([{shared: i} for i in range(10)])
+        assert check_whole(pickled, strict=True, count_keys=False) is alone
+        assert check_whole(pickled, strict=True) is alone
 
 
 @settings(max_examples=500, deadline=None)
@@ -220,3 +239,50 @@ def test_the_count_takes_as_chosen_the_keys_safe_mode_counts(keys: list[Any]) ->
     counted = key_hashes(out.getvalue())
     if counted is not None:
         assert counted == [hash(key) for key in table if safe_budget.chosen(key)]
+
+
+#: Four strings of one hash: their data bytes are the same (latin-1, bytes,
+#: UCS-2 and UCS-4), and they are distinct keys.
+_VARIANTS = ["\x01\x01\x01\x00", b"\x01\x01\x01\x00", "\u0101\u0001", "\U00010101"]
+
+
+def _le32(data: bytes) -> bytes:
+    return struct.pack("<I", len(data)) + data
+
+
+def _put(slot: int) -> bytes:
+    return b"r" + struct.pack("<I", slot)  # LONG_BINPUT
+
+
+def _get(slot: int) -> bytes:
+    return b"j" + struct.pack("<I", slot)  # LONG_BINGET
+
+
+def test_strings_from_the_memo_count_as_strings() -> None:
+    """Tuples of three of the variants, each from the memo: 64 keys of one
+    hash (33rd review: the memo gave back a string without its count, and
+    nested, 4**9 keys of one hash took 47 s from 351 KB on the C
+    unpickler). Counted in Python."""
+    assert len({hash(v) for v in _VARIANTS}) == 1 and len(set(_VARIANTS)) == 4
+    ops = [b"C" + bytes([len(v)]) + v if isinstance(v, bytes) else b"X" + _le32(v.encode())
+           for v in _VARIANTS]  # fmt: skip
+    body = b"".join(op + _put(i) + b"0" for i, op in enumerate(ops))
+    triples = itertools.product(range(4), repeat=3)
+    keys = b"".join(_get(a) + _get(b) + _get(c) + b"\x87" for a, b, c in triples)
+    pickled = b"\x80\x04" + body + b"\x8f(" + keys + b"\x90."
+    assert len(pickle.loads(pickled)) == 64
+    assert key_hashes(pickled) is None
+    assert check_whole(pickled, strict=True) is False
+
+
+def test_a_tuple_of_tuples_from_the_memo_is_counted() -> None:
+    """T = (T', T') thirty times over from a string, each from the memo,
+    added to a set: hashing it visits 2**30 strings (33rd review: 256 bytes,
+    9.4 s on the C unpickler). A tuple in a tuple is hashed again each time:
+    counted in Python."""
+    body = b"\x8c\x01a" + _put(0) + b"0"
+    for level in range(30):
+        body += _get(level) + _get(level) + b"\x86" + _put(level + 1) + b"0"
+    pickled = b"\x80\x04" + body + b"\x8f(" + _get(30) + b"\x90."
+    assert key_hashes(pickled) is None
+    assert check_whole(pickled, strict=True) is False
