@@ -56,7 +56,8 @@ void scan_free(scan *s);
 int scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n);
 /* 1 if the whole pickle at ``p`` passes and is plain, 0 if it passes and is
  * not, -1 (error set) if it is refused. Strict, plain data that hashes keys
- * of a chosen hash is plain only if ``count_keys`` and keys_counted. */
+ * of a chosen hash, or shares and hashes tuples, is plain only if
+ * ``count_keys`` and keys_counted takes it. */
 int scan_whole(const unsigned char *p, Py_ssize_t n, int strict, int count_keys);
 /* Safe mode: whether plain data at ``p`` that hashes keys of a chosen hash,
  * or may hash an object again (``shared``), hashes only keys whose hashes

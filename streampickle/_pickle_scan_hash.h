@@ -6,7 +6,8 @@
  * hash alike), and a tuple's or frozenset's hash is a formula of its items'
  * that can be solved. The scan gives every scalar one of the ids below and
  * every object flags beside its height; in safe mode, plain data that hashes
- * a key of a chosen hash (a dict key, a set or frozenset item) is not plain:
+ * a key of a chosen hash (a dict key, a set or frozenset item) is plain only
+ * if the count in C of its keys takes it (_pickle_scan_keys.c); else
  * Python's unpickler runs it, counting keys of one hash
  * (safe_budget.DistinctKeys, whose ``chosen`` judges keys as this file does).
  */

@@ -143,8 +143,9 @@ static PyMethodDef methods[] = {
     {"check_whole", (PyCFunction)(void (*)(void))check_whole, METH_VARARGS | METH_KEYWORDS,
      "check_whole(data, /, *, strict=False, count_keys=True)\n--\n\n"
      "Check a whole pickle, STOP last; ValueError says what is refused and\n"
-     "where. True if every opcode builds plain data (strict: and its keys of\n"
-     "a chosen hash are counted here, unless not count_keys: key_hashes)."},
+     "where. True if every opcode builds plain data (strict: and, where it\n"
+     "hashes keys of a chosen hash or shares and hashes tuples, the count in\n"
+     "C of its keys takes it; never if not count_keys)."},
     {"key_hashes", key_hashes, METH_O,
      "key_hashes(data, /)\n--\n\n"
      "The hashes of the keys of a chosen hash a plain pickle hashes, as\n"
@@ -168,7 +169,9 @@ add_type(PyObject *module, PyType_Spec *spec, const char *name)
 static int
 exec_module(PyObject *module)
 {
-    if (keys_init() < 0 || small_records_init() < 0 || add_type(module, &PickleScan_spec, "PickleScan") < 0)
+    if (keys_init() < 0 || small_records_init() < 0)
+        return -1;
+    if (add_type(module, &PickleScan_spec, "PickleScan") < 0)
         return -1;
     return add_type(module, &SmallRecords_spec, "SmallRecords");
 }
