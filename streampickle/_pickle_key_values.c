@@ -106,8 +106,9 @@ number(value *v, enum tag tag, uint64_t bits, int chosen)
  * added again (from the memo, for 2 bytes) is compared with each, its
  * strings byte by byte (33rd review: 125 GB of memcmp a MiB): a
  * LONG_TEXT_KEY (counted in Python where a record shares objects) where
- * that passes what comparing one string of 4 KiB costs. A tuple in it is
- * hashed again each time, as deep as they nest: OTHER. */
+ * that passes what comparing one string of 4 KiB costs. (Two strings and a
+ * number have up to 224 variants: a hash a pickle may choose, hash_flags.)
+ * A tuple in it is hashed again each time, as deep as they nest: OTHER. */
 void
 tuple_of(value *v, const value *items, Py_ssize_t n)
 {
@@ -139,7 +140,7 @@ tuple_of(value *v, const value *items, Py_ssize_t n)
     }
     else if (t.kind == TEXT_KEY) {
         uint64_t variants = ((uint64_t)1 << 2 * strings) * (numbers ? 16 : 1);
-        if (numbers > 1 || strings > 2 || t.chosen)
+        if (numbers > 1 || strings > 2 || (strings == 2 && numbers) || t.chosen)
             t.kind = OTHER; /* a hash a pickle may choose, not worked out here */
         else if (long_text || variants * t.longest >= COMPARED_TEXT)
             t.kind = LONG_TEXT_KEY;

@@ -58,12 +58,15 @@ any_chosen(const scan *s, Py_ssize_t start, Py_ssize_t step)
  * from ``start`` up: CHOSEN_IN and WRAPPED if one holds a number (see
  * NUMBER), CHOSEN_IN alone if it is empty; the strings it holds;
  * CHOSEN_HASH if one has a chosen hash, two hold numbers, one is WRAPPED,
- * or it holds more than two strings (a frozenset, one). Its hash is a
- * one-to-one function of each item's hash, the others fixed (xxHash's
- * lanes; a frozenset's XOR): one number among strings, whose hashes are
- * keyed by a secret, collides only as itself or as it wrapped once ((n,),
- * frozenset({n}): three forms), and 16 variants of two strings share a
- * hash. */
+ * or it holds more than two strings (a frozenset, one), or a tuple two and
+ * a number. Its hash is a one-to-one function of each item's hash, the
+ * others fixed (xxHash's lanes; a frozenset's XOR): one number among
+ * strings, whose hashes are keyed by a secret, collides only as itself,
+ * one of ~14 numbers of its hash (-1 and -2, ~12 floats), or as it wrapped
+ * once ((n,), frozenset({n}): three forms); a string as one of 4 variants.
+ * So up to 64 keys of strings and a number share a hash, and 16 of two
+ * strings, but 224 of two strings and a number: each compared with a key
+ * added again by a DUP of a byte, 4-6 s a MB (34th review). */
 static inline uint32_t
 hash_flags(const scan *s, Py_ssize_t start, int frozen)
 {
@@ -74,7 +77,8 @@ hash_flags(const scan *s, Py_ssize_t start, int frozen)
         uint32_t h = U32(s->height)[U32(s->stack)[i]];
         numbers += (h & CHOSEN_IN) != 0;
         strings += SECRETS(h);
-        if (h & (CHOSEN_HASH | WRAPPED) || numbers > 1 || strings > (frozen ? 1u : 2u))
+        if (h & (CHOSEN_HASH | WRAPPED) || numbers > 1 || strings > (frozen ? 1u : 2u)
+            || (strings == 2 && numbers))
             return CHOSEN_HASH | CHOSEN_IN;
     }
     return (numbers ? CHOSEN_IN | WRAPPED : 0) | strings << SECRET_SHIFT;

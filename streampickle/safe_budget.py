@@ -241,14 +241,15 @@ def chosen(key: Any) -> bool:
     as the scan judges it (_pickle_scan_hash.h's hash_flags): such a number,
     a tuple or frozenset holding such a number, two numbers (ints, floats,
     booleans; and '', b'', None, (), frozenset(), whose hashes every process
-    knows), a number in a tuple or frozenset in it, or more than two
-    strings (a frozenset: one), anything else but strings. Its hash is a
+    knows), a number in a tuple or frozenset in it, more than two strings
+    (a frozenset: one), or two and a number, anything else but strings. Its hash is a
     one-to-one function of each item's, the others fixed: one number among
     strings, whose hashes are keyed by a secret, collides only as that
     number or it wrapped once ((n,), frozenset({n})), but each deeper
     wrapping is another function that can be inverted (31st review); a str
     and bytes of the same data bytes hash alike (up to 4 variants of a
-    string: 16 of two), and in a frozenset two such cancel."""
+    string: 16 of two; 224 of two and a number, ~14 numbers sharing a hash:
+    34th review), and in a frozenset two such cancel."""
     kind = type(key)
     if kind is not tuple and kind is not frozenset:
         return _chosen_number(key) if kind in NUMBERS else kind not in UNCHOSEN
@@ -285,7 +286,7 @@ def chosen(key: Any) -> bool:
         numbers += 1  # or '', b'', None, (), frozenset()
         if numbers > 1 or len(todo) > 2:  # (in a container in the key)
             return True
-    return False
+    return strings == 2 and numbers == 1
 
 
 def _chosen_number(number: Any) -> bool:

@@ -649,6 +649,8 @@ def _long1(n: int) -> bytes:
         (b"})\x85\x85Ns", True),  # () counts as a number
         (b"}\x8c\x01aK\x00\x85\x86Ns", True),  # text and a tuple of an int
         (b"}\x8c\x01aK\x00\x86\x85Ns", True),
+        (b"}\x8c\x01a\x8c\x01bK\x00\x87Ns", True),  # two strings and a number: 224 variants
+        (b"}\x8c\x01a\x8c\x01b\x86Ns", False),  # 16
         (b"}\x8c\x01aK\x00\x85K\x01\x87Ns", True),  # ... and another int
         (b"(K\x00K\x01\x86Nd", True),  # DICT
         (b"\x8f(K\x00K\x01\x90", False),  # ints of their own hash
