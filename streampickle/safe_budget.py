@@ -242,12 +242,12 @@ def chosen(key: Any) -> bool:
     a tuple or frozenset holding such a number, two numbers (ints, floats,
     booleans; and '', b'', None, (), frozenset(), whose hashes every process
     knows), a number in a tuple or frozenset in it, more than two strings
-    (a frozenset: one), or two and a number, anything else but strings. Its hash is a
-    one-to-one function of each item's, the others fixed: one number among
-    strings, whose hashes are keyed by a secret, collides only as that
-    number or it wrapped once ((n,), frozenset({n})), but each deeper
-    wrapping is another function that can be inverted (31st review); a str
-    and bytes of the same data bytes hash alike (up to 4 variants of a
+    (a frozenset: one), or two and a number, anything else but strings.
+    Its hash is a one-to-one function of each item's, the others fixed: one
+    number among strings, whose hashes are keyed by a secret, collides only
+    as that number or it wrapped once ((n,), frozenset({n})), but each
+    deeper wrapping is another function that can be inverted (31st review);
+    a str and bytes of the same data bytes hash alike (up to 4 variants of a
     string: 16 of two; 224 of two and a number, ~14 numbers sharing a hash:
     34th review), and in a frozenset two such cancel."""
     kind = type(key)

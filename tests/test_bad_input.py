@@ -48,6 +48,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tuple_hash import last_item_hash
 
 import streampickle as sp
 from streampickle import format as fmt
@@ -1750,23 +1751,13 @@ _BUDGET = "ForbiddenGlobalError: safe mode builds or hashes no more than"
 
 def _keys_of_one_hash(n: int) -> list[bytes]:
     """Pickles of ``n`` tuples of twelve of '', b'' and () and an int in
-    [-2**60, 2**60) solved from CPython's tuple hash (xxHash's lanes: acc +=
-    lane * P2, rotated left 31 bits, times P1; then + the length's term) so
+    [-2**60, 2**60) solved from CPython's tuple hash (tuple_hash.py) so
     that each hashes to one value."""
-    mask, p1, p2 = 2**64 - 1, 11400714785074694791, 14029467366897019727
-    p5 = 2870177450012600261
     target = 0x123456789ABCDEF
-    last = (target - (13 ^ (p5 ^ 3527539))) * pow(p1, -1, 2**64) & mask
-    last = (last >> 31 | last << 33) & mask  # acc + lane * P2 before the last lane's turn
     atoms = [("", b"\x8c\x00"), (b"", b"C\x00"), ((), b")")]
     keys = []
     for combo in itertools.product(atoms, repeat=12):
-        acc = p5
-        for obj, _ in combo:
-            acc = (acc + (hash(obj) & mask) * p2) & mask
-            acc = ((acc << 31 | acc >> 33) & mask) * p1 & mask
-        x = (last - acc) * pow(p2, -1, 2**64) & mask
-        x = x - 2**64 if x >> 63 else x
+        x = last_item_hash(target, [hash(obj) for obj, _ in combo], 13)
         if -(2**60) <= x < 2**60 and x != -1:
             assert hash((*(obj for obj, _ in combo), x)) == target
             atom_bytes = b"".join(pickled for _, pickled in combo)
@@ -1783,16 +1774,13 @@ def _wrapped_keys_of_one_hash(n: int) -> list[bytes]:
     hash of (x,) and of frozenset({x}) are each a function of x's that can be
     inverted (tupleobject.c's xxHash lanes; setobject.c's shuffle, XOR and
     multiply), so each chain is solved from the outside in for its int."""
-    mask, p1, p2 = 2**64 - 1, 11400714785074694791, 14029467366897019727
-    p5 = 2870177450012600261
+    mask = 2**64 - 1
 
     def signed(x: int) -> int:
         return x - 2**64 if x >> 63 else x
 
     def tuple_inverse(h: int) -> int:  # the hash of x, (x,) hashing to h
-        acc = ((h & mask) - (1 ^ (p5 ^ 3527539))) * pow(p1, -1, 2**64) & mask
-        acc = (acc >> 31 | acc << 33) & mask
-        return signed((acc - p5) * pow(p2, -1, 2**64) & mask)
+        return last_item_hash(h, [], 1)
 
     def frozenset_inverse(h: int) -> int:  # frozenset({x}) hashing to h
         y = ((h & mask) - 907133923) * pow(69069, -1, 2**64) & mask

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from tuple_hash import last_item_hash
 
 import streampickle as sp
 from streampickle import safe_budget
@@ -101,20 +102,11 @@ def test_keys_the_pass_does_not_read_go_to_the_counting_unpickler(key: Any) -> N
 
 
 def _pairs_of_one_hash(count: int) -> list[tuple[int, int]]:
-    """(a, b) with b solved so that hash((a, b)) is one value: xxHash's last
-    lane, acc + lane * P2, rotated and multiplied, inverted for each a (b's
-    hash is itself where it is below 2**60)."""
-    mask, p1, p2 = 2**64 - 1, 11400714785074694791, 14029467366897019727
-    p5 = 2870177450012600261
-    target = 0x123456789ABCDEF
-    last = (target - (2 ^ (p5 ^ 3527539))) * pow(p1, -1, 2**64) & mask
-    last = (last >> 31 | last << 33) & mask
+    """(a, b) with b solved so that hash((a, b)) is one value (tuple_hash.py;
+    b's hash is itself where it is below 2**60)."""
     pairs = []
     for a in range(10 * count):
-        acc = (p5 + a * p2) & mask
-        acc = ((acc << 31 | acc >> 33) & mask) * p1 & mask
-        b = (last - acc) * pow(p2, -1, 2**64) & mask
-        b = b - 2**64 if b >> 63 else b
+        b = last_item_hash(0x123456789ABCDEF, [a], 2)
         if -(2**60) <= b < 2**60 and b != -1:
             pairs.append((a, b))
             if len(pairs) == count:
