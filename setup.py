@@ -17,6 +17,7 @@ setup(
                 "streampickle/_pickle_scan.c",
                 "streampickle/_pickle_scan_keys.c",
                 "streampickle/_pickle_key_values.c",
+                "streampickle/_pickle_probes.c",
                 "streampickle/_pickle_scan_light.c",
                 "streampickle/_pickle_scan_module.c",
                 "streampickle/_small_records.c",
@@ -28,6 +29,7 @@ setup(
                 "streampickle/_pickle_scan.h",
                 "streampickle/_pickle_scan_hash.h",
                 "streampickle/_pickle_key_values.h",
+                "streampickle/_pickle_probes.h",
                 "streampickle/_pickle_opcodes.h",
             ],
         )

@@ -167,7 +167,7 @@ scalar(value *v, const unsigned char *p, uint64_t n)
                        ? LONG_TEXT_KEY
                        : TEXT_KEY;
     uint32_t longest = n < UINT32_MAX ? (uint32_t)n : UINT32_MAX;
-    *v = (value){.kind = OTHER}; /* containers, text numbers and strings, LONG4 */
+    *v = (value){.kind = OTHER}; /* containers, FLOAT and strings as text, LONG4 */
     switch (op) {
     case BININT1:
         return number(v, INT_TAG, p[1], 0);
@@ -180,6 +180,15 @@ scalar(value *v, const unsigned char *p, uint64_t n)
         return number(v, INT_TAG, op == NEWTRUE, 0);
     case NONE:
         return number(v, NONE_TAG, 0, 0);
+    case INT: /* text: a sign and up to 18 digits (int_chosen), "00"/"01" booleans */
+    case LONG: {
+        if (int_chosen(op, p + 1, n))
+            return 0;
+        int64_t digits = 0, negative = p[1] == '-';
+        for (const unsigned char *c = p + 1 + (p[1] == '-' || p[1] == '+'); Py_ISDIGIT(*c); c++)
+            digits = digits * 10 + (*c - '0');
+        return number(v, INT_TAG, (uint64_t)(negative ? -digits : digits), 0);
+    }
     case LONG1: { /* two's complement, little-endian: of up to 8 bytes read */
         if (n > 8)
             return 0;

@@ -14,8 +14,9 @@
 #define KEY_ITEMS 3 /* numbers in a tuple key read */
 
 /* What a stack item is, as the count reads it (a memo slot: ABSENT, OTHER,
- * or POOLED + where the count's pool holds it). */
-enum kind { ABSENT, OTHER, TEXT_KEY, LONG_TEXT_KEY, NUMBER_KEY, TUPLE_KEY, POOLED };
+ * or POOLED + where the count's pool holds it); a dict or set made by the
+ * record is a TABLE (bits[0]: which of the count's probe tables). */
+enum kind { ABSENT, OTHER, TEXT_KEY, LONG_TEXT_KEY, NUMBER_KEY, TUPLE_KEY, TABLE, POOLED };
 /* What each number of a key is: its bits an int64, a double, or unused. */
 enum tag { INT_TAG, FLOAT_TAG, NONE_TAG, EMPTY_STR_TAG, EMPTY_BYTES_TAG };
 
@@ -32,7 +33,8 @@ typedef struct {
  * one as the int it equals), None, '' or b''. 0, or -1 with an error set. */
 int number(value *v, enum tag tag, uint64_t bits, int chosen);
 /* A number or string pushed by the opcode at ``p`` (``n``: its argument's
- * length), as ``v`` (OTHER for any other): 0, or -1 with an error set. */
+ * length, a text one's without its newline), as ``v`` (OTHER for any
+ * other): 0, or -1 with an error set. */
 int scalar(value *v, const unsigned char *p, uint64_t n);
 /* The tuple of the ``n`` values at ``items``, as ``v`` (which may be the
  * first of them). */

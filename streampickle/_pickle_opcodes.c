@@ -69,17 +69,22 @@ fill_table(void)
     costly_from[LONG1] = PY_SSIZE_T_MAX; /* at most 255 bytes */
     chosen_from[LONG1] = 10; /* the opcode, its length and 8 bytes */
     chosen_from[INT] = chosen_from[LONG] = 1; /* any: int_chosen reads the text */
-    dag_bits[FLOAT] = CHOSEN;
     dag_bits[SETITEM] = dag_bits[SETITEMS] = dag_bits[ADDITEMS] = HASHES;
     dag_bits[FROZENSET] = HASHES | COSTLY | CHOSEN;
     dag_bits[DICT] = HASHES;
+    /* (LONG1, INT, LONG: BY_SIZE, with chosen_from) */
+    dag_bits[BININT] = dag_bits[BININT1] = dag_bits[BININT2] = dag_bits[FLOAT] = NUMBERS;
+    dag_bits[LONG4] |= NUMBERS;
+    dag_bits[FLOAT] |= CHOSEN;
     for (int op = 0; op < 256; op++)
         step_over[op] = step_over_strict[op] =
             arg_of[op] == FIXED && !watched[op] && !raises[op] && !adds_to[op]
-                    && !reaches_code[op] && !dag_bits[op]
+                    && !reaches_code[op] && !(dag_bits[op] & ~NUMBERS)
                 ? 1 + width_of[op]
                 : ACT_ON;
-    step_over_strict[BINFLOAT] = ACT_ON; /* float_chosen */
+    /* strict mode reads numbers (NUMBERS) and each BINFLOAT (float_chosen) */
+    step_over_strict[BININT] = step_over_strict[BININT1] = ACT_ON;
+    step_over_strict[BININT2] = step_over_strict[BINFLOAT] = ACT_ON;
 }
 
 int64_t

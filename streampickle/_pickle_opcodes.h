@@ -53,7 +53,8 @@ extern unsigned char watched[256];
  * (safe.py). Strings shorter than 4 KiB stay plain: records of text shared
  * and hashed are common, and such a string compared on each of the 500,000
  * adds a 1 MiB record can make costs ~2 GB of memcmp. */
-enum { SHARES = 1, COSTLY = 2, HASHES = 4, HASHES_SHARED = 7, BY_SIZE = 8, CHOSEN = 16 };
+enum { SHARES = 1, COSTLY = 2, HASHES = 4, HASHES_SHARED = 7, BY_SIZE = 8, CHOSEN = 16,
+       NUMBERS = 32 };
 extern unsigned char dag_bits[256];
 extern Py_ssize_t costly_from[256];
 /* What may have a hash a pickle chooses (CHOSEN): ints past 60 bits (LONG1
@@ -65,6 +66,10 @@ extern Py_ssize_t costly_from[256];
  * In safe mode a pickle with it and HASHES is scanned in full, which tells
  * whether such an object is hashed (_pickle_scan.c). */
 extern Py_ssize_t chosen_from[256];
+/* NUMBERS: a number (an int, a float), whose hash a pickle knows: keys of
+ * distinct such hashes may still share their paths through a dict's or
+ * set's table (_pickle_probes.h), so in safe mode plain data with numbers
+ * and HASHES goes to the count in C, which models the tables. */
 /* Opcodes whose result may be higher than what they take (see the top). */
 extern unsigned char raises[256];
 /* Opcodes that give an object more (higher, if a call made it). */

@@ -151,7 +151,7 @@ scan_init(scan *s)
     s->skip = 0;
     s->lines = 0;
     s->plain = 1;
-    s->hashes_shared = s->hashes_chosen = s->keys_chosen = 0;
+    s->hashes_shared = s->hashes_chosen = s->hashes_numbers = s->keys_chosen = 0;
     s->stopped = 0;
     s->whole = 0;
     s->pending_len = 0;

@@ -43,6 +43,7 @@ typedef struct {
     int plain, stopped;
     int hashes_shared;  /* scan_light's: shared objects, tuples, hashing */
     int hashes_chosen;  /* scan_light's: CHOSEN and HASHES (_pickle_opcodes.h) */
+    int hashes_numbers; /* scan_light's: NUMBERS and HASHES */
     int keys_chosen;    /* scan_bytes's: a key or item of a chosen hash hashed */
     int whole;          /* every byte of the pickle is in this one piece */
     unsigned char pending[SLOT_TEXT_MAX + 2]; /* an opcode cut at a piece's end */
@@ -57,7 +58,9 @@ int scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n);
 /* 1 if the whole pickle at ``p`` passes and is plain, 0 if it passes and is
  * not, -1 (error set) if it is refused. Strict, plain data that hashes keys
  * of a chosen hash, or shares and hashes tuples, is plain only if
- * ``count_keys`` and keys_counted takes it. */
+ * ``count_keys`` and keys_counted takes it; that hashes numbers, only if
+ * keys_counted takes it (the tables' model, _pickle_probes.h), or if not
+ * ``count_keys`` (the scan's judgment alone, for tests). */
 int scan_whole(const unsigned char *p, Py_ssize_t n, int strict, int count_keys);
 /* Safe mode: whether plain data at ``p`` that hashes keys of a chosen hash,
  * or may hash an object again (``shared``), hashes only keys whose hashes

@@ -34,9 +34,16 @@
  */
 #include "_pickle_key_values.h"
 #include "_pickle_opcodes.h"
+#include "_pickle_probes.h"
 
 #define KEY_SHARE 8 /* distinct keys of one chosen hash taken */
 #define ROOM 32     /* bytes of memory a pickle byte */
+/* Slots passed in the record's dicts and sets (_pickle_probes.h), ~10-20
+ * ns each: at most this many a pickle byte, and PROBE_FLOOR. Ints and
+ * random keys pass 0-2 a key (a few bytes each); a dict of floats i / 2**22
+ * passes 24 a pickle byte at 1.6 million (0.22 s a MB; 22x a dict of ints). */
+#define PROBE_SHARE 32
+#define PROBE_FLOOR (1 << 20)
 
 /* The distinct keys of a chosen hash counted so far, chained by bucket:
  * each its hash and where the pool holds it. */
@@ -55,8 +62,10 @@ typedef struct {
     entry *entries;        /* of the keys counted */
     uint32_t *heads;       /* by bucket: the first entry of its chain */
     Py_ssize_t *marks;
+    probe_table *tables;   /* of the dicts and sets the record makes */
     Py_ssize_t stack_len, stack_cap, pool_len, pool_cap, memo_len, memo_cap;
     Py_ssize_t entries_len, entries_cap, marks_len, marks_cap, filled, room;
+    Py_ssize_t tables_len, tables_cap, probes, probe_room;
     int bits;              /* 2**bits buckets */
     int shared;            /* the record may hash an object again (see hashed) */
     int stopped;
@@ -179,12 +188,64 @@ push_value(pass *s, int *got)
     return &s->stack[s->stack_len++];
 }
 
-/* Hash the items from ``start`` up, every ``step``-th (keys of pairs). */
+/* Whether pooled keys ``a`` and ``b`` are one value (a probe table's). */
 static int
-hash_items(pass *s, Py_ssize_t start, Py_ssize_t step)
+same_pooled(void *context, uintptr_t a, uintptr_t b)
+{
+    const pass *s = context;
+    return same_key(&s->pool[a], &s->pool[b]);
+}
+
+/* The probe table of the stack item at ``at``: its index, or -1 if the
+ * record did not make it a dict or set (a list's SETITEMS). */
+static Py_ssize_t
+table_at(const pass *s, Py_ssize_t at)
+{
+    return at >= 0 && s->stack[at].kind == TABLE ? (Py_ssize_t)s->stack[at].bits[0] : -1;
+}
+
+/* A new probe table (a set's: ``is_set``), as ``v``: 1, 0, -1 as grow. */
+static int
+new_table(pass *s, int is_set, value *v)
+{
+    int got = GROW(s, tables, s->tables_len + 1);
+    if (got <= 0)
+        return got;
+    s->tables[s->tables_len] = (probe_table){.is_set = (uint8_t)is_set};
+    *v = (value){.kind = TABLE, .bits = {(uint64_t)s->tables_len++}};
+    return 1;
+}
+
+/* Place a key hashed into probe table ``t`` as CPython will, where a
+ * pickle knows its hash (not a string's): 1, 0 once the slots passed in
+ * the record's tables are past PROBE_SHARE a pickle byte, -1 (error set). */
+static int
+placed(pass *s, Py_ssize_t t, value *key)
+{
+    if (t < 0 || (key->kind != NUMBER_KEY && key->kind != TUPLE_KEY))
+        return 1;
+    int fresh = !key->pooled, got = pooled(s, key);
+    if (got > 0)
+        got = probe_add(&s->tables[t], key->hash, key->pooled - 1, same_pooled, s, &s->probes,
+                        &s->room);
+    if (got == 2 && fresh) { /* an equal key was there: this one is not kept */
+        s->pool_len--;
+        key->pooled = 0;
+    }
+    if (got <= 0)
+        return got;
+    return s->probes <= s->probe_room;
+}
+
+/* Hash the items from ``start`` up, every ``step``-th (keys of pairs),
+ * into probe table ``t``. */
+static int
+hash_items(pass *s, Py_ssize_t start, Py_ssize_t step, Py_ssize_t t)
 {
     for (Py_ssize_t i = start; i < s->stack_len; i += step) {
         int taken = hashed(s, &s->stack[i]);
+        if (taken > 0)
+            taken = placed(s, t, &s->stack[i]);
         if (taken <= 0)
             return taken;
     }
@@ -313,24 +374,42 @@ step(pass *s, const unsigned char *p, Py_ssize_t size, uint64_t n)
         if (len < 3)
             return 0;
         s->stack_len -= 2;
-        return hashed(s, &s->stack[len - 2]);
+        got = hashed(s, &s->stack[len - 2]);
+        return got > 0 ? placed(s, table_at(s, len - 3), &s->stack[len - 2]) : got;
     case APPENDS:
     case SETITEMS:
     case ADDITEMS:
         if ((mark = pop_mark_at(s)) < 1)
             return 0;
-        got = op == APPENDS ? 1 : hash_items(s, mark, op == SETITEMS ? 2 : 1);
+        got = op == APPENDS ? 1 : hash_items(s, mark, op == SETITEMS ? 2 : 1, table_at(s, mark - 1));
         s->stack_len = mark;
         return got;
+    case EMPTY_DICT:
+    case EMPTY_SET:
+        if ((v = push_value(s, &got)) == NULL)
+            return got;
+        return new_table(s, op == EMPTY_SET, v);
     case DICT:
-    case FROZENSET:
+    case FROZENSET: {
+        value made;
+        if ((mark = pop_mark_at(s)) < 0 || (got = new_table(s, op == FROZENSET, &made)) <= 0)
+            return mark < 0 ? 0 : got;
+        if ((got = hash_items(s, mark, op == DICT ? 2 : 1, s->tables_len - 1)) <= 0)
+            return got;
+        if (op == FROZENSET) { /* never added to again: its table is done with */
+            probe_free(&s->tables[--s->tables_len]);
+            made = (value){.kind = OTHER};
+        }
+        if ((got = GROW(s, stack, mark + 1)) <= 0) /* (room for an empty one) */
+            return got;
+        s->stack[mark] = made;
+        s->stack_len = mark + 1;
+        return 1;
+    }
     case LIST:
     case TUPLE:
         if ((mark = pop_mark_at(s)) < 0)
             return 0;
-        if ((op == DICT || op == FROZENSET)
-            && (got = hash_items(s, mark, op == DICT ? 2 : 1)) <= 0)
-            return got;
         if ((got = GROW(s, stack, mark + 1)) <= 0) /* (room for an empty one) */
             return got;
         if (op == TUPLE)
@@ -350,7 +429,7 @@ step(pass *s, const unsigned char *p, Py_ssize_t size, uint64_t n)
     }
     if ((v = push_value(s, &got)) == NULL)
         return got;
-    return scalar(v, p, n) < 0 ? -1 : 1;
+    return scalar(v, p, arg_of[op] == TEXT ? (uint64_t)size - 2 : n) < 0 ? -1 : 1;
 }
 
 int
@@ -358,7 +437,8 @@ keys_counted(const unsigned char *p, Py_ssize_t n, int shared, PyObject *seen)
 {
     if (!usable)
         return 0;
-    pass s = {.seen = seen, .room = ROOM * n + (1 << 20), .shared = shared};
+    pass s = {.seen = seen, .room = ROOM * n + (1 << 20), .shared = shared,
+              .probe_room = PROBE_SHARE * n + PROBE_FLOOR};
     const unsigned char *at = p, *end = p + n;
     int result = 1;
     while (result > 0 && at < end && !s.stopped) {
@@ -373,6 +453,9 @@ keys_counted(const unsigned char *p, Py_ssize_t n, int shared, PyObject *seen)
     PyMem_Free(s.marks);
     PyMem_Free(s.entries);
     PyMem_Free(s.heads);
+    for (Py_ssize_t i = 0; i < s.tables_len; i++)
+        probe_free(&s.tables[i]);
+    PyMem_Free(s.tables);
     return result <= 0 ? result : s.stopped && at == end;
 }
 

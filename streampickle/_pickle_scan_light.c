@@ -62,9 +62,10 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
         int bits = dag_bits[op];
         if (bits & BY_SIZE)
             bits = (end - i >= costly_from[op] ? COSTLY : 0)
-                   | (chosen_from[op] && end - i >= chosen_from[op] ? CHOSEN : 0);
-        else if (op == BINFLOAT && float_chosen(p + i + 1))
-            bits = CHOSEN;
+                   | (chosen_from[op] && end - i >= chosen_from[op] ? CHOSEN : 0)
+                   | (chosen_from[op] ? NUMBERS : 0);
+        else if (op == BINFLOAT)
+            bits = NUMBERS | (float_chosen(p + i + 1) ? CHOSEN : 0);
         dag |= bits;
         if (op == PUT) {
             int64_t text = text_slot(p + i + 1, end - i - 1);
@@ -87,6 +88,7 @@ scan_light(scan *s, const unsigned char *p, Py_ssize_t n, Py_ssize_t *raising)
                 s->plain = code == 0;
                 s->hashes_shared = (dag & HASHES_SHARED) == HASHES_SHARED;
                 s->hashes_chosen = (dag & (HASHES | CHOSEN)) == (HASHES | CHOSEN);
+                s->hashes_numbers = (dag & (HASHES | NUMBERS)) == (HASHES | NUMBERS);
                 s->stopped = 1;
                 *raising = ups + (code ? adds : 0); /* what a call made may take */
                 if (end != n)
@@ -117,7 +119,7 @@ scan_whole(const unsigned char *p, Py_ssize_t n, int strict, int count_keys)
     s.strict = strict;
     Py_ssize_t raising = 0;
     int failed = scan_light(&s, p, n, &raising);
-    int hashes_shared = s.hashes_shared;
+    int hashes_shared = s.hashes_shared, hashes_numbers = s.hashes_numbers;
     /* It may nest too deep, or (strict) give a call's result a state or
      * hash what has a chosen hash */
     int full = raising > (Py_ssize_t)s.max_depth || (strict && (!s.plain || s.hashes_chosen));
@@ -130,12 +132,12 @@ scan_whole(const unsigned char *p, Py_ssize_t n, int strict, int count_keys)
     }
     if (!failed && !s.stopped)
         failed = scan_refuse(&s, s.lines ? "a text argument without its newline" : "no STOP");
-    /* (keys_chosen: the full scan's) */
+    /* (keys_chosen: the full scan's); numbers hashed: their probe paths */
     int plain = s.plain, counted = strict && (hashes_shared || s.keys_chosen);
     scan_free(&s);
     if (failed)
         return -1;
-    if (plain && counted)
-        return count_keys ? keys_counted(p, n, hashes_shared, NULL) : 0;
+    if (plain && (counted || (strict && hashes_numbers)))
+        return count_keys ? keys_counted(p, n, hashes_shared, NULL) : !counted;
     return plain;
 }

@@ -2,6 +2,7 @@
  * pickle bytes in pieces, check_whole for a pickle in memory; and the module,
  * with SmallRecords (_small_records.c). */
 #include "_pickle_opcodes.h"
+#include "_pickle_probes.h"
 #include "_pickle_scan.h"
 
 /* -- PickleScan: a record's pickle bytes, in pieces ------------------------ */
@@ -145,7 +146,9 @@ static PyMethodDef methods[] = {
      "Check a whole pickle, STOP last; ValueError says what is refused and\n"
      "where. True if every opcode builds plain data (strict: and, where it\n"
      "hashes keys of a chosen hash or shares and hashes tuples, the count in\n"
-     "C of its keys takes it; never if not count_keys)."},
+     "C of its keys takes it, never if not count_keys; where it hashes\n"
+     "numbers, the count's model of the dict and set tables takes it, or\n"
+     "count_keys is False)."},
     {"key_hashes", key_hashes, METH_O,
      "key_hashes(data, /)\n--\n\n"
      "The hashes of the keys of a chosen hash a plain pickle hashes, as\n"
@@ -171,7 +174,8 @@ exec_module(PyObject *module)
 {
     if (keys_init() < 0 || small_records_init() < 0)
         return -1;
-    if (add_type(module, &PickleScan_spec, "PickleScan") < 0)
+    if (add_type(module, &PickleScan_spec, "PickleScan") < 0
+        || add_type(module, &ProbeTable_spec, "ProbeTable") < 0)
         return -1;
     return add_type(module, &SmallRecords_spec, "SmallRecords");
 }

@@ -36,10 +36,12 @@ from .safe_budget import (
     DTYPE_NODE,
     DTYPE_STATE,
     EXTENT,
+    PROBES_A_UNIT,
     SPEND_FACTOR,
     SPEND_FLOOR,
     Compared,
     HashedKeys,
+    ProbedTables,
     copied,
     range_work,
 )
@@ -342,6 +344,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         self._out_of_band: dict[int, Any] = {}
         self._checked: Checked = {}
         self._hashed = HashedKeys()
+        self._tables = ProbedTables()
 
     def _spend(self, work: int) -> None:
         """Count ``work`` (bytes or items copied, objects a hash visits): a
@@ -366,7 +369,8 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
                 self._spend(copied(args[0]))
             pairs = func is dict and not isinstance(args[0], dict)
             keys = [p[0] for p in args[0]] if pairs else args[0]
-            compared = self._spend_hashing(keys, frozen=func is frozenset)
+            is_set, frozen = func is not dict, func is frozenset
+            compared = self._spend_hashing(keys, is_set=is_set, frozen=frozen)
         elif (func is str or id(func) in _MATERIALIZING_IDS) and args:
             self._spend(copied(args[0]))
         elif (func is int or func is float or func is complex or func is bool) and args:
@@ -383,6 +387,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         _run(id(func) in _OWN_IDS, step, *step_args)
         made = self.stack[-1]
         self._hashed.note(made, compared)
+        self._tables.made(made)
         if func is np.dtype:
             check_expansion(made)  # made from a string
         elif func is _RECONSTRUCT:
@@ -405,13 +410,15 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         return beyond * _size(shape) if beyond > 0 else 0
 
     def _spend_hashing(
-        self, items: Any, target: Any = None, frozen: bool = False
+        self, items: Any, target: Any = None, is_set: bool = False, frozen: bool = False
     ) -> Compared | None:
-        """Hashing ``items`` into ``target`` (None: a new container, which
-        the caller notes once made; ``frozen``: a frozenset): see HashedKeys.
-        What it then holds."""
+        """Hashing ``items`` into ``target`` (None: a new container, a set
+        or frozenset if ``is_set``, which the caller notes once made;
+        ``frozen``: a frozenset): see HashedKeys and ProbedTables. What it
+        then holds."""
         work, compared = self._hashed.work(items, target, self._left())
         self._spend(work)
+        self._spend(self._tables.passed(items, target, is_set) // PROBES_A_UNIT)
         if frozen and self._hashed.met > len(items):
             # two equal ones compare each item with those of its hash in the
             # other: each time, as often as a key set meets them (26th review)
@@ -475,14 +482,16 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     # Opcodes that hash keys or items: each visit counted (a tuple hashes its
     # items every time, however often it is shared).
     def load_frozenset(self) -> None:
-        compared = self._spend_hashing(self.stack, frozen=True)
+        compared = self._spend_hashing(self.stack, is_set=True, frozen=True)
         _PythonUnpickler.load_frozenset(self)
         self._hashed.note(self.stack[-1], compared)
+        self._tables.made(self.stack[-1])
 
     def load_dict(self) -> None:
         compared = self._spend_hashing(self.stack[0::2])
         _PythonUnpickler.load_dict(self)
         self._hashed.note(self.stack[-1], compared)
+        self._tables.made(self.stack[-1])
 
     def load_next_buffer(self) -> None:
         _PythonUnpickler.load_next_buffer(self)
@@ -535,7 +544,7 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
     def load_additems(self) -> None:
         target = self._below_mark()
         _check_target(target, set, "ADDITEMS")
-        self._spend_hashing(self.stack, target)
+        self._spend_hashing(self.stack, target, is_set=True)
         _PythonUnpickler.load_additems(self)
 
     def _below_mark(self) -> Any:
