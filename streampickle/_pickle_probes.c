@@ -15,9 +15,11 @@ next_slot(size_t i, uint64_t *perturb, size_t mask)
 }
 
 /* The first empty slot on ``hash``'s path (set_insert_clean,
- * build_indices_generic), counting those passed. */
+ * build_indices_generic), counting those passed; PAST_LIMIT once they pass
+ * the limit (a path may be as long as the table). */
+#define PAST_LIMIT SIZE_MAX
 static size_t
-empty_slot(const uint32_t *slots, size_t mask, uint64_t hash, int is_set, Py_ssize_t *probes)
+empty_slot(const uint32_t *slots, size_t mask, uint64_t hash, int is_set, probe_count *c)
 {
     uint64_t perturb = hash;
     size_t i = (size_t)hash & mask;
@@ -26,16 +28,17 @@ empty_slot(const uint32_t *slots, size_t mask, uint64_t hash, int is_set, Py_ssi
         for (size_t j = 0; j <= run; j++) {
             if (!slots[i + j])
                 return i + j;
-            *probes += !j; /* a set's run: one cache line or two */
+            if (!j && ++c->passed > c->limit) /* a set's run: one cache line or two */
+                return PAST_LIMIT;
         }
         i = next_slot(i, &perturb, mask);
     }
 }
 
 /* A table of 2**log2 slots, its entries placed again: a dict's in order, a
- * set's in the order of its old slots. 1, 0 past the room, -1. */
+ * set's in the order of its old slots. 1, 0 past the room or limit, -1. */
 static int
-resize(probe_table *t, uint8_t log2, Py_ssize_t *probes, Py_ssize_t *room)
+resize(probe_table *t, uint8_t log2, probe_count *c, Py_ssize_t *room)
 {
     size_t size = (size_t)1 << log2;
     if (log2 > 31 || (room != NULL && (*room -= (Py_ssize_t)(size * sizeof(uint32_t))) < 0))
@@ -46,9 +49,12 @@ resize(probe_table *t, uint8_t log2, Py_ssize_t *probes, Py_ssize_t *room)
     size_t old = t->log2 ? (size_t)1 << t->log2 : 0;
     for (size_t k = 0; k < (t->is_set ? old : (size_t)t->used); k++) {
         uint32_t entry = t->is_set ? t->slots[k] : (uint32_t)k + 1;
+        size_t at = entry ? empty_slot(slots, size - 1, t->entries[entry - 1].hash, t->is_set, c)
+                          : 0;
+        if (at == PAST_LIMIT)
+            return PyMem_Free(slots), 0;
         if (entry)
-            slots[empty_slot(slots, size - 1, t->entries[entry - 1].hash, t->is_set, probes)] =
-                entry;
+            slots[at] = entry;
     }
     PyMem_Free(t->slots);
     t->slots = slots;
@@ -69,10 +75,11 @@ log2_of(Py_ssize_t least)
 }
 
 /* ``key`` on its path, or the empty slot ending it (*at), passing what
- * ``empty_slot`` does but stopping at an equal key: 1 found, 0 not, -1. */
+ * ``empty_slot`` does but stopping at an equal key: 1 found, 0 not, -1
+ * (error set), 2 past the limit. */
 static int
 find(const probe_table *t, uint64_t hash, uintptr_t key, same_key_fn same, void *context,
-     size_t *at, Py_ssize_t *probes)
+     size_t *at, probe_count *c)
 {
     size_t mask = ((size_t)1 << t->log2) - 1, i = (size_t)hash & mask;
     uint64_t perturb = hash;
@@ -88,7 +95,8 @@ find(const probe_table *t, uint64_t hash, uintptr_t key, same_key_fn same, void 
                 if (equal)
                     return equal;
             }
-            *probes += !j;
+            if (!j && ++c->passed > c->limit)
+                return 2;
         }
         i = next_slot(i, &perturb, mask);
     }
@@ -96,14 +104,14 @@ find(const probe_table *t, uint64_t hash, uintptr_t key, same_key_fn same, void 
 
 int
 probe_add(probe_table *t, uint64_t hash, uintptr_t key, same_key_fn same, void *context,
-          Py_ssize_t *probes, Py_ssize_t *room)
+          probe_count *c, Py_ssize_t *room)
 {
     size_t at = 0;
     int got, grew = !t->log2;
     if (grew) /* the first key: an empty table of 8 */
-        got = resize(t, MIN_LOG2, probes, room);
-    else if ((got = find(t, hash, key, same, context, &at, probes)) != 0)
-        return got < 0 ? -1 : 2;
+        got = resize(t, MIN_LOG2, c, room);
+    else if ((got = find(t, hash, key, same, context, &at, c)) != 0)
+        return got == 1 ? 2 : got < 0 ? -1 : 0;
     else
         got = 1;
     if (got <= 0)
@@ -121,18 +129,18 @@ probe_add(probe_table *t, uint64_t hash, uintptr_t key, same_key_fn same, void *
     }
     t->entries[t->used] = (probe_entry){hash, key};
     if (!t->is_set && t->usable <= 0) { /* a dict grows before it places the key */
-        if ((got = resize(t, log2_of(t->used * 3), probes, room)) <= 0)
+        if ((got = resize(t, log2_of(t->used * 3), c, room)) <= 0)
             return got;
         grew = 1;
     }
     size_t mask = ((size_t)1 << t->log2) - 1;
-    if (grew) /* its path in the new table */
-        at = empty_slot(t->slots, mask, hash, t->is_set, probes);
+    if (grew && (at = empty_slot(t->slots, mask, hash, t->is_set, c)) == PAST_LIMIT)
+        return 0; /* (its path in the new table) */
     t->slots[at] = (uint32_t)++t->used;
     t->usable--;
     if (t->is_set && (size_t)t->used * 5 >= mask * 3) /* fill * 5 >= mask * 3 */
-        return resize(t, log2_of((t->used > SET_DOUBLES ? t->used * 2 : t->used * 4) + 1),
-                      probes, room);
+        return resize(t, log2_of((t->used > SET_DOUBLES ? t->used * 2 : t->used * 4) + 1), c,
+                      room);
     return 1;
 }
 
@@ -203,28 +211,38 @@ placed_in(PyObject *keys)
     return placed;
 }
 
-static PyObject *
-ProbeTable_add(ProbeTable *self, PyObject *keys)
+/* Add ``keys`` to the table, counting in ``c``, stopping past its limit:
+ * 0, or -1 with an error set. */
+static int
+added(ProbeTable *self, PyObject *keys, probe_count *c)
 {
     PyObject *items = PySequence_Fast(keys, "keys must be a sequence");
     if (items == NULL)
-        return NULL;
-    Py_ssize_t probes = 0, n = PySequence_Fast_GET_SIZE(items);
-    for (Py_ssize_t i = 0; i < n; i++) {
+        return -1;
+    int got = 1;
+    for (Py_ssize_t i = 0; got > 0 && i < PySequence_Fast_GET_SIZE(items); i++) {
         PyObject *key = PySequence_Fast_GET_ITEM(items, i);
         if (left_out(key))
             continue;
         Py_hash_t hash = PyObject_Hash(key);
-        int got = hash == -1 ? -1
-                             : probe_add(&self->table, (uint64_t)hash, (uintptr_t)key,
-                                         same_object, NULL, &probes, NULL);
-        if (got < 0)
-            return Py_DECREF(items), NULL;
+        got = hash == -1 ? -1
+                         : probe_add(&self->table, (uint64_t)hash, (uintptr_t)key, same_object,
+                                     NULL, c, NULL);
         if (got == 1)
             Py_INCREF(key);
     }
     Py_DECREF(items);
-    return PyLong_FromSsize_t(probes);
+    return got < 0 ? -1 : 0;
+}
+
+static PyObject *
+ProbeTable_add(ProbeTable *self, PyObject *args)
+{
+    PyObject *keys;
+    probe_count c = {0, PY_SSIZE_T_MAX};
+    if (!PyArg_ParseTuple(args, "O|n", &keys, &c.limit))
+        return NULL;
+    return added(self, keys, &c) < 0 ? NULL : PyLong_FromSsize_t(c.passed);
 }
 
 /* Copy ``src``'s table into ``t``, empty: -1 with an error set, or 0. */
@@ -253,7 +271,8 @@ static PyObject *
 ProbeTable_merge(ProbeTable *self, PyObject *args)
 {
     PyObject *keys, *source;
-    if (!PyArg_ParseTuple(args, "OO", &keys, &source))
+    probe_count c = {0, PY_SSIZE_T_MAX};
+    if (!PyArg_ParseTuple(args, "OO|n", &keys, &source, &c.limit))
         return NULL;
     probe_table *t = &self->table;
     const probe_table *src = Py_IS_TYPE(source, Py_TYPE(self)) ? &((ProbeTable *)source)->table
@@ -262,29 +281,21 @@ ProbeTable_merge(ProbeTable *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "merge() into a new table only");
         return NULL;
     }
-    Py_ssize_t n = src != NULL ? src->used : placed_in(keys), probes = 0;
+    Py_ssize_t n = src != NULL ? src->used : placed_in(keys);
     if (n <= 0)
         return n < 0 ? NULL : PyLong_FromLong(0);
     if (src != NULL && !t->is_set && !src->is_set
         && (src->log2 == MIN_LOG2 || ((Py_ssize_t)1 << src->log2) / 3 < n)) /* cloned */
         return copied(t, src) < 0 ? NULL : PyLong_FromLong(0);
-    if (t->is_set ? n * 5 >= 7 * 3 : 1) {
-        int got = resize(t, t->is_set ? log2_of(2 * n + 1) : log2_of((n * 3 + 1) / 2), &probes,
-                         NULL);
-        if (got <= 0)
-            return got < 0 ? NULL : (PyErr_SetString(PyExc_ValueError, "too large"), NULL);
-    }
+    if ((t->is_set ? n * 5 >= 7 * 3 : 1) /* (an empty table: nothing passed) */
+        && resize(t, t->is_set ? log2_of(2 * n + 1) : log2_of((n * 3 + 1) / 2), &c, NULL) <= 0)
+        return PyErr_Occurred() ? NULL : PyErr_NoMemory();
     if (src != NULL && t->is_set && src->is_set && (t->log2 ? t->log2 : MIN_LOG2) == src->log2) {
         probe_free(t);
         t->is_set = 1;
         return copied(t, src) < 0 ? NULL : PyLong_FromLong(0);
     }
-    PyObject *added = ProbeTable_add(self, keys);
-    if (added == NULL)
-        return NULL;
-    Py_ssize_t more = PyLong_AsSsize_t(added);
-    Py_DECREF(added);
-    return PyLong_FromSsize_t(probes + more);
+    return added(self, keys, &c) < 0 ? NULL : PyLong_FromSsize_t(c.passed);
 }
 
 static Py_ssize_t
@@ -309,16 +320,17 @@ ProbeTable_slots(ProbeTable *self, PyObject *Py_UNUSED(ignored))
 }
 
 static PyMethodDef ProbeTable_methods[] = {
-    {"add", (PyCFunction)ProbeTable_add, METH_O,
-     "add(keys, /)\n--\n\n"
+    {"add", (PyCFunction)ProbeTable_add, METH_VARARGS,
+     "add(keys, limit=sys.maxsize, /)\n--\n\n"
      "Add the keys, in order, as CPython adds them to a dict or set; the\n"
      "occupied slots they passed (and the keys already in passed again as\n"
-     "the table grew). Strings and bytes are left out."},
+     "the table grew), stopping once past ``limit``. Strings and bytes are\n"
+     "left out."},
     {"merge", (PyCFunction)ProbeTable_merge, METH_VARARGS,
-     "merge(keys, source, /)\n--\n\n"
+     "merge(keys, source, limit=sys.maxsize, /)\n--\n\n"
      "Into this new table, the keys of another container (its ProbeTable:\n"
-     "``source``, else None: none of its keys placed), as CPython makes a\n"
-     "set, frozenset or dict of it: the slots passed."},
+     "``source``, else None), as CPython makes a set, frozenset or dict of\n"
+     "it: the slots passed, as add's."},
     {"slots", (PyCFunction)ProbeTable_slots, METH_NOARGS,
      "slots()\n--\n\n"
      "By slot, the index of the key added there (in order added; -1: none)."},

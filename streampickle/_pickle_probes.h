@@ -37,12 +37,20 @@ typedef struct {
 /* Whether two keys of one hash are one: 1, 0, or -1 with an error set. */
 typedef int (*same_key_fn)(void *context, uintptr_t a, uintptr_t b);
 
-/* Add ``key`` of ``hash`` to ``t`` as CPython would, adding the occupied
- * slots passed (and passed again as the table grows) to ``*probes`` and
- * the memory taken to ``*room`` (when not NULL; past it, 0): 1 if added,
- * 2 if an equal key was there, 0, or -1 with an error set. */
+/* The occupied slots passed so far, and how many may be: a model passes
+ * them too, so it stops past the limit (a path may be as long as the
+ * table, and each resize places every key again). */
+typedef struct {
+    Py_ssize_t passed, limit;
+} probe_count;
+
+/* Add ``key`` of ``hash`` to ``t`` as CPython would, counting the occupied
+ * slots passed (and passed again as the table grows) in ``c`` and the
+ * memory taken against ``*room`` (when not NULL): 1 if added, 2 if an
+ * equal key was there, 0 past the limit or room (``t`` then fit only to be
+ * freed), or -1 with an error set. */
 int probe_add(probe_table *t, uint64_t hash, uintptr_t key, same_key_fn same, void *context,
-              Py_ssize_t *probes, Py_ssize_t *room);
+              probe_count *c, Py_ssize_t *room);
 void probe_free(probe_table *t);
 
 /* The type the counting unpickler's tables are: ProbeTable(is_set). */

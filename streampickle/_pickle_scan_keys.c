@@ -24,13 +24,19 @@
  * multiplier (multiply-shift: universal, so keys of distinct hashes share a
  * bucket no more often than chance, whatever hashes a pickle chooses).
  *
- * Not counted: keys of distinct hashes whose probe paths through CPython's
- * dict table coincide (32nd review; README, "Not guarded").
+ * Keys of distinct hashes may still crowd one path through a table (32nd
+ * review): the pass also places each key whose hash it worked out in a
+ * model of the table of the dict or set it goes into (_pickle_probes.h),
+ * and a record whose keys pass more than PROBE_SHARE occupied slots a
+ * pickle byte is the counting unpickler's (which models them too, and
+ * refuses it). The scan sends it plain data that hashes numbers for this
+ * (_pickle_opcodes.h's NUMBERS).
  *
- * Memory: a value (48 bytes) for each stack item, number, string or tuple
- * memo'd and distinct key counted, and 4 bytes a memo slot: at most ROOM times the
- * pickle's bytes (a record that needs more is the counting unpickler's),
- * less than the unpickler then makes of them, and freed before it runs.
+ * Memory: a value (48 bytes) for each stack item, number, string, tuple,
+ * dict or set memo'd, distinct key counted and key placed, 4 bytes a memo
+ * slot, and the tables' slots: at most ROOM times the pickle's bytes (a
+ * record that needs more is the counting unpickler's), less than the
+ * unpickler then makes of them, and freed before it runs.
  */
 #include "_pickle_key_values.h"
 #include "_pickle_opcodes.h"
@@ -65,7 +71,8 @@ typedef struct {
     probe_table *tables;   /* of the dicts and sets the record makes */
     Py_ssize_t stack_len, stack_cap, pool_len, pool_cap, memo_len, memo_cap;
     Py_ssize_t entries_len, entries_cap, marks_len, marks_cap, filled, room;
-    Py_ssize_t tables_len, tables_cap, probes, probe_room;
+    Py_ssize_t tables_len, tables_cap;
+    probe_count probes;    /* slots passed in the tables, and how many may be */
     int bits;              /* 2**bits buckets */
     int shared;            /* the record may hash an object again (see hashed) */
     int stopped;
@@ -232,9 +239,7 @@ placed(pass *s, Py_ssize_t t, value *key)
         s->pool_len--;
         key->pooled = 0;
     }
-    if (got <= 0)
-        return got;
-    return s->probes <= s->probe_room;
+    return got < 0 ? -1 : got > 0;
 }
 
 /* Hash the items from ``start`` up, every ``step``-th (keys of pairs),
@@ -381,7 +386,8 @@ step(pass *s, const unsigned char *p, Py_ssize_t size, uint64_t n)
     case ADDITEMS:
         if ((mark = pop_mark_at(s)) < 1)
             return 0;
-        got = op == APPENDS ? 1 : hash_items(s, mark, op == SETITEMS ? 2 : 1, table_at(s, mark - 1));
+        got = op == APPENDS ? 1
+                            : hash_items(s, mark, op == SETITEMS ? 2 : 1, table_at(s, mark - 1));
         s->stack_len = mark;
         return got;
     case EMPTY_DICT:
@@ -438,7 +444,7 @@ keys_counted(const unsigned char *p, Py_ssize_t n, int shared, PyObject *seen)
     if (!usable)
         return 0;
     pass s = {.seen = seen, .room = ROOM * n + (1 << 20), .shared = shared,
-              .probe_room = PROBE_SHARE * n + PROBE_FLOOR};
+              .probes = {0, PROBE_SHARE * n + PROBE_FLOOR}};
     const unsigned char *at = p, *end = p + n;
     int result = 1;
     while (result > 0 && at < end && !s.stopped) {

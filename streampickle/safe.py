@@ -418,7 +418,8 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         then holds."""
         work, compared = self._hashed.work(items, target, self._left())
         self._spend(work)
-        self._spend(self._tables.passed(items, target, is_set) // PROBES_A_UNIT)
+        limit = self._left() * PROBES_A_UNIT
+        self._spend(self._tables.passed(items, target, is_set, limit) // PROBES_A_UNIT)
         if frozen and self._hashed.met > len(items):
             # two equal ones compare each item with those of its hash in the
             # other: each time, as often as a key set meets them (26th review)

@@ -502,29 +502,30 @@ class ProbedTables:
         held = self._held.get(id(container))
         return held[1] if held is not None and held[0] is container else None
 
-    def passed(self, items: Any, target: Any, is_set: bool) -> int:
+    def passed(self, items: Any, target: Any, is_set: bool, limit: int) -> int:
         """The slots hashing ``items`` into ``target`` passes (None: a new
         set or frozenset if ``is_set``, else dict, noted by ``made`` once
-        made; of a container's keys, as CPython makes one of another)."""
+        made; of a container's keys, as CPython makes one of another),
+        counted up to just past ``limit``."""
         self._made = None
         if target is not None:
             table = self._of(target)
             if table is not None:
                 before = len(table)
-                passed = table.add(items)
+                passed = table.add(items, limit)
                 self._keys += len(table) - before
                 return int(passed)
             table = ProbeTable(is_set)
             table.add(list(target))  # (its keys' passes counted as they came)
-            passed = table.add(items)
+            passed = table.add(items, limit)
             if len(table) > SMALL_TABLE:
                 self._hold(target, table)
             return int(passed)
         table = ProbeTable(is_set)
         if isinstance(items, dict | set | frozenset):
-            passed = table.merge(items, self._of(items))
+            passed = table.merge(items, self._of(items), limit)
         else:
-            passed = table.add(items)
+            passed = table.add(items, limit)
         self._made = table if len(table) > SMALL_TABLE else None
         return int(passed)
 

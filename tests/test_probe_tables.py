@@ -47,6 +47,10 @@ def _set_by_ids(table: ProbeTable, entries: list[Any]) -> list[int | None]:
     return [None if e < 0 else id(entries[e]) for e in table.slots()]
 
 
+def _pickled(obj: Any) -> bytes:
+    return pickle.dumps(obj, protocol=5)
+
+
 @real_only
 @settings(max_examples=400, deadline=None)
 @given(_KEYS)
@@ -206,5 +210,11 @@ def test_text_ints_are_read_and_placed() -> None:
     assert check_whole(pickled, strict=True) is True
 
 
-def _pickled(obj: Any) -> bytes:
-    return pickle.dumps(obj, protocol=5)
+def test_the_model_stops_past_its_limit() -> None:
+    """A model passes each slot CPython would, so it stops once past the
+    limit asked (a path may be as long as the table, and each resize places
+    every key again): the crowding keys, counted to just past 10,000."""
+    keys = _crowding_keys(13, 2000)
+    assert ProbeTable(False).add(keys) > 1_000_000
+    assert ProbeTable(False).add(keys, 10_000) == 10_001
+    assert ProbeTable(False).merge(keys, None, 10_000) == 10_001
