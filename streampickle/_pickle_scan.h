@@ -65,8 +65,10 @@ int scan_whole(const unsigned char *p, Py_ssize_t n, int strict, int count_keys)
 /* Safe mode: whether plain data at ``p`` that hashes keys of a chosen hash,
  * or may hash an object again (``shared``), hashes only keys whose hashes
  * _pickle_scan_keys.c works out, no more than a few distinct of each, and
- * no long string again: 1, 0 (Python's counting unpickler runs it), -1
- * (error set). Each chosen key's hash is appended to ``seen`` if not NULL. */
+ * no long string again, whose paths through the tables do not crowd: 1, 0
+ * (Python's counting unpickler runs it), -1 (error set: ValueError(what,
+ * offset) where they crowd). Each chosen key's hash is appended to ``seen``
+ * if not NULL. */
 int keys_counted(const unsigned char *p, Py_ssize_t n, int shared, PyObject *seen);
 int keys_init(void);
 /* ValueError(what, offset): the caller names the record; returns -1. */

@@ -27,10 +27,11 @@
  * Keys of distinct hashes may still crowd one path through a table (32nd
  * review): the pass also places each key whose hash it worked out in a
  * model of the table of the dict or set it goes into (_pickle_probes.h),
- * and a record whose keys pass more than PROBE_SHARE occupied slots a
- * pickle byte is the counting unpickler's (which models them too, and
- * refuses it). The scan sends it plain data that hashes numbers for this
- * (_pickle_opcodes.h's NUMBERS).
+ * and refuses a record whose keys pass more than PROBE_SHARE occupied
+ * slots a pickle byte (ValueError, as the scan's refusals; the counting
+ * unpickler models them too, and its budget would refuse it). The scan
+ * sends it plain data that hashes numbers for this (_pickle_opcodes.h's
+ * NUMBERS).
  *
  * Memory: a value (48 bytes) for each stack item, number, string, tuple,
  * dict or set memo'd, distinct key counted and key placed, 4 bytes a memo
@@ -44,12 +45,18 @@
 
 #define KEY_SHARE 8 /* distinct keys of one chosen hash taken */
 #define ROOM 32     /* bytes of memory a pickle byte */
-/* Slots passed in the record's dicts and sets (_pickle_probes.h), ~10-20
- * ns each: at most this many a pickle byte, and PROBE_FLOOR. Ints and
- * random keys pass 0-2 a key (a few bytes each); a dict of floats i / 2**22
- * passes 24 a pickle byte at 1.6 million (0.22 s a MB; 22x a dict of ints). */
+/* Slots passed in the record's dicts and sets (_pickle_probes.h), ~5-40
+ * ns each (weighed by the table's size): at most this many a pickle byte,
+ * and PROBE_FLOOR, what the counting unpickler's budget allows
+ * (safe_budget.PROBES_A_UNIT a unit): past it, the record is refused.
+ * Ints and random keys pass 0-2 a key (a few bytes each); timestamps, ids
+ * of a stride, grids, at most 4.7 a pickle byte (36th review). */
 #define PROBE_SHARE 32
-#define PROBE_FLOOR (1 << 20)
+#define PROBE_FLOOR (4 << 20)
+#define CROWDED                                                                        \
+    "safe mode refuses keys whose paths through their dicts' and sets' tables pass "   \
+    "more than 32 occupied slots a pickle byte (they crowd: CPython takes time "       \
+    "quadratic in them)"
 
 /* The distinct keys of a chosen hash counted so far, chained by bucket:
  * each its hash and where the pool holds it. */
@@ -225,7 +232,8 @@ new_table(pass *s, int is_set, value *v)
 
 /* Place a key hashed into probe table ``t`` as CPython will, where a
  * pickle knows its hash (not a string's): 1, 0 once the slots passed in
- * the record's tables are past PROBE_SHARE a pickle byte, -1 (error set). */
+ * the record's tables are past PROBE_SHARE a pickle byte (keys_counted
+ * refuses it) or past the room, -1 (error set). */
 static int
 placed(pass *s, Py_ssize_t t, value *key)
 {
@@ -444,7 +452,7 @@ keys_counted(const unsigned char *p, Py_ssize_t n, int shared, PyObject *seen)
     if (!usable)
         return 0;
     pass s = {.seen = seen, .room = ROOM * n + (1 << 20), .shared = shared,
-              .probes = {0, PROBE_SHARE * n + PROBE_FLOOR}};
+              .probes = {.limit = PROBE_SHARE * n + PROBE_FLOOR}};
     const unsigned char *at = p, *end = p + n;
     int result = 1;
     while (result > 0 && at < end && !s.stopped) {
@@ -462,6 +470,12 @@ keys_counted(const unsigned char *p, Py_ssize_t n, int shared, PyObject *seen)
     for (Py_ssize_t i = 0; i < s.tables_len; i++)
         probe_free(&s.tables[i]);
     PyMem_Free(s.tables);
+    if (result == 0 && s.probes.passed > s.probes.limit) { /* past what the budget allows */
+        PyObject *args = Py_BuildValue("(sn)", CROWDED, (Py_ssize_t)(at - p));
+        if (args != NULL)
+            PyErr_SetObject(PyExc_ValueError, args), Py_DECREF(args);
+        return -1;
+    }
     return result <= 0 ? result : s.stopped && at == end;
 }
 

@@ -58,8 +58,8 @@ NUMPY_COMPARED = 16
 #: ~10-20 ns each: this many a unit, so that the budget allows 32 a pickle
 #: byte, as the count in C does (_pickle_scan_keys.c's PROBE_SHARE)
 PROBES_A_UNIT = 4
-#: a table of at most this many keys (a dict's or set's first 8 slots) is
-#: made again when keys are added to it, not held (ProbedTables)
+#: the table of a container of at most this many keys (a dict's or set's first
+#: 8 slots) is made again when keys are added to it, not held (ProbedTables)
 SMALL_TABLE = 5
 #: the largest range length counted as such (beyond, past any budget)
 RANGE_BITS = 62
@@ -487,10 +487,11 @@ class ProbedTables:
     (ProbeTable, _pickle_probes.h), by id, held: where keys of distinct
     hashes share paths through a table, each insert passes all the keys on
     it (32nd review: a dict of 82,768 plain ints, 464 KB, 4.8 s). Strings
-    and bytes are left out (their hashes are secret). A table of at most
-    SMALL_TABLE keys is not held but made again from its container's keys,
-    in the order a dict keeps (a set's, close to it); a frozenset's never
-    (none is added to it)."""
+    and bytes are left out (their hashes are secret). The table of a
+    container of at most SMALL_TABLE keys is not held but made again from
+    its keys, in the order a dict keeps (a set's, close to it), once more
+    keys come (most come at once: SETITEMS of up to 1,000); a frozenset's
+    never (none is added to it)."""
 
     def __init__(self) -> None:
         self._held: dict[int, tuple[Any, ProbeTable]] = {}
@@ -518,7 +519,9 @@ class ProbedTables:
             table = ProbeTable(is_set)
             table.add(list(target))  # (its keys' passes counted as they came)
             passed = table.add(items, limit)
-            if len(table) > SMALL_TABLE:
+            if len(table) > SMALL_TABLE or len(target) > SMALL_TABLE:
+                # held, even of no key placed: made again on each add, a dict
+                # of 80,000 strings added to by SETITEM took 49 s a MB (36th review)
                 self._hold(target, table)
             return int(passed)
         table = ProbeTable(is_set)

@@ -7,6 +7,7 @@ pass too many slots are refused, on the C path and the counting one."""
 
 from __future__ import annotations
 
+import io
 import pickle
 import random
 import subprocess
@@ -145,18 +146,9 @@ def _crowding_keys(k: int, count: int) -> list[int]:
     return [4 * j for j in range(1 << (k - 2))] + chosen
 
 
-def test_keys_crowding_one_path_are_refused_in_time() -> None:
-    """A dict of 12,192 plain ints (80 KB) whose paths crowd together passes
-    47 million slots (587 a pickle byte; pickle.loads: quadratic, 1 MB of
-    them 18 s): past what the model allows (32 a byte), the C path leaves it
-    to the counting unpickler, which refuses it; so does a record naming a
-    global, which only the counting unpickler reads. As many ints of a
-    range or random load."""
-    keys = _crowding_keys(15, 8000)
-    assert len({hash(key) for key in keys}) == len(keys)
-    assert ProbeTable(False).add(keys) > 32 * len(_pickled(dict.fromkeys(keys)))
-    assert check_whole(_pickled(dict.fromkeys(keys)), strict=True) is False
-    crowded = [dict.fromkeys(keys), [np.zeros(2), dict.fromkeys(keys)]]
+def _loaded_in_a_child(streams: list[bytes], timeout: float) -> list[bytes]:
+    """What loading each of ``streams`` in safe mode gives, in a fresh process
+    under a time limit: b"loaded", or the error's type and message."""
     script = textwrap.dedent(
         """
         import sys, streampickle as sp
@@ -168,14 +160,31 @@ def test_keys_crowding_one_path_are_refused_in_time() -> None:
                 print(type(exc).__name__, exc)
         """
     )
-    data = b"--next--".join(sp.dumps(obj) for obj in crowded)
+    data = b"--next--".join(streams)
     done = subprocess.run(
-        [sys.executable, "-c", script], input=data, capture_output=True, timeout=60
+        [sys.executable, "-c", script], input=data, capture_output=True, timeout=timeout
     )
     lines = done.stdout.splitlines()
-    assert len(lines) == 2, done.stderr
-    refused = b"ForbiddenGlobalError safe mode builds or hashes"
-    assert all(line.startswith(refused) for line in lines)
+    assert len(lines) == len(streams), done.stderr
+    return lines
+
+
+def test_keys_crowding_one_path_are_refused_in_time() -> None:
+    """A dict of 12,192 plain ints (80 KB) whose paths crowd together passes
+    47 million slots (587 a pickle byte; pickle.loads: quadratic, 1 MB of
+    them 18 s): past what the model allows (32 a byte), the C path refuses
+    it; the counting unpickler, which reads a record naming a global,
+    charges them and refuses it too. As many ints of a range or random
+    load."""
+    keys = _crowding_keys(15, 8000)
+    assert len({hash(key) for key in keys}) == len(keys)
+    assert ProbeTable(False).add(keys) > 32 * len(_pickled(dict.fromkeys(keys)))
+    with pytest.raises(ValueError, match="paths through their dicts' and sets' tables"):
+        check_whole(_pickled(dict.fromkeys(keys)), strict=True)
+    crowded = [dict.fromkeys(keys), [np.zeros(2), dict.fromkeys(keys)]]
+    plain, counted = _loaded_in_a_child([sp.dumps(obj) for obj in crowded], timeout=60)
+    assert plain.startswith(b"ForbiddenGlobalError safe mode refuses keys whose paths")
+    assert counted.startswith(b"ForbiddenGlobalError safe mode builds or hashes")
     randoms = random.Random(3).sample(range(1 << 31), len(keys))
     for legit in (list(range(len(keys))), randoms):
         assert check_whole(_pickled(dict.fromkeys(legit)), strict=True) is True
@@ -208,6 +217,73 @@ def test_text_ints_are_read_and_placed() -> None:
     pickled = b"\x80\x04\x8f(I12\nI-123\nI01\nL-5L\n\x90."
     assert pickle.loads(pickled) == {12, -123, True, -5}
     assert check_whole(pickled, strict=True) is True
+
+
+def _reference_probes(hashes: list[int]) -> int:
+    """A dict's slots passed, as _pickle_probes.h describes the table, for
+    new keys of distinct hashes: each looked up (its path to an empty slot),
+    then, where the table is full, every key placed again in one of the
+    least power of two at least 3 times as many slots, and it placed there;
+    each slot passed weighed 1 in a table under 2**16 slots, 2 under 2**19,
+    else 4. In Python."""
+    size, passed, table, entries = 8, 0, [False] * 8, []
+
+    def path_end(h: int) -> int:
+        nonlocal passed
+        mask, i, perturb = size - 1, h & (size - 1), h
+        while table[i]:
+            passed += 1 if mask < 1 << 16 else 2 if mask < 1 << 19 else 4
+            perturb >>= 5
+            i = (i * 5 + perturb + 1) & mask
+        return i
+
+    for h in hashes:
+        at = path_end(h)
+        if len(entries) >= size * 2 // 3:
+            size = 8
+            while size < 3 * len(entries):
+                size *= 2
+            table = [False] * size
+            for e in entries:
+                table[path_end(e)] = True
+            at = path_end(h)
+        table[at] = True
+        entries.append(h)
+    return passed
+
+
+@pytest.mark.parametrize("count", [1000, 400_000])
+def test_slots_passed_are_weighed_by_the_tables_size(count: int) -> None:
+    """Each slot passed counts 1 in a table under 2**16 slots, 2 under 2**19
+    and 4 beyond (misses: paths spread over a dict of 2**22 slots took 37 ns
+    a slot, 36th review), through every resize, as a model written apart
+    from it counts them (400,000 keys end in a table of 2**20)."""
+    rng = random.Random(count)
+    keys = [rng.getrandbits(62) for _ in range(count)]
+    assert ProbeTable(False).add(keys) == _reference_probes([hash(k) % 2**64 for k in keys])
+
+
+def test_a_dict_of_strings_added_to_one_key_at_a_time_loads_in_time() -> None:
+    """The counting unpickler made a container's table again from its keys
+    on each add where it held none, as for a dict of strings alone (none
+    placed): 80,000 of them, then one of them added again 80,000 times by
+    SETITEM, took 44 s (36th review); now held once it has more than a few
+    keys, it loads as fast as any record there (~0.6 s)."""
+    named = b"\x8c\x08builtins\x8c\x03set\x93)R0"  # set(), dropped: a global
+    texts = (b"%x" % i for i in range(80_000))
+    keys = b"".join(b"\x8c%c%sN" % (len(text), text) for text in texts)
+    added = b"\x8c\x01k\x940" + b"h\x00Ns" * 80_000  # memo'd, then from the memo
+    pickled = b"\x80\x05" + named + b"}(" + keys + b"u" + added + b"."
+    assert len(pickle.loads(pickled)) == 80_001
+    assert _loaded_in_a_child([_stream_of(pickled)], timeout=20) == [b"loaded"]
+
+
+def _stream_of(pickled: bytes) -> bytes:
+    """A one-record stream whose record's pickle bytes are ``pickled``."""
+    data = io.BytesIO()
+    with sp.Pickler(data) as p:
+        p.write_record(lambda writer: writer.write(pickled))
+    return data.getvalue()
 
 
 def test_the_model_stops_past_its_limit() -> None:
