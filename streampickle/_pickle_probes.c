@@ -6,14 +6,17 @@
 #define LINEAR_PROBES 9
 #define SET_DOUBLES 50000 /* a set past this many keys grows to 2x, not 4x */
 
-/* What passing a slot of a table of ``mask + 1`` costs, in probes: where
- * the table outgrows the caches, each is a miss or two (36th review: paths
+/* What passing a slot of a table of ``mask + 1`` slots costs, in probes:
+ * where the tables a record fills outgrow the caches (that one, or all of
+ * them: ``c->others``' slots), each is a miss or two (36th review: paths
  * spread over a dict of 2**22 slots, 37 ns a slot, and as much again in
- * the model, against ~5-10 ns in a table of 2**16). */
+ * the model; 37th: sixty dicts of 2**16 filled in turn, 22 ns, against
+ * ~4-10 ns where they fit). */
 static inline Py_ssize_t
-slot_cost(size_t mask)
+slot_cost(const probe_count *c, size_t mask)
 {
-    return mask < ((size_t)1 << 16) ? 1 : mask < ((size_t)1 << 19) ? 2 : 4;
+    size_t slots = mask + 1 + (size_t)c->others;
+    return slots <= ((size_t)1 << 16) ? 1 : slots <= ((size_t)1 << 19) ? 2 : 4;
 }
 
 /* The next slot of a path (both tables, past their linear runs). */
@@ -38,7 +41,7 @@ empty_slot(const uint32_t *slots, size_t mask, uint64_t hash, int is_set, probe_
         for (size_t j = 0; j <= run; j++) {
             if (!slots[i + j])
                 return i + j;
-            if (!j && (c->passed += slot_cost(mask)) > c->limit) /* a set's run: a line or two */
+            if (!j && (c->passed += slot_cost(c, mask)) > c->limit) /* a set's run: a line or two */
                 return PAST_LIMIT;
         }
         i = next_slot(i, &perturb, mask);
@@ -105,7 +108,7 @@ find(const probe_table *t, uint64_t hash, uintptr_t key, same_key_fn same, void 
                 if (equal)
                     return equal;
             }
-            if (!j && (c->passed += slot_cost(mask)) > c->limit)
+            if (!j && (c->passed += slot_cost(c, mask)) > c->limit)
                 return 2;
         }
         i = next_slot(i, &perturb, mask);
@@ -250,7 +253,7 @@ ProbeTable_add(ProbeTable *self, PyObject *args)
 {
     PyObject *keys;
     probe_count c = {.limit = PY_SSIZE_T_MAX};
-    if (!PyArg_ParseTuple(args, "O|n", &keys, &c.limit))
+    if (!PyArg_ParseTuple(args, "O|nn", &keys, &c.limit, &c.others))
         return NULL;
     return added(self, keys, &c) < 0 ? NULL : PyLong_FromSsize_t(c.passed);
 }
@@ -282,7 +285,7 @@ ProbeTable_merge(ProbeTable *self, PyObject *args)
 {
     PyObject *keys, *source;
     probe_count c = {.limit = PY_SSIZE_T_MAX};
-    if (!PyArg_ParseTuple(args, "OO|n", &keys, &source, &c.limit))
+    if (!PyArg_ParseTuple(args, "OO|nn", &keys, &source, &c.limit, &c.others))
         return NULL;
     probe_table *t = &self->table;
     const probe_table *src = Py_IS_TYPE(source, Py_TYPE(self)) ? &((ProbeTable *)source)->table
@@ -315,6 +318,17 @@ ProbeTable_len(ProbeTable *self)
 }
 
 static PyObject *
+ProbeTable_get_size(ProbeTable *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->table.log2 ? (Py_ssize_t)1 << self->table.log2 : 0);
+}
+
+static PyGetSetDef ProbeTable_getset[] = {
+    {"size", (getter)ProbeTable_get_size, NULL, "Its slots (0: no table yet).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyObject *
 ProbeTable_slots(ProbeTable *self, PyObject *Py_UNUSED(ignored))
 {
     Py_ssize_t size = self->table.log2 ? (Py_ssize_t)1 << self->table.log2 : 0;
@@ -331,13 +345,14 @@ ProbeTable_slots(ProbeTable *self, PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef ProbeTable_methods[] = {
     {"add", (PyCFunction)ProbeTable_add, METH_VARARGS,
-     "add(keys, limit=sys.maxsize, /)\n--\n\n"
+     "add(keys, limit=sys.maxsize, others=0, /)\n--\n\n"
      "Add the keys, in order, as CPython adds them to a dict or set; the\n"
      "occupied slots they passed (and the keys already in passed again as\n"
-     "the table grew), stopping once past ``limit``. Strings and bytes are\n"
-     "left out."},
+     "the table grew), each weighed by the slots of this table and\n"
+     "``others`` (see slot_cost), stopping once past ``limit``. Strings and\n"
+     "bytes are left out."},
     {"merge", (PyCFunction)ProbeTable_merge, METH_VARARGS,
-     "merge(keys, source, limit=sys.maxsize, /)\n--\n\n"
+     "merge(keys, source, limit=sys.maxsize, others=0, /)\n--\n\n"
      "Into this new table, the keys of another container (its ProbeTable:\n"
      "``source``, else None), as CPython makes a set, frozenset or dict of\n"
      "it: the slots passed, as add's."},
@@ -354,6 +369,7 @@ static PyType_Slot ProbeTable_slots_[] = {
     {Py_tp_new, ProbeTable_new},
     {Py_tp_dealloc, ProbeTable_dealloc},
     {Py_tp_methods, ProbeTable_methods},
+    {Py_tp_getset, ProbeTable_getset},
     {Py_sq_length, ProbeTable_len},
     {0, NULL},
 };

@@ -37,12 +37,14 @@ typedef struct {
 /* Whether two keys of one hash are one: 1, 0, or -1 with an error set. */
 typedef int (*same_key_fn)(void *context, uintptr_t a, uintptr_t b);
 
-/* The occupied slots passed so far (each weighed by its table's size:
- * slot_cost), and how many may be: a model passes them too, so it stops
+/* The occupied slots passed so far (each weighed by the slots of its table
+ * and the record's others: slot_cost), and how many may be: a model passes
+ * them too, so it stops
  * past the limit (a path may be as long as the table, and each resize
  * places every key again). */
 typedef struct {
     Py_ssize_t passed, limit;
+    Py_ssize_t others; /* slots of the other tables the record fills */
 } probe_count;
 
 /* Add ``key`` of ``hash`` to ``t`` as CPython would, counting the occupied

@@ -46,7 +46,7 @@
 #define KEY_SHARE 8 /* distinct keys of one chosen hash taken */
 #define ROOM 32     /* bytes of memory a pickle byte */
 /* Slots passed in the record's dicts and sets (_pickle_probes.h), ~5-40
- * ns each (weighed by the table's size): at most this many a pickle byte,
+ * ns each (weighed by the size of the record's tables): at most this many a pickle byte,
  * and PROBE_FLOOR, what the counting unpickler's budget allows
  * (safe_budget.PROBES_A_UNIT a unit): past it, the record is refused.
  * Ints and random keys pass 0-2 a key (a few bytes each); timestamps, ids
@@ -78,7 +78,7 @@ typedef struct {
     probe_table *tables;   /* of the dicts and sets the record makes */
     Py_ssize_t stack_len, stack_cap, pool_len, pool_cap, memo_len, memo_cap;
     Py_ssize_t entries_len, entries_cap, marks_len, marks_cap, filled, room;
-    Py_ssize_t tables_len, tables_cap;
+    Py_ssize_t tables_len, tables_cap, slots; /* (slots: of all the tables) */
     probe_count probes;    /* slots passed in the tables, and how many may be */
     int bits;              /* 2**bits buckets */
     int shared;            /* the record may hash an object again (see hashed) */
@@ -240,9 +240,12 @@ placed(pass *s, Py_ssize_t t, value *key)
     if (t < 0 || (key->kind != NUMBER_KEY && key->kind != TUPLE_KEY))
         return 1;
     int fresh = !key->pooled, got = pooled(s, key);
+    probe_table *table = &s->tables[t];
+    Py_ssize_t size = table->log2 ? (Py_ssize_t)1 << table->log2 : 0;
+    s->probes.others = s->slots - size; /* (slot_cost) */
     if (got > 0)
-        got = probe_add(&s->tables[t], key->hash, key->pooled - 1, same_pooled, s, &s->probes,
-                        &s->room);
+        got = probe_add(table, key->hash, key->pooled - 1, same_pooled, s, &s->probes, &s->room);
+    s->slots += (table->log2 ? (Py_ssize_t)1 << table->log2 : 0) - size;
     if (got == 2 && fresh) { /* an equal key was there: this one is not kept */
         s->pool_len--;
         key->pooled = 0;
@@ -411,7 +414,9 @@ step(pass *s, const unsigned char *p, Py_ssize_t size, uint64_t n)
         if ((got = hash_items(s, mark, op == DICT ? 2 : 1, s->tables_len - 1)) <= 0)
             return got;
         if (op == FROZENSET) { /* never added to again: its table is done with */
-            probe_free(&s->tables[--s->tables_len]);
+            probe_table *done = &s->tables[--s->tables_len];
+            s->slots -= done->log2 ? (Py_ssize_t)1 << done->log2 : 0;
+            probe_free(done);
             made = (value){.kind = OTHER};
         }
         if ((got = GROW(s, stack, mark + 1)) <= 0) /* (room for an empty one) */

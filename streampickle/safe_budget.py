@@ -495,7 +495,7 @@ class ProbedTables:
 
     def __init__(self) -> None:
         self._held: dict[int, tuple[Any, ProbeTable]] = {}
-        self._keys = 0  # in the tables held
+        self._keys = self._slots = 0  # in the tables held
         self._sweep_at = SWEEP_FROM
         self._made: ProbeTable | None = None  # the last new container's
 
@@ -507,18 +507,20 @@ class ProbedTables:
         """The slots hashing ``items`` into ``target`` passes (None: a new
         set or frozenset if ``is_set``, else dict, noted by ``made`` once
         made; of a container's keys, as CPython makes one of another),
-        counted up to just past ``limit``."""
+        counted up to just past ``limit``, each weighed by the slots of its
+        table and of those held (a slot_cost of _pickle_probes.c)."""
         self._made = None
         if target is not None:
             table = self._of(target)
             if table is not None:
-                before = len(table)
-                passed = table.add(items, limit)
-                self._keys += len(table) - before
+                keys, size = len(table), table.size
+                passed = table.add(items, limit, self._slots - size)
+                self._keys += len(table) - keys
+                self._slots += table.size - size
                 return int(passed)
             table = ProbeTable(is_set)
             table.add(list(target))  # (its keys' passes counted as they came)
-            passed = table.add(items, limit)
+            passed = table.add(items, limit, self._slots)
             if len(table) > SMALL_TABLE or len(target) > SMALL_TABLE:
                 # held, even of no key placed: made again on each add, a dict
                 # of 80,000 strings added to by SETITEM took 49 s a MB (36th review)
@@ -526,9 +528,9 @@ class ProbedTables:
             return int(passed)
         table = ProbeTable(is_set)
         if isinstance(items, dict | set | frozenset):
-            passed = table.merge(items, self._of(items), limit)
+            passed = table.merge(items, self._of(items), limit, self._slots)
         else:
-            passed = table.add(items, limit)
+            passed = table.add(items, limit, self._slots)
         self._made = table if len(table) > SMALL_TABLE else None
         return int(passed)
 
@@ -541,12 +543,14 @@ class ProbedTables:
     def _hold(self, container: Any, table: ProbeTable) -> None:
         self._held[id(container)] = (container, table)
         self._keys += len(table)
+        self._slots += table.size
         if self._keys > self._sweep_at:
             # forget what only this holds, by the keys held: sets of 1,000
             # frozensets each dropped once made, 40 of them held 53 times
             # the record (the 28th review's record)
             live = {k: v for k, v in self._held.items() if getrefcount(v[0]) > HELD_ONLY}
             self._keys = sum(len(table) for _, table in live.values())
+            self._slots = sum(table.size for _, table in live.values())
             self._held, self._sweep_at = live, 2 * self._keys + SWEEP_FROM
 
 

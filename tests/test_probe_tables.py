@@ -219,20 +219,21 @@ def test_text_ints_are_read_and_placed() -> None:
     assert check_whole(pickled, strict=True) is True
 
 
-def _reference_probes(hashes: list[int]) -> int:
+def _reference_probes(hashes: list[int], others: int = 0) -> int:
     """A dict's slots passed, as _pickle_probes.h describes the table, for
     new keys of distinct hashes: each looked up (its path to an empty slot),
     then, where the table is full, every key placed again in one of the
     least power of two at least 3 times as many slots, and it placed there;
-    each slot passed weighed 1 in a table under 2**16 slots, 2 under 2**19,
-    else 4. In Python."""
+    each slot passed weighed 1 where the table's slots and ``others`` are
+    at most 2**16, 2 up to 2**19, else 4. In Python."""
     size, passed, table, entries = 8, 0, [False] * 8, []
 
     def path_end(h: int) -> int:
         nonlocal passed
         mask, i, perturb = size - 1, h & (size - 1), h
+        slots = size + others
         while table[i]:
-            passed += 1 if mask < 1 << 16 else 2 if mask < 1 << 19 else 4
+            passed += 1 if slots <= 1 << 16 else 2 if slots <= 1 << 19 else 4
             perturb >>= 5
             i = (i * 5 + perturb + 1) & mask
         return i
@@ -252,15 +253,20 @@ def _reference_probes(hashes: list[int]) -> int:
     return passed
 
 
-@pytest.mark.parametrize("count", [1000, 400_000])
-def test_slots_passed_are_weighed_by_the_tables_size(count: int) -> None:
-    """Each slot passed counts 1 in a table under 2**16 slots, 2 under 2**19
-    and 4 beyond (misses: paths spread over a dict of 2**22 slots took 37 ns
-    a slot, 36th review), through every resize, as a model written apart
-    from it counts them (400,000 keys end in a table of 2**20)."""
+@pytest.mark.parametrize(
+    "count, others", [(1000, 0), (400_000, 0), (1000, 60_000), (1000, 1 << 19)]
+)
+def test_slots_passed_are_weighed_by_the_tables_size(count: int, others: int) -> None:
+    """Each slot passed counts 1 where the record's tables hold at most
+    2**16 slots, 2 up to 2**19 and 4 beyond (misses: paths spread over a
+    dict of 2**22 slots took 37 ns a slot, 36th review; sixty dicts of 2**16
+    filled in turn, 22 ns, 37th), through every resize, as a model written
+    apart from it counts them (400,000 keys end in a table of 2**20)."""
     rng = random.Random(count)
     keys = [rng.getrandbits(62) for _ in range(count)]
-    assert ProbeTable(False).add(keys) == _reference_probes([hash(k) % 2**64 for k in keys])
+    hashes = [hash(k) % 2**64 for k in keys]
+    passed = ProbeTable(False).add(keys, sys.maxsize, others)
+    assert passed == _reference_probes(hashes, others)
 
 
 def test_a_dict_of_strings_added_to_one_key_at_a_time_loads_in_time() -> None:
