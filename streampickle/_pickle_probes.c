@@ -2,6 +2,10 @@
 #include "_pickle_probes.h"
 
 #define MIN_LOG2 3 /* PyDict_LOG_MINSIZE, PySet_MINSIZE */
+/* A slot: 1 + its entry, and the low 32 bits of the entry's hash above
+ * (a path reads an entry only where they match: a miss fewer a slot). */
+#define SLOT(hash, entry) ((uint64_t)(uint32_t)(hash) << 32 | (entry))
+#define SLOT_ENTRY(slot) ((uint32_t)(slot))
 #define PERTURB_SHIFT 5
 #define LINEAR_PROBES 9
 #define SET_DOUBLES 50000 /* a set past this many keys grows to 2x, not 4x */
@@ -32,7 +36,7 @@ next_slot(size_t i, uint64_t *perturb, size_t mask)
  * the limit (a path may be as long as the table). */
 #define PAST_LIMIT SIZE_MAX
 static size_t
-empty_slot(const uint32_t *slots, size_t mask, uint64_t hash, int is_set, probe_count *c)
+empty_slot(const uint64_t *slots, size_t mask, uint64_t hash, int is_set, probe_count *c)
 {
     uint64_t perturb = hash;
     size_t i = (size_t)hash & mask;
@@ -54,20 +58,20 @@ static int
 resize(probe_table *t, uint8_t log2, probe_count *c, Py_ssize_t *room)
 {
     size_t size = (size_t)1 << log2;
-    if (log2 > 31 || (room != NULL && (*room -= (Py_ssize_t)(size * sizeof(uint32_t))) < 0))
+    if (log2 > 31 || (room != NULL && (*room -= (Py_ssize_t)(size * sizeof(uint64_t))) < 0))
         return 0;
-    uint32_t *slots = PyMem_Calloc(size, sizeof(uint32_t));
+    uint64_t *slots = PyMem_Calloc(size, sizeof(uint64_t));
     if (slots == NULL)
         return PyErr_NoMemory(), -1;
     size_t old = t->log2 ? (size_t)1 << t->log2 : 0;
     for (size_t k = 0; k < (t->is_set ? old : (size_t)t->used); k++) {
-        uint32_t entry = t->is_set ? t->slots[k] : (uint32_t)k + 1;
-        size_t at = entry ? empty_slot(slots, size - 1, t->entries[entry - 1].hash, t->is_set, c)
-                          : 0;
+        uint32_t entry = t->is_set ? SLOT_ENTRY(t->slots[k]) : (uint32_t)k + 1;
+        uint64_t hash = entry ? t->entries[entry - 1].hash : 0;
+        size_t at = entry ? empty_slot(slots, size - 1, hash, t->is_set, c) : 0;
         if (at == PAST_LIMIT)
             return PyMem_Free(slots), 0;
         if (entry)
-            slots[at] = entry;
+            slots[at] = SLOT(hash, entry);
     }
     PyMem_Free(t->slots);
     t->slots = slots;
@@ -99,11 +103,11 @@ find(const probe_table *t, uint64_t hash, uintptr_t key, same_key_fn same, void 
     for (;;) {
         size_t run = t->is_set && i + LINEAR_PROBES <= mask ? LINEAR_PROBES : 0;
         for (size_t j = 0; j <= run; j++) {
-            uint32_t entry = t->slots[i + j];
-            if (!entry)
+            uint64_t slot = t->slots[i + j];
+            if (!slot)
                 return *at = i + j, 0;
-            const probe_entry *e = &t->entries[entry - 1];
-            if (e->hash == hash) {
+            const probe_entry *e = &t->entries[SLOT_ENTRY(slot) - 1];
+            if (slot >> 32 == (uint32_t)hash && e->hash == hash) { /* (its entry read only so) */
                 int equal = e->key == key ? 1 : same(context, e->key, key);
                 if (equal)
                     return equal;
@@ -149,7 +153,7 @@ probe_add(probe_table *t, uint64_t hash, uintptr_t key, same_key_fn same, void *
     size_t mask = ((size_t)1 << t->log2) - 1;
     if (grew && (at = empty_slot(t->slots, mask, hash, t->is_set, c)) == PAST_LIMIT)
         return 0; /* (its path in the new table) */
-    t->slots[at] = (uint32_t)++t->used;
+    t->slots[at] = SLOT(hash, (uint32_t)++t->used);
     t->usable--;
     if (t->is_set && (size_t)t->used * 5 >= mask * 3) /* fill * 5 >= mask * 3 */
         return resize(t, log2_of((t->used > SET_DOUBLES ? t->used * 2 : t->used * 4) + 1), c,
@@ -263,11 +267,11 @@ static int
 copied(probe_table *t, const probe_table *src)
 {
     size_t size = (size_t)1 << src->log2;
-    t->slots = PyMem_Malloc(size * sizeof(uint32_t));
+    t->slots = PyMem_Malloc(size * sizeof(uint64_t));
     t->entries = PyMem_Malloc((size_t)(src->used ? src->used : 1) * sizeof(probe_entry));
     if (t->slots == NULL || t->entries == NULL)
         return probe_free(t), PyErr_NoMemory(), -1;
-    memcpy(t->slots, src->slots, size * sizeof(uint32_t));
+    memcpy(t->slots, src->slots, size * sizeof(uint64_t));
     memcpy(t->entries, src->entries, (size_t)src->used * sizeof(probe_entry));
     t->used = t->cap = src->used;
     t->usable = src->usable;
@@ -334,7 +338,7 @@ ProbeTable_slots(ProbeTable *self, PyObject *Py_UNUSED(ignored))
     Py_ssize_t size = self->table.log2 ? (Py_ssize_t)1 << self->table.log2 : 0;
     PyObject *slots = PyList_New(size);
     for (Py_ssize_t i = 0; slots != NULL && i < size; i++) {
-        PyObject *entry = PyLong_FromLong((long)self->table.slots[i] - 1);
+        PyObject *entry = PyLong_FromLong((long)SLOT_ENTRY(self->table.slots[i]) - 1);
         if (entry == NULL)
             Py_CLEAR(slots);
         else

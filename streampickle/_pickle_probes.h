@@ -27,7 +27,7 @@ typedef struct {
 } probe_entry;
 
 typedef struct {
-    uint32_t *slots;       /* 2**log2 of them: 0 empty, else 1 + an entry */
+    uint64_t *slots;       /* 2**log2 of them: 0 empty, else 1 + an entry (and its hash) */
     probe_entry *entries;  /* a dict's in insertion order */
     Py_ssize_t used, cap;  /* entries, and room for them */
     Py_ssize_t usable;     /* a dict's: entries it takes before it grows */
