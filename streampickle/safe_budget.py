@@ -55,8 +55,8 @@ HELD_ONLY = 2
 LISTED_ONLY = 3  # in a list: the list's, the loop's and getrefcount's
 NUMPY_COMPARED = 16
 #: slots a key's path through a dict's or set's table passes (ProbedTables),
-#: ~10-20 ns each: this many a unit, so that the budget allows 32 a pickle
-#: byte, as the count in C does (_pickle_scan_keys.c's PROBE_SHARE)
+#: weighed as misses where the tables are large: this many a unit, so that the
+#: budget allows 32 a pickle byte, as the count in C does (PROBE_SHARE)
 PROBES_A_UNIT = 4
 #: the table of a container of at most this many keys (a dict's or set's first
 #: 8 slots) is made again when keys are added to it, not held (ProbedTables)
@@ -542,14 +542,14 @@ class ProbedTables:
 
     def _hold(self, container: Any, table: ProbeTable) -> None:
         self._held[id(container)] = (container, table)
-        self._keys += len(table)
+        self._keys += len(table) + 1  # (a container of strings alone: one)
         self._slots += table.size
         if self._keys > self._sweep_at:
-            # forget what only this holds, by the keys held: sets of 1,000
-            # frozensets each dropped once made, 40 of them held 53 times
-            # the record (the 28th review's record)
+            # forget what only this holds, by the keys and containers held:
+            # sets of 1,000 frozensets each dropped once made, 40 of them
+            # held 53 times the record (the 28th review's record)
             live = {k: v for k, v in self._held.items() if getrefcount(v[0]) > HELD_ONLY}
-            self._keys = sum(len(table) for _, table in live.values())
+            self._keys = sum(len(table) + 1 for _, table in live.values())
             self._slots = sum(table.size for _, table in live.values())
             self._held, self._sweep_at = live, 2 * self._keys + SWEEP_FROM
 
