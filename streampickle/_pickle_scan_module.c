@@ -153,7 +153,7 @@ static PyMethodDef methods[] = {
      "key_hashes(data, /)\n--\n\n"
      "The hashes of the keys of a chosen hash a plain pickle hashes, as\n"
      "safe mode works them out (_pickle_scan_keys.c); None if it leaves the\n"
-     "pickle to the counting unpickler."},
+     "pickle to the counting unpickler; ValueError if it refuses it."},
     {NULL, NULL, 0, NULL},
 };
 
