@@ -63,7 +63,7 @@ resize(probe_table *t, uint8_t log2, probe_count *c, Py_ssize_t *room)
     uint64_t *slots = PyMem_Calloc(size, sizeof(uint64_t));
     if (slots == NULL)
         return PyErr_NoMemory(), -1;
-    size_t old = t->log2 ? (size_t)1 << t->log2 : 0;
+    size_t old = (size_t)probe_size(t);
     for (size_t k = 0; k < (t->is_set ? old : (size_t)t->used); k++) {
         uint32_t entry = t->is_set ? SLOT_ENTRY(t->slots[k]) : (uint32_t)k + 1;
         uint64_t hash = entry ? t->entries[entry - 1].hash : 0;
@@ -324,7 +324,7 @@ ProbeTable_len(ProbeTable *self)
 static PyObject *
 ProbeTable_get_size(ProbeTable *self, void *Py_UNUSED(closure))
 {
-    return PyLong_FromSsize_t(self->table.log2 ? (Py_ssize_t)1 << self->table.log2 : 0);
+    return PyLong_FromSsize_t(probe_size(&self->table));
 }
 
 static PyGetSetDef ProbeTable_getset[] = {
@@ -335,7 +335,7 @@ static PyGetSetDef ProbeTable_getset[] = {
 static PyObject *
 ProbeTable_slots(ProbeTable *self, PyObject *Py_UNUSED(ignored))
 {
-    Py_ssize_t size = self->table.log2 ? (Py_ssize_t)1 << self->table.log2 : 0;
+    Py_ssize_t size = probe_size(&self->table);
     PyObject *slots = PyList_New(size);
     for (Py_ssize_t i = 0; slots != NULL && i < size; i++) {
         PyObject *entry = PyLong_FromLong((long)SLOT_ENTRY(self->table.slots[i]) - 1);

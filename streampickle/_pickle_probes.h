@@ -34,6 +34,13 @@ typedef struct {
     uint8_t log2, is_set;  /* log2 0: no table yet */
 } probe_table;
 
+/* Its slots (0: no table yet). */
+static inline Py_ssize_t
+probe_size(const probe_table *t)
+{
+    return t->log2 ? (Py_ssize_t)1 << t->log2 : 0;
+}
+
 /* Whether two keys of one hash are one: 1, 0, or -1 with an error set. */
 typedef int (*same_key_fn)(void *context, uintptr_t a, uintptr_t b);
 

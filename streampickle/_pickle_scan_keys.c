@@ -241,11 +241,11 @@ placed(pass *s, Py_ssize_t t, value *key)
         return 1;
     int fresh = !key->pooled, got = pooled(s, key);
     probe_table *table = &s->tables[t];
-    Py_ssize_t size = table->log2 ? (Py_ssize_t)1 << table->log2 : 0;
+    Py_ssize_t size = probe_size(table);
     s->probes.others = s->slots - size; /* (slot_cost) */
     if (got > 0)
         got = probe_add(table, key->hash, key->pooled - 1, same_pooled, s, &s->probes, &s->room);
-    s->slots += (table->log2 ? (Py_ssize_t)1 << table->log2 : 0) - size;
+    s->slots += probe_size(table) - size;
     if (got == 2 && fresh) { /* an equal key was there: this one is not kept */
         s->pool_len--;
         key->pooled = 0;
@@ -415,7 +415,7 @@ step(pass *s, const unsigned char *p, Py_ssize_t size, uint64_t n)
             return got;
         if (op == FROZENSET) { /* never added to again: its table is done with */
             probe_table *done = &s->tables[--s->tables_len];
-            s->slots -= done->log2 ? (Py_ssize_t)1 << done->log2 : 0;
+            s->slots -= probe_size(done);
             probe_free(done);
             made = (value){.kind = OTHER};
         }
