@@ -169,7 +169,7 @@ probe_free(probe_table *t)
     *t = (probe_table){.is_set = t->is_set};
 }
 
-/* -- the counting unpickler's tables (safe_budget.HashedKeys) ------------ */
+/* -- the counting unpickler's tables (safe_budget.ProbedTables) ---------- */
 
 typedef struct {
     PyObject_HEAD
@@ -266,7 +266,7 @@ ProbeTable_add(ProbeTable *self, PyObject *args)
 static int
 copied(probe_table *t, const probe_table *src)
 {
-    size_t size = (size_t)1 << src->log2;
+    size_t size = (size_t)probe_size(src);
     t->slots = PyMem_Malloc(size * sizeof(uint64_t));
     t->entries = PyMem_Malloc((size_t)(src->used ? src->used : 1) * sizeof(probe_entry));
     if (t->slots == NULL || t->entries == NULL)
@@ -308,8 +308,7 @@ ProbeTable_merge(ProbeTable *self, PyObject *args)
         && resize(t, t->is_set ? log2_of(2 * n + 1) : log2_of((n * 3 + 1) / 2), &c, NULL) <= 0)
         return PyErr_Occurred() ? NULL : PyErr_NoMemory();
     if (src != NULL && t->is_set && src->is_set && (t->log2 ? t->log2 : MIN_LOG2) == src->log2) {
-        probe_free(t);
-        t->is_set = 1;
+        probe_free(t); /* (it keeps is_set) */
         return copied(t, src) < 0 ? NULL : PyLong_FromLong(0);
     }
     return added(self, keys, &c) < 0 ? NULL : PyLong_FromSsize_t(c.passed);
