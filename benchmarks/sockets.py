@@ -359,7 +359,7 @@ def main() -> None:
     samples: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     try:
         digest = h.snapshot(data)
-        jobs = [
+        big_jobs = [
             ("big", t, k)
             for t in TRANSPORTS
             for k in BIG
@@ -367,12 +367,15 @@ def main() -> None:
         ]
         # A small run takes ~0.15 s and this VM's rates for it are bimodal (~68k and
         # ~95k messages/s for every contender): more runs for a stable median.
-        jobs += [("small", t, k) for t in TRANSPORTS for k in SMALL] * SMALL_ROUNDS
+        small_jobs = [("small", t, k) for t in TRANSPORTS for k in SMALL] * SMALL_ROUNDS
         for rep in range(repeat):
-            # A fresh order each repetition: this VM's slow spells (first-touch
-            # memory after a large run ends) must not always hit the same contender.
-            random.Random(rep).shuffle(jobs)
-            for kind, transport, key in jobs:
+            # A fresh order each repetition: this VM's slow spells must not always
+            # hit the same contender. The big runs of a repetition go one after
+            # another (about a minute in all), so that the ratios judged within
+            # it compare runs seconds apart, mostly inside one spell.
+            random.Random(rep).shuffle(big_jobs)
+            random.Random(rep).shuffle(small_jobs)
+            for kind, transport, key in big_jobs + small_jobs:
                 spec = {
                     "kind": kind,
                     "transport": transport,
@@ -403,8 +406,8 @@ def main() -> None:
         t: str, name: str, kind: str, ours: str, anchor: str, lim: float
     ) -> list[str]:
         """Judged on the median of each repetition's ratio (both ran in it,
-        minutes apart at most: this VM's slow spells last minutes), with the
-        ratio of medians and of the best runs beside it."""
+        close together: this VM's slow spells last minutes), with the ratio of
+        medians and of the best runs beside it."""
         mine, theirs = rates(kind, t, ours), rates(kind, t, anchor)
         paired = h.med(a / b for a, b in zip(mine, theirs, strict=True))
         return [
@@ -426,7 +429,7 @@ def main() -> None:
         f"median (min–max) of {repeat} runs ({repeat * SMALL_ROUNDS} for small "
         "messages), each in a fresh pair of processes "
         "(fork after making the connection), contenders in a shuffled order each "
-        "repetition; memory: max over runs",
+        "repetition, its big runs one after another; memory: max over runs",
         "- throughput = array bytes / (receiver done - sender started), system-wide "
         "monotonic clock; GB = 1e9 B",
         "",
@@ -518,9 +521,9 @@ def main() -> None:
         )
         lines += [
             f"Targets on {tname} (streampickle): judged on the median of the ratios "
-            "within each repetition (the two contenders ran minutes apart at most, "
-            "in a shuffled order); the ratio of the medians and of the best runs "
-            "beside it:",
+            "within each repetition (big runs: a minute apart at most; small: a few "
+            "minutes; in a shuffled order); the ratio of the medians and of the best "
+            "runs beside it:",
             "",
             *h.table(
                 ["target", "value", "target", "", "ratio of medians", "best / best"], rows
