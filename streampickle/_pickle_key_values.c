@@ -3,10 +3,9 @@
 #include "_pickle_opcodes.h"
 
 static uint64_t none_hash, empty_str_hash, empty_bytes_hash;
+static uint64_t data_seed; /* random: where every string's data hash starts */
 
-/* What comparing one string of 4 KiB costs, where shorter ones stay on
- * the C unpickler when shared (_pickle_opcodes.h's costly_from). */
-#define COMPARED_TEXT 4096
+#define FNV_PRIME 1099511628211ULL
 
 #if SIZEOF_VOID_P == 8
 #define XXPRIME_1 11400714785074694791ULL
@@ -96,39 +95,183 @@ number(value *v, enum tag tag, uint64_t bits, int chosen)
     return failed ? -1 : 0;
 }
 
-/* A tuple of the ``n`` values at ``items``: a TUPLE_KEY if all are numbers
- * and there are 1 to KEY_ITEMS, its hash chosen where two are or one has a
- * chosen hash. One of strings (at most two) and at most one number whose
- * hash is not chosen hashes with its strings' secret (_pickle_scan_hash.h's
- * hash_flags): a TEXT_KEY, not counted. But up to 4 strings share a hash
- * with each (a str and bytes of one data), and ~14 numbers with a number
- * (-1 and -2, ~12 floats), so as many such tuples may, and an equal one
- * added again (from the memo, for 2 bytes) is compared with each, its
- * strings byte by byte (33rd review: 125 GB of memcmp a MiB): a
- * LONG_TEXT_KEY (counted in Python where a record shares objects) where
- * that passes what comparing one string of 4 KiB costs. (Two strings and a
- * number have up to 224 variants: a hash a pickle may choose, hash_flags.)
- * A tuple in it is hashed again each time, as deep as they nest: OTHER. */
-void
-tuple_of(value *v, const value *items, Py_ssize_t n)
+/* The code point of the UTF-8 at ``*c`` (lone surrogates as pickle's
+ * "surrogatepass" reads them), moving ``*c`` past it; -1 where CPython's
+ * decoder would refuse it. */
+static int32_t
+code_point(const unsigned char **c, const unsigned char *end)
 {
-    value t = {.kind = n >= 1 && n <= KEY_ITEMS ? TUPLE_KEY : OTHER, .n = (uint8_t)n};
-    int strings = 0, numbers = 0, long_text = 0;
-    uint64_t lanes[KEY_ITEMS];
-    for (Py_ssize_t i = 0; i < n && t.kind != OTHER; i++) {
+    const unsigned char *at = *c;
+    uint32_t cp = at[0];
+    int more = cp < 0x80 ? 0 : cp >= 0xC2 && cp < 0xE0 ? 1 : cp >= 0xE0 && cp < 0xF0 ? 2
+             : cp >= 0xF0 && cp < 0xF5                ? 3
+                                                      : -1;
+    if (more < 0 || end - at <= more)
+        return -1;
+    cp &= 0x7Fu >> more;
+    for (int i = 1; i <= more; i++) {
+        if ((at[i] & 0xC0) != 0x80)
+            return -1;
+        cp = cp << 6 | (at[i] & 0x3F);
+    }
+    if ((more == 2 && cp < 0x800) || (more == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return -1; /* overlong, or past Unicode */
+    *c = at + 1 + more;
+    return (int32_t)cp;
+}
+
+/* Hash a string's data bytes as CPython holds them (a bytes' own; a str's
+ * 1, 2 or 4 bytes a character, as its largest needs: what its secret hash
+ * is of, so a str and bytes of equal data bytes share it) into ``v->hash``,
+ * and which it is in ``tags[2]``: 0 bytes, 1, 2 or 3 a str of 1, 2 or 4
+ * bytes a character. 0, or -1 where its UTF-8 is not a str's. */
+static int
+data_hash(value *v)
+{
+    const unsigned char *p = (const unsigned char *)(uintptr_t)v->bits[0];
+    const unsigned char *end = p + v->bits[1], *c = p;
+    uint64_t h = data_seed;
+    if (v->tags[0] == BYTES_TEXT) {
+        for (; c < end; c++)
+            h = (h ^ *c) * FNV_PRIME;
+    }
+    else {
+        int32_t largest = 0, cp;
+        while (c < end)
+            if ((cp = code_point(&c, end)) < 0)
+                return -1;
+            else if (cp > largest)
+                largest = cp;
+        int width = largest < 0x100 ? 1 : largest < 0x10000 ? 2 : 4;
+        v->tags[2] = (uint8_t)(width == 4 ? 3 : width); /* (0: bytes) */
+        for (c = p; c < end;) {
+            uint32_t unit = (uint32_t)code_point(&c, end);
+            for (int i = 0; i < width; i++) /* the data bytes, little-endian */
+                h = (h ^ (unit >> 8 * i & 0xFF)) * FNV_PRIME;
+        }
+    }
+    v->hash = h;
+    return 0;
+}
+
+int
+text_data(value *v, value *pool)
+{
+    if (v->tags[1] == 0 && pool != NULL && v->pooled) /* a copy from the memo: */
+        *v = pool[v->pooled - 1]; /* its hash, if worked out since */
+    if (v->tags[1] == 0 && v->tags[0] != OLD_TEXT) {
+        v->tags[1] = data_hash(v) < 0 ? 2 : 1;
+        if (pool != NULL && v->pooled) /* once for each memo'd string */
+            pool[v->pooled - 1] = *v;
+    }
+    return v->tags[1] == 1;
+}
+
+/* One lane more of a TEXT_TUPLE_KEY's class: ``kind`` 1 a string's data
+ * hash, 2 a number's hash. */
+static uint64_t
+class_lane(uint64_t acc, int kind, uint64_t lane)
+{
+    acc = (acc ^ (uint64_t)kind) * FNV_PRIME + lane * XXPRIME_2;
+    return XXROTATE(acc) * XXPRIME_1;
+}
+
+/* A tuple of strings and numbers (``items``: ``n``, at least one string).
+ * One of at most two strings and at most one number whose hash is not
+ * chosen hashes with its strings' secret (_pickle_scan_hash.h's
+ * hash_flags): a TEXT_KEY, not counted. But up to 4 strings share a hash
+ * with each (a str and bytes of one data, and strs of other widths), and
+ * ~14 numbers with a number (-1 and -2, ~12 floats), so as many such tuples
+ * may, and an equal one added again (from the memo, for 2 bytes) is
+ * compared with each, its strings byte by byte (33rd review: 125 GB of
+ * memcmp a MiB): a LONG_TEXT_KEY (counted in Python where a record shares
+ * objects) where that passes what comparing one string of 4 KiB costs.
+ * More strings, two and a number, or a number of a chosen hash (up to 4**k
+ * variants of one hash, 224 of two strings and a number: 34th review) make
+ * a TEXT_TUPLE_KEY, counted by its class: its strings' data hashes and its
+ * number's hash, lane by lane, what its hash is a function of (xxHash's
+ * lanes: one number among fixed strings collides only as a number of its
+ * hash; strings of other data by chance of the secret). Keys of a class are
+ * told apart by their strings' forms (bytes, or a str of 1, 2 or 4 bytes a
+ * character: data_hash) and by the number itself. Two
+ * numbers (whose lanes a pickle may solve against the strings' unknown
+ * ones), a long or protocol 0-2 string, or more than TEXT_TUPLE_DATA bytes
+ * of strings: OTHER. */
+static void
+text_tuple(value *v, value *items, Py_ssize_t n, value *pool)
+{
+    value t = {.kind = TEXT_KEY, .n = (uint8_t)n};
+    int strings = 0, numbers = 0, long_text = 0, old = 0;
+    uint64_t data = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
         const value *item = &items[i];
         if ((item->kind == TEXT_KEY || item->kind == LONG_TEXT_KEY) && item->n == 0) {
             strings++;
             long_text |= item->kind == LONG_TEXT_KEY;
+            old |= item->tags[0] == OLD_TEXT;
             t.longest = item->longest > t.longest ? item->longest : t.longest;
-            t.kind = TEXT_KEY;
+            data += item->longest;
             continue;
         }
         if (item->kind != NUMBER_KEY) { /* (a tuple of strings too) */
+            *v = (value){.kind = OTHER};
+            return;
+        }
+        numbers++;
+        t.tags[0] = item->tags[0];
+        t.bits[0] = item->bits[0];
+        t.chosen |= item->chosen;
+    }
+    if (!(numbers > 1 || strings > 2 || (strings == 2 && numbers) || t.chosen)) {
+        uint64_t variants = ((uint64_t)1 << 2 * strings) * (numbers ? 16 : 1);
+        t.kind = long_text || variants * t.longest >= COMPARED_TEXT ? LONG_TEXT_KEY : TEXT_KEY;
+        *v = t;
+        return;
+    }
+    if (numbers > 1 || long_text || old || n > TEXT_LANES || data > TEXT_TUPLE_DATA) {
+        *v = (value){.kind = OTHER};
+        return;
+    }
+    uint64_t class = data_seed ^ (uint64_t)n, forms[2] = {0, 0};
+    for (Py_ssize_t i = 0; i < n; i++) {
+        value *item = &items[i];
+        if (item->kind == NUMBER_KEY) {
+            class = class_lane(class, 2, item->hash);
+            continue;
+        }
+        if (!text_data(item, pool)) {
+            *v = (value){.kind = OTHER};
+            return;
+        }
+        class = class_lane(class, 1, item->hash);
+        forms[i / 32] |= (uint64_t)item->tags[2] << 2 * (i % 32);
+    }
+    t.kind = TEXT_TUPLE_KEY;
+    t.chosen = 1;
+    t.hash = class;
+    t.bits[1] = forms[0];
+    t.bits[2] = forms[1];
+    *v = t;
+}
+
+/* A tuple of the ``n`` values at ``items``: a TUPLE_KEY if all are numbers
+ * and there are 1 to KEY_ITEMS, its hash chosen where two are or one has a
+ * chosen hash; of strings and numbers, text_tuple's. A tuple in it is
+ * hashed again each time, as deep as they nest: OTHER. */
+void
+tuple_of(value *v, value *items, Py_ssize_t n, value *pool)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((items[i].kind == TEXT_KEY || items[i].kind == LONG_TEXT_KEY) && items[i].n == 0)
+            return text_tuple(v, items, n, pool);
+    value t = {.kind = n >= 1 && n <= KEY_ITEMS ? TUPLE_KEY : OTHER, .n = (uint8_t)n};
+    uint64_t lanes[KEY_ITEMS];
+    for (Py_ssize_t i = 0; i < n && t.kind != OTHER; i++) {
+        const value *item = &items[i];
+        if (item->kind != NUMBER_KEY) {
             t.kind = OTHER;
             break;
         }
-        numbers++;
         t.tags[i] = item->tags[0];
         t.bits[i] = item->bits[0];
         t.chosen |= item->chosen;
@@ -138,13 +281,6 @@ tuple_of(value *v, const value *items, Py_ssize_t n)
         t.chosen |= n > 1;
         t.hash = tuple_hash(lanes, (int)n);
     }
-    else if (t.kind == TEXT_KEY) {
-        uint64_t variants = ((uint64_t)1 << 2 * strings) * (numbers ? 16 : 1);
-        if (numbers > 1 || strings > 2 || (strings == 2 && numbers) || t.chosen)
-            t.kind = OTHER; /* a hash a pickle may choose, not worked out here */
-        else if (long_text || variants * t.longest >= COMPARED_TEXT)
-            t.kind = LONG_TEXT_KEY;
-    }
     *v = t;
 }
 
@@ -153,10 +289,22 @@ same_key(const value *a, const value *b)
 {
     if (a->kind != b->kind || a->n != b->n || a->hash != b->hash)
         return 0;
-    for (int i = 0; i < a->n; i++)
+    int items = a->kind == TEXT_TUPLE_KEY ? 3 : a->n; /* its number; its strings' forms */
+    for (int i = 0; i < items; i++)
         if (a->tags[i] != b->tags[i] || a->bits[i] != b->bits[i])
             return 0;
     return 1;
+}
+
+/* A string of ``n`` bytes, pushed by the opcode at ``p``, as ``v``. */
+static int
+text_at(value *v, uint8_t kind, enum text text, const unsigned char *p, uint64_t n)
+{
+    *v = (value){.kind = kind, .longest = n < UINT32_MAX ? (uint32_t)n : UINT32_MAX};
+    v->tags[0] = (uint8_t)text;
+    v->bits[0] = (uint64_t)(uintptr_t)(p + 1 + width_of[p[0]]);
+    v->bits[1] = n;
+    return 0;
 }
 
 int
@@ -166,7 +314,6 @@ scalar(value *v, const unsigned char *p, uint64_t n)
     uint8_t text = dag_bits[op] & BY_SIZE && 1 + width_of[op] + n >= (uint64_t)costly_from[op]
                        ? LONG_TEXT_KEY
                        : TEXT_KEY;
-    uint32_t longest = n < UINT32_MAX ? (uint32_t)n : UINT32_MAX;
     *v = (value){.kind = OTHER}; /* containers, FLOAT and strings as text, LONG4 */
     switch (op) {
     case BININT1:
@@ -208,16 +355,14 @@ scalar(value *v, const unsigned char *p, uint64_t n)
     case SHORT_BINUNICODE:
     case BINUNICODE:
     case BINUNICODE8:
-        return n ? (v->kind = text, v->longest = longest, 0) : number(v, EMPTY_STR_TAG, 0, 0);
+        return n ? text_at(v, text, STR_TEXT, p, n) : number(v, EMPTY_STR_TAG, 0, 0);
     case SHORT_BINBYTES:
     case BINBYTES:
     case BINBYTES8:
-        return n ? (v->kind = text, v->longest = longest, 0) : number(v, EMPTY_BYTES_TAG, 0, 0);
+        return n ? text_at(v, text, BYTES_TEXT, p, n) : number(v, EMPTY_BYTES_TAG, 0, 0);
     case SHORT_BINSTRING:
     case BINSTRING: /* str or bytes, as the unpickler's encoding says */
-        v->kind = n ? text : OTHER;
-        v->longest = longest;
-        return 0;
+        return n ? text_at(v, text, OLD_TEXT, p, n) : 0;
     default:
         return 0;
     }
@@ -226,18 +371,19 @@ scalar(value *v, const unsigned char *p, uint64_t n)
 /* Whether the formulas above give this Python's hash() of ``obj``, a tuple
  * of numbers (or the number itself, ``alone``). */
 static int
-matches(PyObject *obj, const value *items, Py_ssize_t n, int alone)
+matches(PyObject *obj, value *items, Py_ssize_t n, int alone)
 {
     value t;
-    tuple_of(&t, items, n);
+    tuple_of(&t, items, n, NULL);
     Py_hash_t h = PyObject_Hash(obj);
     Py_DECREF(obj);
     return (uint64_t)h == (alone ? items[0].hash : t.hash);
 }
 
 int
-key_values_init(void)
+key_values_init(uint64_t seed)
 {
+    data_seed = seed;
     Py_hash_t none = PyObject_Hash(Py_None);
     PyObject *str = PyUnicode_FromStringAndSize(NULL, 0), *bytes = PyBytes_FromStringAndSize(NULL, 0);
     Py_hash_t empty_str = str ? PyObject_Hash(str) : -1, empty_bytes = bytes ? PyObject_Hash(bytes) : -1;

@@ -12,14 +12,36 @@
 #include "_pickle_scan.h"
 
 #define KEY_ITEMS 3 /* numbers in a tuple key read */
+#define KEY_SHARE 8 /* distinct keys of one chosen hash the count takes */
+#define TEXT_LANES 64 /* strings and number of a TEXT_TUPLE_KEY, at most */
+/* What comparing one string of 4 KiB costs, where shorter ones stay on
+ * the C unpickler when shared (_pickle_opcodes.h's costly_from). */
+#define COMPARED_TEXT 4096
+/* A TEXT_TUPLE_KEY's strings, in bytes, at most: one added is compared
+ * with the others of its class (KEY_SHARE - 1 at most), string by string,
+ * byte by byte where they are equal but not one object. */
+#define TEXT_TUPLE_DATA (COMPARED_TEXT / (KEY_SHARE - 1))
 
 /* What a stack item is, as the count reads it (a memo slot: ABSENT, OTHER,
  * or POOLED + where the count's pool holds it); a dict or set made by the
- * record is a TABLE (bits[0]: which of the count's probe tables). */
-enum kind { ABSENT, OTHER, TEXT_KEY, LONG_TEXT_KEY, NUMBER_KEY, TUPLE_KEY, TABLE, POOLED };
+ * record is a TABLE (bits[0]: which of the count's probe tables). A
+ * TEXT_TUPLE_KEY is a tuple of strings and at most one number whose
+ * variants of one hash a pickle may multiply (more than two strings, or
+ * two and a number, or a number of a chosen hash): counted by its data
+ * (tuple_of). */
+enum kind {
+    ABSENT, OTHER, TEXT_KEY, LONG_TEXT_KEY, NUMBER_KEY, TUPLE_KEY, TEXT_TUPLE_KEY, TABLE,
+    POOLED
+};
 /* What each number of a key is: its bits an int64, a double, or unused. */
 enum tag { INT_TAG, FLOAT_TAG, NONE_TAG, EMPTY_STR_TAG, EMPTY_BYTES_TAG };
+/* What a string is (a TEXT_KEY's tags[0]): a str read from UTF-8, a bytes,
+ * or a protocol 0-2 string (str or bytes as the unpickler's encoding says). */
+enum text { STR_TEXT = 1, BYTES_TEXT, OLD_TEXT };
 
+/* A string (TEXT_KEY or LONG_TEXT_KEY with n == 0) keeps where its data is
+ * in the pickle (bits[0], bits[1]: address and length), and once a tuple
+ * key needs it, the hash of its data bytes in ``hash`` (text_data). */
 typedef struct {
     uint64_t hash;              /* CPython's, as unsigned (NUMBER_KEY, TUPLE_KEY) */
     uint64_t bits[KEY_ITEMS];   /* the numbers */
@@ -37,13 +59,19 @@ int number(value *v, enum tag tag, uint64_t bits, int chosen);
  * other): 0, or -1 with an error set. */
 int scalar(value *v, const unsigned char *p, uint64_t n);
 /* The tuple of the ``n`` values at ``items``, as ``v`` (which may be the
- * first of them). */
-void tuple_of(value *v, const value *items, Py_ssize_t n);
+ * first of them). A string's data hash, worked out for it, is kept in
+ * ``pool`` too where the item came from there (``pool`` may be NULL). */
+void tuple_of(value *v, value *items, Py_ssize_t n, value *pool);
+/* Whether a string's data hash (for a TEXT_TUPLE_KEY's class) is in ``v``:
+ * worked out once (``tags[1]``: 1, or 2 where its UTF-8 is not a str's),
+ * and kept in ``pool`` too where ``v`` came from there (``pool`` may be
+ * NULL). A string of protocol 0-2: 0. */
+int text_data(value *v, value *pool);
 /* Whether two keys are one value. */
 int same_key(const value *a, const value *b);
 /* The constants' hashes, then the formulas checked against hash(): 1 if
  * they match, 0 if not (another Python: nothing is counted in C), -1 with
- * an error set. */
-int key_values_init(void);
+ * an error set. ``seed``: random, where strings' data hashes start. */
+int key_values_init(uint64_t seed);
 
 #endif

@@ -14,7 +14,10 @@
  * ones share each hash. When no hash has more than KEY_SHARE, no insert
  * compares more than that many (each in a few steps), besides the few that
  * share an unchosen hash by nature (-1 and -2; ~12 usual floats); strings,
- * and tuples of strings and at most one number, hash with a secret. The
+ * and tuples of strings and at most one number, hash with a secret, but
+ * those whose variants of one hash a pickle may multiply are counted by
+ * class (the data hashes of their strings, their number's hash: tuple_of's
+ * TEXT_TUPLE_KEY), KEY_SHARE of a class at most. The
  * record then loads in linear time and goes to the C unpickler. One that
  * hashes any other key (longer ints, nested tuples, frozensets, text
  * opcodes), or, where it shares objects, a string of 4 KiB or more again or
@@ -43,7 +46,6 @@
 #include "_pickle_opcodes.h"
 #include "_pickle_probes.h"
 
-#define KEY_SHARE 8 /* distinct keys of one chosen hash taken */
 #define ROOM 32     /* bytes of memory a pickle byte */
 /* Slots passed in the record's dicts and sets (_pickle_probes.h), ~5-40
  * ns each (weighed by the size of the record's tables): at most this many a pickle byte,
@@ -166,7 +168,7 @@ hashed(pass *s, value *key)
         return 0;
     if (!key->chosen)
         return 1; /* a hash a pickle cannot choose */
-    if (s->seen != NULL) {
+    if (s->seen != NULL && key->kind != TEXT_TUPLE_KEY) { /* (a secret hash) */
         PyObject *h = PyLong_FromSsize_t((Py_ssize_t)key->hash);
         if (h == NULL || PyList_Append(s->seen, h) < 0)
             return Py_XDECREF(h), -1;
@@ -368,8 +370,14 @@ step(pass *s, const unsigned char *p, Py_ssize_t size, uint64_t n)
         s->stack_len = mark;
         return 1;
     case DUP:
-        if (!len || (v = push_value(s, &got)) == NULL)
-            return len ? got : 0;
+        if (!len)
+            return 0;
+        v = &s->stack[len - 1];
+        if ((v->kind == TEXT_KEY || v->kind == LONG_TEXT_KEY) && v->n == 0
+            && v->longest <= TEXT_TUPLE_DATA)
+            text_data(v, s->pool); /* copies, each in a tuple key, hash it once */
+        if ((v = push_value(s, &got)) == NULL)
+            return got;
         *v = s->stack[len - 1];
         return 1;
     case MEMOIZE:
@@ -432,7 +440,7 @@ step(pass *s, const unsigned char *p, Py_ssize_t size, uint64_t n)
         if ((got = GROW(s, stack, mark + 1)) <= 0) /* (room for an empty one) */
             return got;
         if (op == TUPLE)
-            tuple_of(&s->stack[mark], &s->stack[mark], len - mark);
+            tuple_of(&s->stack[mark], &s->stack[mark], len - mark, s->pool);
         else
             s->stack[mark] = (value){.kind = OTHER};
         s->stack_len = mark + 1;
@@ -442,7 +450,7 @@ step(pass *s, const unsigned char *p, Py_ssize_t size, uint64_t n)
     case TUPLE3:
         if ((mark = len - (op - TUPLE1 + 1)) < 0)
             return 0;
-        tuple_of(&s->stack[mark], &s->stack[mark], len - mark);
+        tuple_of(&s->stack[mark], &s->stack[mark], len - mark, s->pool);
         s->stack_len = mark + 1;
         return 1;
     }
@@ -497,7 +505,7 @@ keys_init(void)
     uint64_t drawn;
     memcpy(&drawn, PyBytes_AS_STRING(random), 8);
     Py_DECREF(random);
-    if ((usable = key_values_init()) < 0)
+    if ((usable = key_values_init(drawn >> 1)) < 0)
         return -1;
     multiplier = drawn | 1;
     return 0;
