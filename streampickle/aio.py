@@ -22,6 +22,7 @@ from .format import Codec, Kind
 from .frames import verify_chunks
 from .io import SegmentSource
 from .pickler import Pickler as _BlockingPickler
+from .records import FRAME_COST
 from .unpickler import Unpickler as _BlockingUnpickler
 
 
@@ -95,14 +96,34 @@ class Unpickler:
         self._received = SegmentSource()
         self._offset = 0
         self._started = False
+        self._mark = 0  # an offset between frames, all pushed: where a load may resume
+        self._state = "open"  # or "ended", "broken": nothing more is received
         self._decoder = _BlockingUnpickler(
             self._received, safe=safe, allow=allow, max_size=max_size
         )
 
     async def load(self) -> Any:
-        """The next record; EOFError at the clean end of the stream."""
-        await self._receive_record()
-        return self._decoder.load()
+        """The next record; EOFError at the clean end of the stream. A load
+        cancelled (say by ``asyncio.wait_for``) before any byte of its record
+        came may be tried again; one cancelled or failed within a record
+        leaves the stream's place lost, and later loads raise StreamError."""
+        if self._state == "broken":
+            raise StreamError("stream unreadable after an earlier error or cancelled load")
+        if self._state == "open":
+            try:
+                await self._receive_record()
+            except BaseException:
+                if self._offset != self._mark:
+                    self._state = "broken"
+                raise
+        try:
+            return self._decoder.load()  # (which says why, once ended or broken)
+        except EOFError:
+            self._state = "ended"
+            raise
+        except BaseException:
+            self._state = "broken"
+            raise
 
     def __aiter__(self) -> Unpickler:
         return self
@@ -124,16 +145,21 @@ class Unpickler:
 
     async def _receive_record(self) -> None:
         """Receive the frames of the next record, or of the stream's tail, so
-        that the blocking decoder finds them. If the input ends early it stops:
-        the decoder then reports the truncation, at its offset."""
+        that the blocking decoder finds them. If the input ends early, or a
+        frame is one the record cannot hold there, it stops: the decoder then
+        reports the truncation or the frame, at its offset. What it holds is
+        bounded by max_size, which charges each frame its header as the
+        decoder does (a flood of empty frames: 39th review)."""
         push = self._received.push
         if not self._started:
-            self._started = True
             head = await self._read(fmt.STREAM_HEADER.size)
             push(head)
+            self._started = True
             if len(head) < fmt.STREAM_HEADER.size:
                 return
-        size = 0
+        self._mark = self._offset
+        size = chunks_owed = 0  # (the raw bytes of a compressed BUFFER's CHUNKs)
+        after: Kind | None = None
         while True:
             offset = self._offset
             raw = await self._read(fmt.FRAME_HEADER.size)
@@ -141,12 +167,18 @@ class Unpickler:
             if len(raw) < fmt.FRAME_HEADER.size:
                 return
             h = fmt.decode_frame_header(raw, offset, None)
-            if h.kind in (Kind.PICKLE, Kind.BUFFER):
-                size += h.raw_size
+            if not _may_follow(after, h, chunks_owed):
+                return
+            after = h.kind
+            if h.kind in _CHARGED:
+                size += h.raw_size + FRAME_COST
                 if self._max_size is not None and size > self._max_size:
                     raise StreamError(
                         f"record exceeds max_size={self._max_size} bytes at {h.where()}"
                     )
+            chunks_owed -= h.raw_size if h.kind is Kind.CHUNK else 0
+            if h.kind is Kind.BUFFER and h.codec is not Codec.NONE:
+                chunks_owed = h.raw_size
             if h.kind is Kind.BUFFER and h.codec is Codec.NONE:
                 if not await self._receive_buffer(h):
                     return
@@ -190,6 +222,23 @@ class Unpickler:
         self._received.push(out)
         self._received.push(table)
         return True
+
+
+_CHARGED = frozenset({Kind.PICKLE, Kind.BUFFER, Kind.PAD})
+
+
+def _may_follow(after: Kind | None, h: fmt.FrameHeader, chunks_owed: int) -> bool:
+    """Whether frame ``h`` may come in a record after a frame of kind
+    ``after`` (None: first), as the decoder reads them: the stream's end
+    (INDEX, END) first only, CHUNKs while a compressed BUFFER owes them, an
+    uncompressed BUFFER after PAD."""
+    if (h.kind is Kind.CHUNK) != (chunks_owed > 0):
+        return False
+    if after is Kind.PAD:
+        return h.kind is Kind.BUFFER and h.codec is Codec.NONE
+    if after is Kind.INDEX:
+        return h.kind is Kind.END
+    return after is None or h.kind not in (Kind.END, Kind.INDEX)
 
 
 async def dump(obj: Any, writer: asyncio.StreamWriter, **options: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _socket
 import collections
+import errno
 import io
 import mmap
 import os
@@ -369,8 +370,12 @@ class FileSource:
                 n = self._fill(view[got:])
             else:
                 data = self.file.read(want - got)
-                n = len(data)
-                view[got : got + n] = data
+                n = None if data is None else len(data)
+                if n:
+                    view[got : got + n] = data
+            if n is None:  # a non-blocking file with nothing yet: not its end
+                self.position += got
+                raise _would_block(self.position)
             if not n:
                 break
             got += n
@@ -382,15 +387,17 @@ class FileSource:
     def read(self, n: int) -> bytes:
         """Up to ``n`` bytes as one bytes object (fewer only at end of input):
         a single copy out of the file, where readinto needs a second."""
-        data: bytes = self.file.read(n) or b""
-        got = len(data)
-        if 0 < got < n:  # a pipe or raw file may return less: gather the rest
+        data: bytes | None = self.file.read(n)
+        got = 0 if data is None else len(data)
+        if data is not None and 0 < got < n:  # a pipe or raw file may return less
             parts = [data]
-            while got < n and (more := self.file.read(n - got)):
-                parts.append(more)
-                got += len(more)
-            data = b"".join(parts)
+            while got < n and (data := self.file.read(n - got)):
+                parts.append(data)
+                got += len(data)
+            data = b"".join(parts) if data is not None else None
         self.position += got
+        if data is None:  # a non-blocking file with nothing yet: not its end
+            raise _would_block(self.position)
         if self.position >= self.behind.next_at:
             self.behind.step(self.position)
         return data
@@ -401,6 +408,12 @@ class FileSource:
     def close(self) -> None:
         if self.owned:
             self.file.close()
+
+
+def _would_block(position: int) -> BlockingIOError:
+    return BlockingIOError(
+        errno.EAGAIN, f"no data ready at offset {position}: the file is non-blocking"
+    )
 
 
 def _timed_out(position: int) -> TimeoutError:
@@ -516,51 +529,73 @@ class MmapSource:
 class SegmentSource:
     """Bytes received ahead by an asynchronous reader (``streampickle.aio``),
     served to the blocking frame reader. Buffer payloads arrive already in
-    their final arrays and are handed over by ``view``, not copied again."""
+    their final arrays and are handed over by ``view``, not copied again;
+    a payload pushed whole is read back whole, not copied; small pieces
+    (frame headers) are joined, so a flood of them holds only their bytes."""
 
     seekable = False
+    #: bytes objects smaller than this join the last one pushed
+    JOINED = 1 << 12
 
     def __init__(self) -> None:
-        self.segments: collections.deque[memoryview] = collections.deque()
+        self.segments: collections.deque[Any] = collections.deque()
+        self.skip = 0  # bytes of the first segment read
         self.position = 0
+        self.run: bytearray | None = None  # the last segment, while pieces join it
 
     def push(self, data: Any) -> None:
-        self.segments.append(memoryview(data).cast("B"))
+        if type(data) is bytes and len(data) < self.JOINED:
+            if self.run is None:
+                self.run = bytearray()
+                self.segments.append(self.run)
+            self.run += data
+            return
+        self.run = None
+        self.segments.append(data)
 
     def readinto(self, view: memoryview) -> int:
         got = 0
+        self.run = None  # what is being read grows no more
         while got < view.nbytes and self.segments:
-            head = self.segments[0]
+            head = memoryview(self.segments[0]).cast("B")[self.skip :]
             take = min(head.nbytes, view.nbytes - got)
             view[got : got + take] = head[:take]
             got += take
             if take == head.nbytes:
                 self.segments.popleft()
+                self.skip = 0
             else:
-                self.segments[0] = head[take:]
+                self.skip += take
         self.position += got
         return got
 
     def read(self, n: int) -> bytes:
+        if self.segments and not self.skip:
+            head = self.segments[0]
+            if type(head) is bytes and len(head) == n:  # a payload pushed whole
+                self.segments.popleft()
+                self.position += n
+                return head
         buf = bytearray(n)
         return bytes(buf[: self.readinto(memoryview(buf))])
 
     def view(self, n: int) -> Any:
         """The next segment: the receiver pushes each buffer as one, or as a
         shorter one when the input ended inside it."""
-        got = self.segments[0].nbytes if self.segments else 0
-        if got < n:
+        got = memoryview(self.segments[0]).nbytes - self.skip if self.segments else 0
+        if got < n or self.skip:
             raise TruncatedStreamError(
                 f"input ended at offset {self.position + got} inside a buffer"
             )
         self.position += n
-        return self.segments.popleft().obj
+        return self.segments.popleft()
 
     def remaining(self) -> int | None:
         return None
 
     def close(self) -> None:
         self.segments.clear()
+        self.run, self.skip = None, 0
 
 
 def open_source(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
+from . import format as fmt
 from ._pickle_scan import PickleScan
 from .errors import (
     CorruptStreamError,
@@ -79,6 +80,13 @@ def bad_counts(end: FrameHeader, pickle_bytes: int, buffers: int) -> CorruptStre
     )
 
 
+#: What max_size charges a PICKLE, BUFFER or PAD frame of a record besides
+#: its bytes: its header (empty frames cost the reader time, and an empty
+#: buffer an array held to the record's end: 39th review).
+FRAME_COST = fmt.FRAME_HEADER.size
+_CHARGED = frozenset({Kind.PICKLE, Kind.BUFFER, Kind.PAD})
+
+
 def too_large(number: int, max_size: int, h: FrameHeader) -> StreamError:
     return StreamError(f"record {number} exceeds max_size={max_size} bytes at {h.where()}")
 
@@ -101,12 +109,16 @@ class RecordReader:
         self.failure: StreamError | None = None
         self.scan = PickleScan(strict=strict)
 
-    def begin(self, first: FrameHeader | None, number: int, chunk: bytes = b"") -> None:
+    def begin(
+        self, first: FrameHeader | None, number: int, chunk: bytes = b"", read: bool = False
+    ) -> None:
         """Start record ``number`` at frame ``first``, after the pickle bytes
-        ``chunk`` already read (those of the record's first frame)."""
+        ``chunk`` already read (those of the record's first frame, if
+        ``read``)."""
         self.first, self.end, self.number = first, None, number
         self.chunk, self.pos = chunk, 0
-        self.pickle_bytes = self.size = len(chunk)
+        self.pickle_bytes = len(chunk)
+        self.size = len(chunk) + (FRAME_COST if read else 0)
         self.buffer_count = 0
         self.buffers.clear()
         self.failure = None
@@ -143,7 +155,7 @@ class RecordReader:
             if h is None or h.kind is not Kind.PICKLE or self.size + h.raw_size > limit:
                 self.first = h  # for the unpickler's reads
                 break
-            self.size += h.raw_size
+            self.size += h.raw_size + FRAME_COST
             if self.max_size is not None and self.size > self.max_size:
                 raise too_large(self.number, self.max_size, h)
             payload = self.frames.decoded_payload(h)
@@ -173,7 +185,7 @@ class RecordReader:
                     f"input ended at offset {self.frames.source.position} "
                     f"inside record {self.number}"
                 )
-            self.size += h.raw_size if h.kind in (Kind.PICKLE, Kind.BUFFER) else 0
+            self.size += h.raw_size + FRAME_COST if h.kind in _CHARGED else 0
             if self.max_size is not None and self.size > self.max_size:
                 raise too_large(self.number, self.max_size, h)
             if h.kind is Kind.PICKLE:

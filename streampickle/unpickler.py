@@ -31,7 +31,7 @@ from .index import index_from_end, scan_index
 from .io import FileSource, MmapSource, SocketSource, open_source
 from .pagecache import check_policy
 from .pickler import check_threads
-from .records import RecordReader, WholeRecord, bad_counts, refused, too_large
+from .records import FRAME_COST, RecordReader, WholeRecord, bad_counts, refused, too_large
 from .safe import SAFE_GLOBALS, SafeRecordUnpickler
 
 # Enum members read per record, as module globals: ``Kind.PICKLE`` costs ~70 ns
@@ -54,8 +54,9 @@ def _check_max_size(max_size: int | None) -> None:
 def _plain_limit(max_size: int | None) -> int:
     """Records that start with a checked PICKLE frame up to this size are
     read without decoding its header into a FrameHeader; larger ones go the
-    general way, which also refuses those over max_size."""
-    return _SMALL_FRAME if max_size is None else min(max_size, _SMALL_FRAME)
+    general way, which also refuses those over max_size (which charges the
+    frame its header too)."""
+    return _SMALL_FRAME if max_size is None else min(max_size - FRAME_COST, _SMALL_FRAME)
 
 
 def _not_a_pickle(number: int, exc: Exception) -> CorruptStreamError:
@@ -264,11 +265,11 @@ class Unpickler:
         """Unpickle the record whose first frame header is ``first``."""
         if first.kind is _PICKLE and first.stored_size <= _SMALL_FRAME:
             max_size = self._record.max_size
-            if max_size is not None and first.raw_size > max_size:
+            if max_size is not None and first.raw_size + FRAME_COST > max_size:
                 raise too_large(number, max_size, first)
             chunk, after = self._frames.pickle_and_after(first)
             return self._read_first_frame(chunk, after, number)
-        return self._read_frames(first, number, b"")
+        return self._read_frames(first, number, b"", read=False)
 
     def _read_first_frame(self, chunk: bytes, after: bytes, number: int) -> Any:
         """Unpickle the record whose first PICKLE frame's bytes, just read, are
@@ -282,17 +283,20 @@ class Unpickler:
             # Its counts are wrong (right ones make whole_record_end's bytes):
             # refused before the pickle runs its REDUCEs.
             raise bad_counts(nxt, len(chunk), 0)
-        return self._read_frames(nxt, number, chunk)
+        return self._read_frames(nxt, number, chunk, read=True)
 
-    def _read_frames(self, h: FrameHeader | None, number: int, chunk: bytes) -> Any:
-        """Unpickle the record whose pickle bytes so far are ``chunk`` and
-        whose next frame header is ``h`` (None: the input ended). In safe mode
+    def _read_frames(
+        self, h: FrameHeader | None, number: int, chunk: bytes, read: bool
+    ) -> Any:
+        """Unpickle the record whose pickle bytes so far are ``chunk`` (those
+        of its first frame, if ``read``) and whose next frame header is ``h``
+        (None: the input ended). In safe mode
         its PICKLE frames of plain data are read ahead, up to SAFE_WHOLE_MAX
         bytes: the scan can tell plain data only of a whole pickle, and a
         whole record of it is read by the C unpickler, not the counted Python
         one (~20x slower a pickle byte)."""
         record = self._record
-        record.begin(h, number, chunk)
+        record.begin(h, number, chunk, read)
         if self._safe:
             whole = record.gather(SAFE_WHOLE_MAX)
             if whole is not None:

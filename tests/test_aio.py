@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
 import threading
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,8 @@ import pytest
 
 import streampickle as sp
 from streampickle import aio
+from streampickle import format as fmt
+from streampickle.format import Flag, Kind
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -168,3 +171,118 @@ class TestBadPeers:
     def test_safe_mode_refuses_globals(self) -> None:
         with pytest.raises(sp.ForbiddenGlobalError):
             self.feed(sp.dumps(threading.Thread), safe=True)
+
+
+def _pickle_frame(data: bytes) -> bytes:
+    return (
+        fmt.frame(
+            Kind.PICKLE,
+            stored_size=len(data),
+            raw_size=len(data),
+            flags=Flag.CHECKED,
+            payload_check=fmt.checksum(data),
+        )
+        + data
+    )
+
+
+def _empty_buffer(ordinal: int) -> bytes:
+    check = fmt.buffer_ordinal_check(ordinal)
+    return fmt.frame(Kind.BUFFER, param=4096, payload_check=check)
+
+
+_FLOODS = {
+    "empty PICKLE frames": lambda i: _pickle_frame(b""),
+    "empty BUFFER frames": _empty_buffer,
+}
+
+
+class TestHostilePeers:
+    """39th review: what a peer sends inside a record is bounded by max_size
+    as it arrives, not once the record has all come."""
+
+    async def _load_fed(self, data: bytes, **kw: Any) -> tuple[Any, int]:
+        """aio.load of ``data`` (its end never comes): the outcome and the
+        bytes left unread in the reader."""
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        try:
+            outcome: Any = await asyncio.wait_for(aio.load(reader, **kw), 10)
+        except (sp.StreamError, EOFError) as exc:
+            outcome = exc
+        return outcome, len(reader._buffer)  # noqa: SLF001  (what is left unread)
+
+    @pytest.mark.parametrize("flood", _FLOODS)
+    def test_a_flood_of_empty_frames_is_refused_by_max_size(self, flood: str) -> None:
+        """4 MB of empty frames after a record's first: refused once their
+        headers pass max_size, having read no more than that of them."""
+        head = fmt.encode_stream_header() + _pickle_frame(b"\x80\x05")
+        frames = b"".join(_FLOODS[flood](i) for i in range(1 << 17))
+        data = head + frames
+        outcome, unread = asyncio.run(self._load_fed(data, max_size=1 << 16))
+        assert isinstance(outcome, sp.StreamError) and "max_size=65536" in str(outcome)
+        assert len(data) - unread <= len(head) + (1 << 16) + 64
+        with pytest.raises(sp.StreamError, match="max_size=65536"):
+            sp.load(io.BytesIO(data), max_size=1 << 16)
+
+    @pytest.mark.parametrize("kind", [Kind.CHUNK, Kind.INDEX])
+    def test_a_frame_out_of_place_is_refused_as_it_arrives(self, kind: Kind) -> None:
+        """A CHUNK without its compressed BUFFER, or an INDEX inside a record,
+        then 4 MB more: refused at once (before, aio took the whole record in
+        first; the blocking reader refused it at once)."""
+        payload = bytes(1 << 12)
+        stray = fmt.frame(kind, stored_size=len(payload), raw_size=len(payload))
+        if kind is Kind.INDEX:
+            stray = fmt.frame(
+                kind,
+                stored_size=len(payload),
+                raw_size=len(payload),
+                flags=Flag.CHECKED,
+                payload_check=fmt.checksum(payload),
+            )
+        head = fmt.encode_stream_header() + _pickle_frame(b"\x80\x05") + stray + payload
+        data = head + bytes(4 << 20)
+        outcome, unread = asyncio.run(self._load_fed(data))
+        assert isinstance(outcome, sp.CorruptStreamError)
+        assert f"{kind.name} frame at offset" in str(outcome)
+        assert unread >= 4 << 20
+
+    def test_a_load_cancelled_before_its_record_came_may_be_tried_again(self) -> None:
+        async def body(left: Streams, right: Streams) -> Any:
+            u = aio.Unpickler(right[0])
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(u.load(), 0.2)  # nothing sent yet
+            sender = asyncio.create_task(aio.dump(sample(2), left[1]))
+            got = await u.load()
+            await sender
+            return got
+
+        check(run_pair(body), 2)
+
+    def test_a_load_cancelled_inside_its_record_leaves_the_stream_unreadable(self) -> None:
+        data = sp.dumps(sample(3))
+
+        async def body(left: Streams, right: Streams) -> None:
+            u = aio.Unpickler(right[0])
+            left[1].write(data[: len(data) // 2])
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(u.load(), 0.3)
+            left[1].write(data[len(data) // 2 :])
+            with pytest.raises(sp.StreamError, match="cancelled load"):
+                await u.load()
+
+        run_pair(body)
+
+    def test_loads_after_the_end_read_nothing_of_the_next_stream(self) -> None:
+        async def main() -> list[Any]:
+            reader = asyncio.StreamReader()
+            reader.feed_data(sp.dumps("first") + sp.dumps("second"))
+            reader.feed_eof()
+            u = aio.Unpickler(reader)
+            got = [await u.load()]
+            for _ in range(2):
+                with pytest.raises(EOFError):
+                    await u.load()
+            return [*got, await aio.load(reader)]
+
+        assert asyncio.run(main()) == ["first", "second"]

@@ -172,10 +172,87 @@ class TestMaxSize:
         a.close()
         b.close()
 
+    @pytest.mark.parametrize("safe", [False, True])
+    @pytest.mark.parametrize("buffers", [0, 3])
+    def test_max_size_counts_pickle_and_buffer_bytes_and_each_frame_header(
+        self, buffers: int, safe: bool
+    ) -> None:
+        """A record's size is its pickle and buffer bytes and 32 for each of
+        its PICKLE, BUFFER and PAD frames (empty frames cost too: 39th
+        review): a record loads at exactly its size and not one byte less,
+        from a socket (small records read in C, or the general way), a file
+        or bytes."""
+        obj = {"a": [np.full(5000, i, dtype=np.uint8) for i in range(buffers)], "t": "x"}
+        data = sp.dumps(obj)
+        size, pos = 0, fmt.STREAM_HEADER.size
+        while (h := fmt.decode_frame_header(data[pos : pos + 32], pos, None)).kind not in (
+            Kind.INDEX,
+            Kind.END,
+        ):
+            if h.kind in (Kind.PICKLE, Kind.BUFFER, Kind.PAD):
+                size += h.raw_size + 32
+            pos += 32 + h.stored_size + h.check_table_size()
+        for limit, fits in ((size, True), (size - 1, False)):
+            a, b = socket.socketpair()
+            a.sendall(data)
+            for source in (b, io.BytesIO(data), data):
+                load = sp.loads if source is data else sp.load
+                if fits:
+                    assert len(load(source, max_size=limit, safe=safe)["a"]) == buffers
+                else:
+                    with pytest.raises(sp.StreamError, match=f"max_size={limit}"):
+                        load(source, max_size=limit, safe=safe)
+            a.close()
+            b.close()
+
+    def test_a_flood_of_empty_frames_is_refused_having_read_max_size(self) -> None:
+        """4 MB of empty BUFFER frames in a record: refused once their headers
+        pass max_size, the socket read no further (before, each became an
+        array held to the record's end: 1.2 GB from 150 MB)."""
+        head = fmt.encode_stream_header()
+        empty = b"".join(
+            fmt.frame(Kind.BUFFER, param=4096, payload_check=fmt.buffer_ordinal_check(i))
+            for i in range(1 << 17)
+        )
+        a, b = socket.socketpair()
+        sender = threading.Thread(target=lambda: _send_until_closed(a, head + empty))
+        sender.start()
+        with pytest.raises(sp.StreamError, match="max_size=65536"):
+            sp.load(b, max_size=1 << 16)
+        b.close()
+        sender.join()
+        assert _sent[0] < len(head + empty)
+
+    def test_a_non_blocking_pipe_with_nothing_yet_is_not_its_end(self) -> None:
+        """A non-blocking file's read returns None while the writer is still
+        there: BlockingIOError, not TruncatedStreamError."""
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        data = sp.dumps(np.arange(1000))
+        os.write(w, data[:300])
+        with open(r, "rb", buffering=0) as f, pytest.raises(BlockingIOError, match="300"):
+            sp.load(f)
+        os.close(w)
+
     @pytest.mark.parametrize("bad", [-1, 1.5, "10"])
     def test_bad_max_size_is_a_value_error(self, bad: Any) -> None:
         with pytest.raises(ValueError, match="max_size"):
             sp.loads(sp.dumps(1), max_size=bad)
+
+
+_sent = [0]
+
+
+def _send_until_closed(sock: socket.socket, data: bytes) -> None:
+    """Send ``data`` till the peer stops reading; how much went: _sent[0]."""
+    _sent[0] = 0
+    try:
+        for at in range(0, len(data), 1 << 16):
+            sock.sendall(data[at : at + (1 << 16)])
+            _sent[0] = at + (1 << 16)
+    except OSError:
+        pass
+    sock.close()
 
 
 def stream_of(pickled: bytes) -> bytes:
@@ -324,9 +401,10 @@ class TestSmallRecordsReadInC:
         records, data = small_records_stream()
         a, b = socket.socketpair()
         a.sendall(data)
-        with sp.Unpickler(b, max_size=60) as u:
+        limit = 60 + 32  # pickle bytes, and the frame's header
+        with sp.Unpickler(b, max_size=limit) as u:
             assert u.load() == records[0]
-            with pytest.raises(sp.StreamError, match="max_size=60"):
+            with pytest.raises(sp.StreamError, match=f"max_size={limit}"):
                 u.load()
         a.close()
         b.close()
