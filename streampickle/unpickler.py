@@ -501,8 +501,9 @@ def load(
 ) -> Any:
     """Read a one-record stream (as ``dump`` writes) through its END frame.
 
-    ``max_size`` refuses a record of more pickle and buffer bytes before they
-    are allocated: with ``safe=True``, the guard for untrusted peers."""
+    ``max_size`` refuses a record of more pickle and buffer bytes (and 32 a
+    frame, its header) before they are allocated: with ``safe=True``, the
+    guard for untrusted peers."""
     if type(file) is socket.socket and mmap_mode is None and not allow:
         # A small message, as dump sends it: read, checked and loaded in one C
         # call; else the general way reads on from the bytes that call read.
