@@ -123,8 +123,9 @@ code_point(const unsigned char **c, const unsigned char *end)
 /* Hash a string's data bytes as CPython holds them (a bytes' own; a str's
  * 1, 2 or 4 bytes a character, as its largest needs: what its secret hash
  * is of, so a str and bytes of equal data bytes share it) into ``v->hash``,
- * and which it is in ``tags[2]``: 0 bytes, 1, 2 or 3 a str of 1, 2 or 4
- * bytes a character. 0, or -1 where its UTF-8 is not a str's. */
+ * their size into bits[2], and which it is into ``tags[2]``: 0 bytes, 1, 2
+ * or 3 a str of 1, 2 or 4 bytes a character. 0, or -1 where its UTF-8 is
+ * not a str's. */
 static int
 data_hash(value *v)
 {
@@ -134,16 +135,19 @@ data_hash(value *v)
     if (v->tags[0] == BYTES_TEXT) {
         for (; c < end; c++)
             h = (h ^ *c) * FNV_PRIME;
+        v->bits[2] = v->bits[1];
     }
     else {
         int32_t largest = 0, cp;
-        while (c < end)
+        uint64_t characters = 0;
+        for (; c < end; characters++)
             if ((cp = code_point(&c, end)) < 0)
                 return -1;
             else if (cp > largest)
                 largest = cp;
         int width = largest < 0x100 ? 1 : largest < 0x10000 ? 2 : 4;
         v->tags[2] = (uint8_t)(width == 4 ? 3 : width); /* (0: bytes) */
+        v->bits[2] = characters * (uint64_t)width;
         for (c = p; c < end;) {
             uint32_t unit = (uint32_t)code_point(&c, end);
             for (int i = 0; i < width; i++) /* the data bytes, little-endian */
@@ -195,8 +199,9 @@ class_lane(uint64_t acc, int kind, uint64_t lane)
  * told apart by their strings' forms (bytes, or a str of 1, 2 or 4 bytes a
  * character: data_hash) and by the number itself. Two
  * numbers (whose lanes a pickle may solve against the strings' unknown
- * ones), a long or protocol 0-2 string, or more than TEXT_TUPLE_DATA bytes
- * of strings: OTHER. */
+ * ones), a long or protocol 0-2 string, or a compare that may cost more
+ * than TEXT_TUPLE_COST (lanes and data: a key re-added from the memo for 2
+ * bytes is compared with each other key of its class, 40th review): OTHER. */
 static void
 text_tuple(value *v, value *items, Py_ssize_t n, value *pool)
 {
@@ -228,11 +233,12 @@ text_tuple(value *v, value *items, Py_ssize_t n, value *pool)
         *v = t;
         return;
     }
-    if (numbers > 1 || long_text || old || n > TEXT_LANES || data > TEXT_TUPLE_DATA) {
-        *v = (value){.kind = OTHER};
+    uint64_t cost = (uint64_t)n * LANE_COST; /* and the data bytes compared */
+    if (numbers > 1 || long_text || old || cost + data > TEXT_TUPLE_COST) {
+        *v = (value){.kind = OTHER}; /* (data: UTF-8, what is hashed below) */
         return;
     }
-    uint64_t class = data_seed ^ (uint64_t)n, forms[2] = {0, 0};
+    uint64_t class = data_seed ^ (uint64_t)n, forms = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         value *item = &items[i];
         if (item->kind == NUMBER_KEY) {
@@ -244,13 +250,17 @@ text_tuple(value *v, value *items, Py_ssize_t n, value *pool)
             return;
         }
         class = class_lane(class, 1, item->hash);
-        forms[i / 32] |= (uint64_t)item->tags[2] << 2 * (i % 32);
+        forms |= (uint64_t)item->tags[2] << 2 * i;
+        cost += item->bits[2];
+    }
+    if (cost > TEXT_TUPLE_COST) { /* (a str of 2 or 4 bytes a character) */
+        *v = (value){.kind = OTHER};
+        return;
     }
     t.kind = TEXT_TUPLE_KEY;
     t.chosen = 1;
     t.hash = class;
-    t.bits[1] = forms[0];
-    t.bits[2] = forms[1];
+    t.bits[1] = forms;
     *v = t;
 }
 
@@ -289,7 +299,7 @@ same_key(const value *a, const value *b)
 {
     if (a->kind != b->kind || a->n != b->n || a->hash != b->hash)
         return 0;
-    int items = a->kind == TEXT_TUPLE_KEY ? 3 : a->n; /* its number; its strings' forms */
+    int items = a->kind == TEXT_TUPLE_KEY ? 2 : a->n; /* its number; its strings' forms */
     for (int i = 0; i < items; i++)
         if (a->tags[i] != b->tags[i] || a->bits[i] != b->bits[i])
             return 0;

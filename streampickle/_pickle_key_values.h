@@ -13,14 +13,20 @@
 
 #define KEY_ITEMS 3 /* numbers in a tuple key read */
 #define KEY_SHARE 8 /* distinct keys of one chosen hash the count takes */
-#define TEXT_LANES 64 /* strings and number of a TEXT_TUPLE_KEY, at most */
 /* What comparing one string of 4 KiB costs, where shorter ones stay on
  * the C unpickler when shared (_pickle_opcodes.h's costly_from). */
 #define COMPARED_TEXT 4096
-/* A TEXT_TUPLE_KEY's strings, in bytes, at most: one added is compared
- * with the others of its class (KEY_SHARE - 1 at most), string by string,
- * byte by byte where they are equal but not one object. */
-#define TEXT_TUPLE_DATA (COMPARED_TEXT / (KEY_SHARE - 1))
+/* What comparing two tuple keys costs a lane besides its bytes (a rich
+ * compare of two equal strings that are not one object, ~10-15 ns: 40th
+ * review), in bytes of memcmp. */
+#define LANE_COST 64
+/* A TEXT_TUPLE_KEY's compare with another of its class, at most: its lanes
+ * at LANE_COST and its strings' data bytes as CPython holds them. One
+ * added is compared with each other key of its class (KEY_SHARE - 1 at
+ * most), lane by lane, byte by byte where strings are equal but not one
+ * object: no more than one string of COMPARED_TEXT in all. (So 9 lanes at
+ * most.) */
+#define TEXT_TUPLE_COST (COMPARED_TEXT / (KEY_SHARE - 1))
 
 /* What a stack item is, as the count reads it (a memo slot: ABSENT, OTHER,
  * or POOLED + where the count's pool holds it); a dict or set made by the
@@ -41,7 +47,8 @@ enum text { STR_TEXT = 1, BYTES_TEXT, OLD_TEXT };
 
 /* A string (TEXT_KEY or LONG_TEXT_KEY with n == 0) keeps where its data is
  * in the pickle (bits[0], bits[1]: address and length), and once a tuple
- * key needs it, the hash of its data bytes in ``hash`` (text_data). */
+ * key needs it, the hash of its data bytes in ``hash`` and their size in
+ * bits[2] (text_data). */
 typedef struct {
     uint64_t hash;              /* CPython's, as unsigned (NUMBER_KEY, TUPLE_KEY) */
     uint64_t bits[KEY_ITEMS];   /* the numbers */

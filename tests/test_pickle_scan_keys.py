@@ -363,15 +363,27 @@ def test_tuples_of_strings_are_counted_by_the_hash_cpython_gives_them(
     assert sp.loads(sp.dumps(table), safe=True) == table
 
 
-@pytest.mark.parametrize("size, plain", [(195, True), (196, False)])
-def test_tuples_of_strings_of_more_than_585_bytes_go_to_the_counting_unpickler(
-    size: int, plain: bool
+@pytest.mark.parametrize(
+    "lanes, plain",
+    [
+        (["a" * 131] * 3, True),  # 3 lanes of 64 and 393 bytes: 585
+        (["a" * 132] * 3, False),
+        (["a"] * 9, True),  # 9 of 64 and 9 bytes
+        (["a"] * 10, False),  # (40th review: 62 lanes re-added, 3 s a MB)
+        (["a" * 30 + "\U00010000"] * 3, True),  # 4 bytes a character: 372
+        (["a" * 32 + "\U00010000"] * 3, False),  # 396
+    ],
+)
+def test_tuple_keys_whose_compares_cost_more_than_4_kib_go_to_the_counting_unpickler(
+    lanes: list[str], plain: bool
 ) -> None:
     """A key added is compared with each other key of its class (7 at most),
-    string by string, byte by byte where equal strings are not one object:
-    up to 585 bytes of strings (7 x 585 < 4 KiB, as one long string's
-    compare) a tuple key is counted in C; longer, in Python."""
-    keys = [("a" * size, "b" * size, f"{i:0{size}}") for i in range(10)]
+    lane by lane (~10-15 ns each), byte by byte where equal strings are not
+    one object: counted in C up to 585 bytes a compare (7 x 585 < 4 KiB, as
+    one long string's), a lane 64, its strings' data as CPython holds it (1,
+    2 or 4 bytes a character); else in Python."""
+    last = lanes[-1]
+    keys = [(*lanes[:-1], last[:-1] + chr(ord(last[-1]) + i)) for i in range(10)]
     assert check_whole(_pickled(dict.fromkeys(keys)), strict=True) is plain
 
 
