@@ -72,6 +72,13 @@ def records(scale: int) -> dict[str, Callable[[], Any]]:
         "dict of 90,000 (text, i) keys (plain data)": lambda: {
             (str(i % 100), i): None for i in range(90_000 // scale)
         },
+        "dict of 90,000 (text, text, text) keys (plain data)": lambda: {
+            (f"layer{i % 300}", f"w{i // 300}", "kernel"): None
+            for i in range(90_000 // scale)
+        },
+        "dict of 90,000 (text, text, i) keys (plain data)": lambda: {
+            (f"layer{i % 300}", "w", i): None for i in range(90_000 // scale)
+        },
         "dict of 90,000 keys past 60 bits (plain data)": lambda: {
             2**63 - 1 - 7 * i: None for i in range(90_000 // scale)
         },
