@@ -22,7 +22,7 @@ from .format import Codec, Kind
 from .frames import verify_chunks
 from .io import SegmentSource
 from .pickler import Pickler as _BlockingPickler
-from .records import FRAME_COST
+from .records import charge
 from .unpickler import Unpickler as _BlockingUnpickler
 
 
@@ -170,12 +170,11 @@ class Unpickler:
             if not _may_follow(after, h, chunks_owed):
                 return
             after = h.kind
-            if h.kind in _CHARGED:
-                size += h.raw_size + FRAME_COST
-                if self._max_size is not None and size > self._max_size:
-                    raise StreamError(
-                        f"record exceeds max_size={self._max_size} bytes at {h.where()}"
-                    )
+            size += charge(h)
+            if self._max_size is not None and size > self._max_size:
+                raise StreamError(
+                    f"record exceeds max_size={self._max_size} bytes at {h.where()}"
+                )
             chunks_owed -= h.raw_size if h.kind is Kind.CHUNK else 0
             if h.kind is Kind.BUFFER and h.codec is not Codec.NONE:
                 chunks_owed = h.raw_size
@@ -222,9 +221,6 @@ class Unpickler:
         self._received.push(out)
         self._received.push(table)
         return True
-
-
-_CHARGED = frozenset({Kind.PICKLE, Kind.BUFFER, Kind.PAD})
 
 
 def _may_follow(after: Kind | None, h: fmt.FrameHeader, chunks_owed: int) -> bool:

@@ -87,6 +87,12 @@ FRAME_COST = fmt.FRAME_HEADER.size
 _CHARGED = frozenset({Kind.PICKLE, Kind.BUFFER, Kind.PAD})
 
 
+def charge(h: FrameHeader) -> int:
+    """What frame ``h`` counts against max_size: its raw bytes and header,
+    or nothing (a CHUNK's bytes are its BUFFER's; RECORD_END)."""
+    return h.raw_size + FRAME_COST if h.kind in _CHARGED else 0
+
+
 def too_large(number: int, max_size: int, h: FrameHeader) -> StreamError:
     return StreamError(f"record {number} exceeds max_size={max_size} bytes at {h.where()}")
 
@@ -155,7 +161,7 @@ class RecordReader:
             if h is None or h.kind is not Kind.PICKLE or self.size + h.raw_size > limit:
                 self.first = h  # for the unpickler's reads
                 break
-            self.size += h.raw_size + FRAME_COST
+            self.size += charge(h)
             if self.max_size is not None and self.size > self.max_size:
                 raise too_large(self.number, self.max_size, h)
             payload = self.frames.decoded_payload(h)
@@ -185,7 +191,7 @@ class RecordReader:
                     f"input ended at offset {self.frames.source.position} "
                     f"inside record {self.number}"
                 )
-            self.size += h.raw_size + FRAME_COST if h.kind in _CHARGED else 0
+            self.size += charge(h)
             if self.max_size is not None and self.size > self.max_size:
                 raise too_large(self.number, self.max_size, h)
             if h.kind is Kind.PICKLE:
