@@ -530,8 +530,8 @@ class SegmentSource:
     """Bytes received ahead by an asynchronous reader (``streampickle.aio``),
     served to the blocking frame reader. Buffer payloads arrive already in
     their final arrays and are handed over by ``view``, not copied again;
-    a payload pushed whole is read back whole, not copied; small pieces
-    (frame headers) are joined, so a flood of them holds only their bytes."""
+    small pieces (frame headers) are joined, so a flood of them holds only
+    their bytes."""
 
     seekable = False
     #: bytes objects smaller than this join the last one pushed
@@ -570,12 +570,6 @@ class SegmentSource:
         return got
 
     def read(self, n: int) -> bytes:
-        if self.segments and not self.skip:
-            head = self.segments[0]
-            if type(head) is bytes and len(head) == n:  # a payload pushed whole
-                self.segments.popleft()
-                self.position += n
-                return head
         buf = bytearray(n)
         return bytes(buf[: self.readinto(memoryview(buf))])
 
