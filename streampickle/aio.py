@@ -83,6 +83,13 @@ class Unpickler:
     """Reads records from an ``asyncio.StreamReader``; options as
     ``streampickle.Unpickler`` (no ``mmap_mode``)."""
 
+    #: A record still coming past this many bytes is decoded as it comes, by
+    #: the blocking decoder in a thread, so that it is never held whole (a
+    #: large in-band ``bytes``: 39th review, 1.1 GiB over a 384 MiB object).
+    STREAM_FROM = 8 << 20
+    #: ... and receiving waits while this many bytes wait for that thread.
+    STREAM_AHEAD = 16 << 20
+
     def __init__(
         self,
         reader: asyncio.StreamReader,
@@ -109,14 +116,17 @@ class Unpickler:
         leaves the stream's place lost, and later loads raise StreamError."""
         if self._state == "broken":
             raise StreamError("stream unreadable after an earlier error or cancelled load")
+        decoding = None
         if self._state == "open":
             try:
-                await self._receive_record()
+                decoding = await self._receive_record()
             except BaseException:
                 if self._offset != self._mark:
                     self._state = "broken"
                 raise
         try:
+            if decoding is not None:
+                return await decoding
             return self._decoder.load()  # (which says why, once ended or broken)
         except EOFError:
             self._state = "ended"
@@ -143,32 +153,53 @@ class Unpickler:
         self._offset += len(data)
         return data
 
-    async def _receive_record(self) -> None:
+    async def _receive_record(self) -> asyncio.Future[Any] | None:
         """Receive the frames of the next record, or of the stream's tail, so
-        that the blocking decoder finds them. If the input ends early, or a
-        frame is one the record cannot hold there, it stops: the decoder then
-        reports the truncation or the frame, at its offset. What it holds is
-        bounded by max_size, which charges each frame its header as the
-        decoder does (a flood of empty frames: 39th review)."""
-        push = self._received.push
+        that the blocking decoder finds them; past STREAM_FROM bytes, it
+        decodes them in a thread as they come (that decoding, to await). If
+        the input ends early, or a frame is one the record cannot hold there,
+        it stops: the decoder then reports the truncation or the frame, at
+        its offset. What it holds is bounded by max_size, which charges each
+        frame its header as the decoder does (a flood of empty frames: 39th
+        review)."""
         if not self._started:
             head = await self._read(fmt.STREAM_HEADER.size)
-            push(head)
+            self._received.push(head)
             self._started = True
             if len(head) < fmt.STREAM_HEADER.size:
-                return
+                return None
         self._mark = self._offset
+        decoding: asyncio.Future[Any] | None = None
+        try:
+            decoding = await self._receive_frames()
+        finally:  # the thread, if any, finds what came, and no more
+            self._received.end()
+        return decoding
+
+    async def _receive_frames(self) -> asyncio.Future[Any] | None:
+        received = self._received
+        push = received.push
+        decoding: asyncio.Future[Any] | None = None
+        room = asyncio.Event()
         size = chunks_owed = 0  # (the raw bytes of a compressed BUFFER's CHUNKs)
         after: Kind | None = None
-        while True:
+        while decoding is None or not decoding.done():
+            if decoding is None and size > self.STREAM_FROM:
+                decoding = self._decode_in_thread(room)
+            while decoding is not None and received.held > self.STREAM_AHEAD:
+                room.clear()
+                if received.held > self.STREAM_AHEAD and not decoding.done():
+                    await room.wait()
+                else:
+                    break
             offset = self._offset
             raw = await self._read(fmt.FRAME_HEADER.size)
             push(raw)
             if len(raw) < fmt.FRAME_HEADER.size:
-                return
+                return decoding
             h = fmt.decode_frame_header(raw, offset, None)
             if not _may_follow(after, h, chunks_owed):
-                return
+                return decoding
             after = h.kind
             size += charge(h)
             if self._max_size is not None and size > self._max_size:
@@ -180,14 +211,46 @@ class Unpickler:
                 chunks_owed = h.raw_size
             if h.kind is Kind.BUFFER and h.codec is Codec.NONE:
                 if not await self._receive_buffer(h):
-                    return
+                    return decoding
+                continue
+            if h.kind is Kind.INDEX:  # up to 4 GiB the decoder skips: not held
+                skipped = await self._skip(h.stored_size)
+                received.push_gap(skipped)
+                if skipped < h.stored_size:
+                    return decoding
                 continue
             payload = await self._read(h.stored_size)
             push(payload)
-            if len(payload) < h.stored_size:
-                return
-            if h.kind in (Kind.RECORD_END, Kind.END):
-                return
+            if len(payload) < h.stored_size or h.kind in (Kind.RECORD_END, Kind.END):
+                return decoding
+        return decoding  # (it failed: it says why)
+
+    def _decode_in_thread(self, room: asyncio.Event) -> asyncio.Future[Any]:
+        """The blocking decoder, in a thread, reading what comes as it comes;
+        ``room`` is set when what waits for it falls below STREAM_AHEAD, and
+        when it is done."""
+        loop = asyncio.get_running_loop()
+
+        def drained() -> None:
+            loop.call_soon_threadsafe(room.set)
+
+        def done(decoded: asyncio.Future[Any]) -> None:
+            room.set()
+            if not decoded.cancelled():
+                decoded.exception()  # (seen: the load raises it, or failed first)
+
+        self._received.feed(drained, self.STREAM_AHEAD)
+        decoding = loop.run_in_executor(None, self._decoder.load)
+        decoding.add_done_callback(done)
+        return decoding
+
+    async def _skip(self, n: int) -> int:
+        """Read past ``n`` bytes as they come: how many (fewer at the end)."""
+        done = 0
+        while done < n and (piece := await self._reader.read(min(n - done, 1 << 20))):
+            done += len(piece)
+        self._offset += done
+        return done
 
     async def _receive_buffer(self, h: fmt.FrameHeader) -> bool:
         """Read a BUFFER's payload into its final array, then check it. Pieces
@@ -228,7 +291,9 @@ def _may_follow(after: Kind | None, h: fmt.FrameHeader, chunks_owed: int) -> boo
     ``after`` (None: first), as the decoder reads them: the stream's end
     (INDEX, END) first only, CHUNKs while a compressed BUFFER owes them, an
     uncompressed BUFFER after PAD."""
-    if (h.kind is Kind.CHUNK) != (chunks_owed > 0):
+    if h.kind is Kind.CHUNK:  # (41st review: not past what its BUFFER owes, read whole)
+        return 0 < h.raw_size <= chunks_owed
+    if chunks_owed > 0:
         return False
     if after is Kind.PAD:
         return h.kind is Kind.BUFFER and h.codec is Codec.NONE

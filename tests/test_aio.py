@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,7 +19,7 @@ import pytest
 import streampickle as sp
 from streampickle import aio
 from streampickle import format as fmt
-from streampickle.format import Flag, Kind
+from streampickle.format import Codec, Flag, Kind
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -286,3 +290,129 @@ class TestHostilePeers:
             return [*got, await aio.load(reader)]
 
         assert asyncio.run(main()) == ["first", "second"]
+
+
+class TestLargeRecords:
+    """A record still coming past STREAM_FROM bytes is decoded as it comes,
+    in a thread, holding no more than STREAM_AHEAD ahead of it."""
+
+    def test_large_in_band_records_arrive_whole_and_in_order(self) -> None:
+        big = bytes(range(256)) * (40 << 12)  # 40 MiB of pickle bytes: streamed
+        records = ["a", big, {"b": np.arange(10)}, big[:1000]]
+
+        async def body(left: Streams, right: Streams) -> list[Any]:
+            async def send() -> None:
+                async with aio.Pickler(left[1]) as p:
+                    for r in records:
+                        await p.dump(r)
+
+            sender = asyncio.create_task(send())
+            got = [r async for r in aio.Unpickler(right[0], max_size=64 << 20)]
+            await sender
+            return got
+
+        got = run_pair(body)
+        assert got[0] == "a" and got[1] == big and got[3] == big[:1000]
+        np.testing.assert_array_equal(got[2]["b"], np.arange(10))
+
+    def test_a_large_record_cut_or_cancelled_midway_fails_cleanly(self) -> None:
+        data = sp.dumps(bytes(40 << 20))
+        for cut in (20 << 20, len(data) - 100):
+            with pytest.raises(sp.TruncatedStreamError):
+                TestBadPeers().feed(data[:cut])
+
+        async def body(left: Streams, right: Streams) -> None:
+            u = aio.Unpickler(right[0])
+            left[1].write(data[: 30 << 20])
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(u.load(), 1)
+            with pytest.raises(sp.StreamError, match="cancelled load"):
+                await u.load()
+
+        run_pair(body)
+
+    def test_a_large_in_band_record_takes_little_more_than_itself(self) -> None:
+        """In a fresh process: 256 MiB of bytes from a forked sender, loaded
+        with aio, peaks at the object + 64 MiB (it held the record whole:
+        twice the object, 39th review)."""
+        script = textwrap.dedent(
+            """
+            import asyncio, os, resource, socket
+            import streampickle as sp
+            from streampickle import aio
+            a, b = socket.socketpair()
+            if os.fork() == 0:
+                b.close()
+                sp.dump(os.urandom(1 << 20) * 256, a)
+                os._exit(0)
+            a.close()
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            got = []
+            async def main():
+                reader, _ = await asyncio.open_connection(sock=b)
+                got.append(await aio.load(reader))  # (asyncio.run reprs main's result)
+            asyncio.run(main())
+            os.wait()
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            print(len(got[0]) >> 20, (peak - before) >> 10)
+            """
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, timeout=120, check=True
+        )
+        size, extra = map(int, done.stdout.split())
+        assert size == 256 and extra <= 256 + 64
+
+    def test_an_index_is_read_past_not_held(self) -> None:
+        """A stream's INDEX (up to 4 GiB) is skipped as it comes (41st review:
+        aio read it whole, 200 MiB held for a max_size of 1000)."""
+        index = bytes(64 << 20)
+        head = fmt.encode_stream_header()
+        tail = fmt.frame(
+            Kind.INDEX,
+            stored_size=len(index),
+            raw_size=len(index),
+            flags=Flag.CHECKED,
+            payload_check=fmt.checksum(index),
+        )
+        data = head + tail + index + fmt.frame(Kind.END, raw_size=len(head))
+
+        async def main() -> int:
+            reader = asyncio.StreamReader(limit=1 << 16)
+            tracemalloc.start()
+            try:
+
+                async def feed() -> None:
+                    for at in range(0, len(data), 1 << 20):
+                        reader.feed_data(data[at : at + (1 << 20)])
+                        await asyncio.sleep(0)
+                    reader.feed_eof()
+
+                feeding = asyncio.create_task(feed())
+                with pytest.raises(EOFError):
+                    await aio.load(reader, max_size=1000)
+                await feeding
+                return tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+
+        assert asyncio.run(main()) < 16 << 20
+
+    def test_a_chunk_past_what_its_buffer_owes_is_refused_as_it_arrives(self) -> None:
+        """41st review: a compressed BUFFER of 1 byte, then a CHUNK of 4 MiB:
+        refused before its payload is read (aio read it whole first)."""
+        buffer = fmt.frame(
+            Kind.BUFFER,
+            codec=Codec.ZSTD,
+            raw_size=1,
+            param=4096,
+            payload_check=fmt.buffer_ordinal_check(0),
+        )
+        payload = bytes(4 << 20)
+        chunk = fmt.frame(
+            Kind.CHUNK, codec=Codec.ZSTD, stored_size=len(payload), raw_size=len(payload)
+        )
+        data = fmt.encode_stream_header() + buffer + chunk + payload
+        outcome, unread = asyncio.run(TestHostilePeers()._load_fed(data, max_size=1000))
+        assert isinstance(outcome, sp.CorruptStreamError)
+        assert unread >= 4 << 20
