@@ -11,6 +11,7 @@ checking it on arrival, then decodes them with the blocking ``Unpickler``.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -153,7 +154,7 @@ class Unpickler:
         self._offset += len(data)
         return data
 
-    async def _receive_record(self) -> asyncio.Future[Any] | None:
+    async def _receive_record(self, tail: bool = False) -> asyncio.Future[Any] | None:
         """Receive the frames of the next record, or of the stream's tail, so
         that the blocking decoder finds them; past STREAM_FROM bytes, it
         decodes them in a thread as they come (that decoding, to await). If
@@ -171,12 +172,15 @@ class Unpickler:
         self._mark = self._offset
         decoding: asyncio.Future[Any] | None = None
         try:
-            decoding = await self._receive_frames()
+            decoding = await self._receive_frames(tail)
         finally:  # the thread, if any, finds what came, and no more
             self._received.end()
         return decoding
 
-    async def _receive_frames(self) -> asyncio.Future[Any] | None:
+    async def _receive_frames(self, tail: bool) -> asyncio.Future[Any] | None:
+        """``tail``: what should be the stream's end (INDEX, END), which the
+        caller reads itself: no thread (42nd review: a second record there,
+        decoded by one, raced the caller's read of it)."""
         received = self._received
         push = received.push
         decoding: asyncio.Future[Any] | None = None
@@ -184,7 +188,7 @@ class Unpickler:
         size = chunks_owed = 0  # (the raw bytes of a compressed BUFFER's CHUNKs)
         after: Kind | None = None
         while decoding is None or not decoding.done():
-            if decoding is None and size > self.STREAM_FROM:
+            if decoding is None and size > self.STREAM_FROM and not tail:
                 decoding = self._decode_in_thread(room)
             while decoding is not None and received.held > self.STREAM_AHEAD:
                 room.clear()
@@ -198,8 +202,10 @@ class Unpickler:
             if len(raw) < fmt.FRAME_HEADER.size:
                 return decoding
             h = fmt.decode_frame_header(raw, offset, None)
-            if not _may_follow(after, h, chunks_owed):
-                return decoding
+            if not _may_follow(after, h, chunks_owed) or (
+                tail and after is None and h.kind not in (Kind.INDEX, Kind.END)
+            ):
+                return decoding  # (a record where the tail should be: refused unread)
             after = h.kind
             size += charge(h)
             if self._max_size is not None and size > self._max_size:
@@ -226,22 +232,38 @@ class Unpickler:
         return decoding  # (it failed: it says why)
 
     def _decode_in_thread(self, room: asyncio.Event) -> asyncio.Future[Any]:
-        """The blocking decoder, in a thread, reading what comes as it comes;
-        ``room`` is set when what waits for it falls below STREAM_AHEAD, and
-        when it is done."""
+        """The blocking decoder, in a thread of its own (a peer that goes
+        quiet holds it: in the loop's shared pool a few would starve it,
+        42nd review), reading what comes as it comes; ``room`` is set when
+        what waits for it falls below STREAM_AHEAD, and when it is done."""
         loop = asyncio.get_running_loop()
+        decoding: asyncio.Future[Any] = loop.create_future()
 
         def drained() -> None:
             loop.call_soon_threadsafe(room.set)
 
-        def done(decoded: asyncio.Future[Any]) -> None:
+        def settle(result: Any, error: BaseException | None) -> None:
             room.set()
-            if not decoded.cancelled():
-                decoded.exception()  # (seen: the load raises it, or failed first)
+            if decoding.done():  # cancelled: the load raised already
+                return
+            if error is None:
+                decoding.set_result(result)
+            else:
+                decoding.set_exception(error)
+                decoding.exception()  # (seen: the load raises it, or failed first)
+
+        def decode() -> None:
+            try:
+                result, error = self._decoder.load(), None
+            except BaseException as exc:  # handed to the loop, raised by the load
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(settle, result, error)
+            except RuntimeError:  # the loop is closed: nobody waits for it
+                pass
 
         self._received.feed(drained, self.STREAM_AHEAD)
-        decoding = loop.run_in_executor(None, self._decoder.load)
-        decoding.add_done_callback(done)
+        threading.Thread(target=decode, name="streampickle decoder", daemon=True).start()
         return decoding
 
     async def _skip(self, n: int) -> int:
@@ -319,6 +341,6 @@ async def load(
     """Read a one-record stream from ``reader``, and nothing after it."""
     unpickler = Unpickler(reader, safe=safe, allow=allow, max_size=max_size)
     obj = await unpickler.load()
-    await unpickler._receive_record()  # the stream's tail: INDEX or END
+    await unpickler._receive_record(tail=True)  # the stream's tail: INDEX or END
     unpickler._decoder._expect_end()
     return obj

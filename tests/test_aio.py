@@ -416,3 +416,37 @@ class TestLargeRecords:
         outcome, unread = asyncio.run(TestHostilePeers()._load_fed(data, max_size=1000))
         assert isinstance(outcome, sp.CorruptStreamError)
         assert unread >= 4 << 20
+
+    def test_peers_quiet_inside_large_records_hold_no_shared_thread(self) -> None:
+        """42nd review: each decoding thread waits while its peer is quiet;
+        in the loop's default pool, 6 quiet peers starved it (a healthy
+        connection, to_thread and getaddrinfo hung). Each has its own."""
+        data = sp.dumps(bytes(40 << 20))[: 12 << 20]
+
+        async def main() -> int:
+            readers = [asyncio.StreamReader() for _ in range(8)]
+            for reader in readers:
+                reader.feed_data(data)  # and nothing more, no end
+            loads = [asyncio.create_task(aio.load(r)) for r in readers]
+            await asyncio.sleep(0.5)
+            try:
+                return await asyncio.wait_for(asyncio.to_thread(lambda: 7), 5)
+            finally:
+                for task in loads:
+                    task.cancel()
+                await asyncio.gather(*loads, return_exceptions=True)
+
+        assert asyncio.run(main()) == 7
+
+    def test_a_large_record_where_the_stream_should_end_is_refused_unread(self) -> None:
+        """aio.load reads one record; a second, large, where END should be is
+        refused at its header (42nd review: a thread decoded it while the
+        caller read the tail: wrong errors, or the first record returned)."""
+        out = io.BytesIO()
+        with sp.Pickler(out) as p:
+            p.dump(b"first")
+            p.dump(bytes(40 << 20))
+        outcome, unread = asyncio.run(TestHostilePeers()._load_fed(out.getvalue()))
+        assert isinstance(outcome, sp.StreamError)
+        assert "more than one record" in str(outcome)
+        assert unread >= 40 << 20
