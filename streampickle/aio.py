@@ -21,9 +21,9 @@ from . import format as fmt
 from .errors import CorruptStreamError, StreamError
 from .format import Codec, Kind
 from .frames import verify_chunks
-from .io import SegmentSource
 from .pickler import Pickler as _BlockingPickler
 from .records import charge
+from .segments import SegmentSource
 from .unpickler import Unpickler as _BlockingUnpickler
 
 

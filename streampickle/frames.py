@@ -20,7 +20,8 @@ from . import codecs
 from . import format as fmt
 from .errors import CorruptStreamError, TruncatedStreamError
 from .format import Codec, Flag, FrameHeader, Kind
-from .io import FileSource, MmapSource, SegmentSource, SocketSource
+from .io import FileSource, MmapSource, SocketSource
+from .segments import SegmentSource
 from .writer import IN_FLIGHT_PER_THREAD
 
 AnySource = FileSource | SocketSource | MmapSource | SegmentSource
