@@ -14,12 +14,12 @@ from .errors import TruncatedStreamError
 class SegmentSource:
     """Bytes received ahead by an asynchronous reader (``streampickle.aio``),
     served to the blocking frame reader. Buffer payloads arrive already in
-    their final arrays and are handed over by ``view``, not copied again;
-    an index, skipped, is a gap (``push_gap``);
-    small pieces (frame headers) are joined, so a flood of them holds only
-    their bytes. While ``feed`` is on, a reader in another thread waits for
-    bytes still to come (``end`` says none will), and ``drained`` is called
-    when what waits for it falls below ``low`` bytes."""
+    their final arrays and are handed over by ``view``, not copied again; an
+    index, skipped, is a gap (``push_gap``); small pieces (frame headers) are
+    joined, so a flood of them holds only their bytes. While ``feed`` is on,
+    a reader in another thread waits for bytes still to come (``end`` says
+    none will), and ``drained`` is called when what waits for it falls below
+    ``low`` bytes."""
 
     seekable = False
     #: bytes objects smaller than this join the last one pushed
