@@ -206,14 +206,13 @@ static void
 text_tuple(value *v, value *items, Py_ssize_t n, value *pool)
 {
     value t = {.kind = TEXT_KEY, .n = (uint8_t)n};
-    int strings = 0, numbers = 0, long_text = 0, old = 0;
+    int strings = 0, numbers = 0, long_text = 0;
     uint64_t data = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         const value *item = &items[i];
-        if ((item->kind == TEXT_KEY || item->kind == LONG_TEXT_KEY) && item->n == 0) {
+        if (is_string(item)) {
             strings++;
             long_text |= item->kind == LONG_TEXT_KEY;
-            old |= item->tags[0] == OLD_TEXT;
             t.longest = item->longest > t.longest ? item->longest : t.longest;
             data += item->longest;
             continue;
@@ -234,7 +233,7 @@ text_tuple(value *v, value *items, Py_ssize_t n, value *pool)
         return;
     }
     uint64_t cost = (uint64_t)n * LANE_COST; /* and the data bytes compared */
-    if (numbers > 1 || long_text || old || cost + data > TEXT_TUPLE_COST) {
+    if (numbers > 1 || long_text || cost + data > TEXT_TUPLE_COST) {
         *v = (value){.kind = OTHER}; /* (data: UTF-8, what is hashed below) */
         return;
     }
@@ -272,7 +271,7 @@ void
 tuple_of(value *v, value *items, Py_ssize_t n, value *pool)
 {
     for (Py_ssize_t i = 0; i < n; i++)
-        if ((items[i].kind == TEXT_KEY || items[i].kind == LONG_TEXT_KEY) && items[i].n == 0)
+        if (is_string(&items[i]))
             return text_tuple(v, items, n, pool);
     value t = {.kind = n >= 1 && n <= KEY_ITEMS ? TUPLE_KEY : OTHER, .n = (uint8_t)n};
     uint64_t lanes[KEY_ITEMS];

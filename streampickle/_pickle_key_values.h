@@ -69,6 +69,13 @@ int scalar(value *v, const unsigned char *p, uint64_t n);
  * first of them). A string's data hash, worked out for it, is kept in
  * ``pool`` too where the item came from there (``pool`` may be NULL). */
 void tuple_of(value *v, value *items, Py_ssize_t n, value *pool);
+/* Whether ``v`` is one string (not a tuple of them). */
+static inline int
+is_string(const value *v)
+{
+    return (v->kind == TEXT_KEY || v->kind == LONG_TEXT_KEY) && v->n == 0;
+}
+
 /* Whether a string's data hash (for a TEXT_TUPLE_KEY's class) is in ``v``:
  * worked out once (``tags[1]``: 1, or 2 where its UTF-8 is not a str's),
  * and kept in ``pool`` too where ``v`` came from there (``pool`` may be

@@ -373,8 +373,7 @@ step(pass *s, const unsigned char *p, Py_ssize_t size, uint64_t n)
         if (!len)
             return 0;
         v = &s->stack[len - 1];
-        if ((v->kind == TEXT_KEY || v->kind == LONG_TEXT_KEY) && v->n == 0
-            && v->longest <= TEXT_TUPLE_COST)
+        if (is_string(v) && v->longest <= TEXT_TUPLE_COST)
             text_data(v, s->pool); /* copies, each in a tuple key, hash it once */
         if ((v = push_value(s, &got)) == NULL)
             return got;
