@@ -106,6 +106,12 @@ class Unpickler:
         self._started = False
         self._mark = 0  # an offset between frames, all pushed: where a load may resume
         self._state = "open"  # or "ended", "broken": nothing more is received
+        # while a thread decodes the record coming: its outcome, and the task
+        # receiving it, which an error of the thread's cancels (the peer may
+        # be quiet: 42nd review)
+        self._decoding: asyncio.Future[Any] | None = None
+        self._receiving: asyncio.Task[Any] | None = None
+        self._stopped = False
         self._decoder = _BlockingUnpickler(
             self._received, safe=safe, allow=allow, max_size=max_size
         )
@@ -170,26 +176,30 @@ class Unpickler:
             if len(head) < fmt.STREAM_HEADER.size:
                 return None
         self._mark = self._offset
-        decoding: asyncio.Future[Any] | None = None
+        self._stopped = False
         try:
-            decoding = await self._receive_frames(tail)
+            await self._receive_frames(tail)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._stopped or task is None or task.uncancel() > 0:
+                raise  # (cancelled by the caller, too)
         finally:  # the thread, if any, finds what came, and no more
             self._received.end()
+            decoding, self._decoding, self._receiving = self._decoding, None, None
         return decoding
 
-    async def _receive_frames(self, tail: bool) -> asyncio.Future[Any] | None:
+    async def _receive_frames(self, tail: bool) -> None:
         """``tail``: what should be the stream's end (INDEX, END), which the
         caller reads itself: no thread (42nd review: a second record there,
         decoded by one, raced the caller's read of it)."""
         received = self._received
         push = received.push
-        decoding: asyncio.Future[Any] | None = None
         room = asyncio.Event()
         size = chunks_owed = 0  # (the raw bytes of a compressed BUFFER's CHUNKs)
         after: Kind | None = None
-        while decoding is None or not decoding.done():
+        while (decoding := self._decoding) is None or not decoding.done():
             if decoding is None and size > self.STREAM_FROM and not tail:
-                decoding = self._decode_in_thread(room)
+                decoding = self._decoding = self._decode_in_thread(room)
             while decoding is not None and received.held > self.STREAM_AHEAD:
                 room.clear()
                 if received.held > self.STREAM_AHEAD and not decoding.done():
@@ -200,12 +210,12 @@ class Unpickler:
             raw = await self._read(fmt.FRAME_HEADER.size)
             push(raw)
             if len(raw) < fmt.FRAME_HEADER.size:
-                return decoding
+                return
             h = fmt.decode_frame_header(raw, offset, None)
             if not _may_follow(after, h, chunks_owed) or (
                 tail and after is None and h.kind not in (Kind.INDEX, Kind.END)
             ):
-                return decoding  # (a record where the tail should be: refused unread)
+                return  # (a record where the tail should be: refused unread)
             after = h.kind
             size += charge(h)
             if self._max_size is not None and size > self._max_size:
@@ -217,19 +227,18 @@ class Unpickler:
                 chunks_owed = h.raw_size
             if h.kind is Kind.BUFFER and h.codec is Codec.NONE:
                 if not await self._receive_buffer(h):
-                    return decoding
+                    return
                 continue
             if h.kind is Kind.INDEX:  # up to 4 GiB the decoder skips: not held
                 skipped = await self._skip(h.stored_size)
                 received.push_gap(skipped)
                 if skipped < h.stored_size:
-                    return decoding
+                    return
                 continue
             payload = await self._read(h.stored_size)
             push(payload)
             if len(payload) < h.stored_size or h.kind in (Kind.RECORD_END, Kind.END):
-                return decoding
-        return decoding  # (it failed: it says why)
+                return
 
     def _decode_in_thread(self, room: asyncio.Event) -> asyncio.Future[Any]:
         """The blocking decoder, in a thread of its own (a peer that goes
@@ -248,9 +257,12 @@ class Unpickler:
                 return
             if error is None:
                 decoding.set_result(result)
-            else:
-                decoding.set_exception(error)
-                decoding.exception()  # (seen: the load raises it, or failed first)
+                return
+            decoding.set_exception(error)
+            decoding.exception()  # (seen: the load raises it, or failed first)
+            if self._receiving is not None:  # waiting for a peer, maybe quiet
+                self._stopped = True
+                self._receiving.cancel()
 
         def decode() -> None:
             try:
@@ -262,6 +274,7 @@ class Unpickler:
             except RuntimeError:  # the loop is closed: nobody waits for it
                 pass
 
+        self._receiving = asyncio.current_task()
         self._received.feed(drained, self.STREAM_AHEAD)
         threading.Thread(target=decode, name="streampickle decoder", daemon=True).start()
         return decoding

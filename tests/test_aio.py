@@ -450,3 +450,38 @@ class TestLargeRecords:
         assert isinstance(outcome, sp.StreamError)
         assert "more than one record" in str(outcome)
         assert unread >= 40 << 20
+
+    @pytest.mark.parametrize("fault", ["a flipped bit", "a bad opcode"])
+    def test_an_error_the_decoding_thread_finds_is_raised_while_the_peer_is_quiet(
+        self, fault: str
+    ) -> None:
+        """42nd review: the thread's error waited for the peer to send on,
+        close, or the load's timeout; the receiving is now stopped."""
+        record = ["x" * 200_000, np.zeros(20 << 20, np.uint8), "y"]
+        data = bytearray(sp.dumps(record, frame_size=64 << 10))
+        first = fmt.STREAM_HEADER.size  # pickle frames of 64 KiB, then the buffer
+        assert data[first] == Kind.PICKLE  # (the kind byte: see FORMAT.md)
+        if fault == "a flipped bit":
+            data[first + 42 + fmt.FRAME_HEADER.size + 1000] ^= 1  # (in the second)
+        else:  # checked, but no pickle (safe mode would wait for the whole record)
+            pickled = data[first + 32 : first + 42]  # PROTO 5 first: now no opcode
+            data[first : first + 42] = _pickle_frame(b"\xff" + pickled[1:])
+        at = first
+        while data[at] != Kind.BUFFER:
+            h = fmt.decode_frame_header(bytes(data[at : at + 32]), at, None)
+            at += fmt.FRAME_HEADER.size + h.stored_size
+        h = fmt.decode_frame_header(bytes(data[at : at + 32]), at, None)
+        buffer_ends = at + fmt.FRAME_HEADER.size + h.stored_size + h.check_table_size()
+
+        async def main() -> BaseException:
+            reader = asyncio.StreamReader()
+            reader.feed_data(bytes(data[:buffer_ends]))  # then the peer is quiet
+            # (the thread decoding the record started after its 8 MiB)
+            try:
+                await asyncio.wait_for(aio.load(reader, safe=fault == "a flipped bit"), 10)
+            except BaseException as exc:  # noqa: BLE001 (the outcome, checked below)
+                return exc
+            raise AssertionError("loaded a record that never ended")
+
+        outcome = asyncio.run(main())
+        assert isinstance(outcome, sp.CorruptStreamError), repr(outcome)
