@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,8 @@ class Unpickler:
     STREAM_FROM = 8 << 20
     #: ... and receiving waits while this many bytes wait for that thread.
     STREAM_AHEAD = 16 << 20
+    #: A buffer of this many bytes is received straight into its array.
+    DIRECT_FROM = 256 << 10
 
     def __init__(
         self,
@@ -107,11 +110,10 @@ class Unpickler:
         self._mark = 0  # an offset between frames, all pushed: where a load may resume
         self._state = "open"  # or "ended", "broken": nothing more is received
         # while a thread decodes the record coming: its outcome, and the task
-        # receiving it, which an error of the thread's cancels (the peer may
-        # be quiet: 42nd review)
+        # receiving the rest, which an error of the thread's cancels (the
+        # peer may be quiet: 42nd review)
         self._decoding: asyncio.Future[Any] | None = None
-        self._receiving: asyncio.Task[Any] | None = None
-        self._stopped = False
+        self._receiving: asyncio.Task[bool] | None = None
         self._decoder = _BlockingUnpickler(
             self._received, safe=safe, allow=allow, max_size=max_size
         )
@@ -176,30 +178,46 @@ class Unpickler:
             if len(head) < fmt.STREAM_HEADER.size:
                 return None
         self._mark = self._offset
-        self._stopped = False
+        progress = _Progress()
         try:
-            await self._receive_frames(tail)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not self._stopped or task is None or task.uncancel() > 0:
-                raise  # (cancelled by the caller, too)
+            if await self._receive_frames(tail, progress):
+                await self._receive_rest(progress)
         finally:  # the thread, if any, finds what came, and no more
             self._received.end()
-            decoding, self._decoding, self._receiving = self._decoding, None, None
+            decoding, self._decoding = self._decoding, None
         return decoding
 
-    async def _receive_frames(self, tail: bool) -> None:
-        """``tail``: what should be the stream's end (INDEX, END), which the
-        caller reads itself: no thread (42nd review: a second record there,
-        decoded by one, raced the caller's read of it)."""
+    async def _receive_rest(self, progress: _Progress) -> None:
+        """The rest of a record a thread decodes, received in a task of its
+        own, which an error of the thread's cancels: the caller's own task
+        is never cancelled but by the caller (43rd review)."""
+        receiving = asyncio.get_running_loop().create_task(
+            self._receive_frames(False, progress)
+        )
+        receiving.add_done_callback(_retrieve)  # (a caller's cancel may come after it)
+        self._receiving = receiving
+        try:
+            await asyncio.wait((receiving,))
+        except asyncio.CancelledError:  # the caller's
+            receiving.cancel()
+            raise
+        finally:
+            self._receiving = None
+        if not receiving.cancelled():  # (else the thread failed: the load says why)
+            receiving.result()
+
+    async def _receive_frames(self, tail: bool, progress: _Progress) -> bool:
+        """Whether it started a thread decoding the record, leaving the rest
+        to ``_receive_rest``. ``tail``: what should be the stream's end
+        (INDEX, END), which the caller reads itself: no thread (42nd review:
+        a second record there, decoded by one, raced the caller's read)."""
         received = self._received
         push = received.push
-        room = asyncio.Event()
-        size = chunks_owed = 0  # (the raw bytes of a compressed BUFFER's CHUNKs)
-        after: Kind | None = None
+        room = progress.room
         while (decoding := self._decoding) is None or not decoding.done():
-            if decoding is None and size > self.STREAM_FROM and not tail:
-                decoding = self._decoding = self._decode_in_thread(room)
+            if decoding is None and progress.size > self.STREAM_FROM and not tail:
+                self._decoding = self._decode_in_thread(room)
+                return True
             while decoding is not None and received.held > self.STREAM_AHEAD:
                 room.clear()
                 if received.held > self.STREAM_AHEAD and not decoding.done():
@@ -210,35 +228,36 @@ class Unpickler:
             raw = await self._read(fmt.FRAME_HEADER.size)
             push(raw)
             if len(raw) < fmt.FRAME_HEADER.size:
-                return
+                return False
             h = fmt.decode_frame_header(raw, offset, None)
-            if not _may_follow(after, h, chunks_owed) or (
-                tail and after is None and h.kind not in (Kind.INDEX, Kind.END)
+            if not _may_follow(progress.after, h, progress.chunks_owed) or (
+                tail and progress.after is None and h.kind not in (Kind.INDEX, Kind.END)
             ):
-                return  # (a record where the tail should be: refused unread)
-            after = h.kind
-            size += charge(h)
-            if self._max_size is not None and size > self._max_size:
+                return False  # (a record where the tail should be: refused unread)
+            progress.after = h.kind
+            progress.size += charge(h)
+            if self._max_size is not None and progress.size > self._max_size:
                 raise StreamError(
                     f"record exceeds max_size={self._max_size} bytes at {h.where()}"
                 )
-            chunks_owed -= h.raw_size if h.kind is Kind.CHUNK else 0
+            progress.chunks_owed -= h.raw_size if h.kind is Kind.CHUNK else 0
             if h.kind is Kind.BUFFER and h.codec is not Codec.NONE:
-                chunks_owed = h.raw_size
+                progress.chunks_owed = h.raw_size
             if h.kind is Kind.BUFFER and h.codec is Codec.NONE:
                 if not await self._receive_buffer(h):
-                    return
+                    return False
                 continue
             if h.kind is Kind.INDEX:  # up to 4 GiB the decoder skips: not held
                 skipped = await self._skip(h.stored_size)
                 received.push_gap(skipped)
                 if skipped < h.stored_size:
-                    return
+                    return False
                 continue
             payload = await self._read(h.stored_size)
             push(payload)
             if len(payload) < h.stored_size or h.kind in (Kind.RECORD_END, Kind.END):
-                return
+                return False
+        return False
 
     def _decode_in_thread(self, room: asyncio.Event) -> asyncio.Future[Any]:
         """The blocking decoder, in a thread of its own (a peer that goes
@@ -261,7 +280,6 @@ class Unpickler:
             decoding.set_exception(error)
             decoding.exception()  # (seen: the load raises it, or failed first)
             if self._receiving is not None:  # waiting for a peer, maybe quiet
-                self._stopped = True
                 self._receiving.cancel()
 
         def decode() -> None:
@@ -288,10 +306,12 @@ class Unpickler:
         return done
 
     async def _receive_buffer(self, h: fmt.FrameHeader) -> bool:
-        """Read a BUFFER's payload into its final array, then check it. Pieces
-        are taken as the stream buffers them (``read``, not a ``readexactly``
-        of a whole chunk, which first grows the StreamReader's buffer to the
-        chunk's size, pausing and resuming the transport all the while)."""
+        """Read a BUFFER's payload into its final array, then check it: from
+        DIRECT_FROM bytes, once the StreamReader holds none, straight from the
+        transport (``_ReceiveInto``); else in pieces as the stream buffers
+        them (``read``, not a ``readexactly`` of a whole chunk, which first
+        grows the StreamReader's buffer to the chunk's size, pausing and
+        resuming the transport all the while)."""
         try:
             out = np.empty(h.raw_size, dtype=np.uint8)
         except MemoryError:
@@ -300,7 +320,17 @@ class Unpickler:
             ) from None
         view = memoryview(out.data)
         got = 0
+        direct = h.raw_size >= self.DIRECT_FROM
         while got < h.raw_size:
+            if direct and (into := _ReceiveInto.take_over(self._reader, view[got:])):
+                try:
+                    await into.done
+                finally:
+                    into.give_back()
+                got += into.got
+                self._offset += into.got
+                direct = False  # (cut short: the peer ended or failed, the reader says)
+                continue
             piece = await self._reader.read(h.raw_size - got)
             if not piece:
                 self._received.push(out[:got])
@@ -319,6 +349,104 @@ class Unpickler:
         self._received.push(out)
         self._received.push(table)
         return True
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Marks a task's error seen, by whoever raised it."""
+    if not task.cancelled():
+        task.exception()
+
+
+@dataclass
+class _Progress:
+    """How far receiving a record has come: bytes charged against max_size,
+    the raw bytes a compressed BUFFER still owes in CHUNKs, the last frame's
+    kind; ``room`` is set when a thread decoding the record wants more."""
+
+    size: int = 0
+    chunks_owed: int = 0
+    after: Kind | None = None
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _ReceiveInto(asyncio.BufferedProtocol):
+    """Stands in for a StreamReader's protocol while a buffer arrives: the
+    transport receives straight into the buffer's memory (a socket's
+    ``recv_into``), never past its end, where the StreamReader would copy
+    each piece twice (into its own buffer, then out as bytes). Flow control
+    and the connection's end go on to the stream's protocol."""
+
+    def __init__(self, transport: Any, stream: Any, view: memoryview) -> None:
+        self._transport = transport
+        self._stream = stream
+        self._view = view
+        self._spill: bytearray | None = None
+        self.got = 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    def take_over(
+        cls, reader: asyncio.StreamReader, view: memoryview
+    ) -> _ReceiveInto | None:
+        """Put one in place of ``reader``'s protocol, if it holds nothing
+        yet and its transport can switch protocols (asyncio's own, uvloop's)."""
+        transport = getattr(reader, "_transport", None)
+        held = getattr(reader, "_buffer", None)
+        if transport is None or held is None or len(held) or reader.at_eof():
+            return None
+        try:
+            if transport.is_closing() or not transport.is_reading():
+                return None
+            into = cls(transport, transport.get_protocol(), view)
+            transport.set_protocol(into)
+        except (AttributeError, NotImplementedError):  # a transport of another kind
+            return None
+        return into
+
+    def give_back(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+        if self._transport.get_protocol() is self:
+            self._transport.set_protocol(self._stream)
+
+    def get_buffer(self, sizehint: int) -> memoryview | bytearray:
+        if self.got < len(self._view):
+            return self._view[self.got :]
+        # (a transport feeding what it already read, after the end: the stream's)
+        self._spill = bytearray(max(sizehint, 1 << 16))
+        return self._spill
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._spill is not None:
+            spill, self._spill = self._spill, None
+            self._stream.data_received(bytes(spill[:nbytes]))
+            return
+        self.got += nbytes
+        if self.got == len(self._view):
+            self.give_back()
+
+    def data_received(self, data: bytes) -> None:  # a transport that gives bytes
+        n = min(len(data), len(self._view) - self.got)
+        self._view[self.got : self.got + n] = data[:n]
+        self.got += n
+        if self.got == len(self._view):
+            self.give_back()
+            if n < len(data):
+                self._stream.data_received(data[n:])
+
+    def eof_received(self) -> bool | None:
+        self.give_back()
+        return self._stream.eof_received()  # type: ignore[no-any-return]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.give_back()
+        self._stream.connection_lost(exc)
+
+    def pause_writing(self) -> None:  # the same connection's writer: its flow
+        self._stream.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._stream.resume_writing()
 
 
 def _may_follow(after: Kind | None, h: fmt.FrameHeader, chunks_owed: int) -> bool:

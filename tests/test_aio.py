@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -24,13 +25,12 @@ from streampickle.format import Codec, Flag, Kind
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-def run_pair(
-    body: Callable[[Streams, Streams], Awaitable[Any]],
-) -> Any:
-    """Run ``body`` with the two ends of a socketpair as asyncio streams."""
+def run_pair(body: Callable[[Streams, Streams], Awaitable[Any]], tcp: bool = False) -> Any:
+    """Run ``body`` with the two ends of a socketpair (or of a loopback TCP
+    connection) as asyncio streams."""
 
     async def main() -> Any:
-        a, b = socket.socketpair()
+        a, b = socket.socketpair() if not tcp else _tcp_pair()
         left = await asyncio.open_connection(sock=a)
         right = await asyncio.open_connection(sock=b)
         try:
@@ -40,6 +40,12 @@ def run_pair(
                 w.close()
 
     return asyncio.run(main())
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        a = socket.create_connection(listener.getsockname())
+        return a, listener.accept()[0]
 
 
 def sample(i: int) -> dict[str, Any]:
@@ -485,3 +491,84 @@ class TestLargeRecords:
 
         outcome = asyncio.run(main())
         assert isinstance(outcome, sp.CorruptStreamError), repr(outcome)
+
+
+class TestDirectReceive:
+    """A buffer of DIRECT_FROM bytes or more is received by the transport
+    straight into its array (the StreamReader copied each piece twice)."""
+
+    def test_large_buffers_bypass_the_stream_reader_and_nothing_after_them(self) -> None:
+        arrays = [np.arange(i << 20, dtype=np.uint8) for i in (1, 16, 3)]
+
+        async def body(left: Streams, right: Streams) -> list[Any]:
+            fed = []
+            feed_data = right[0].feed_data
+            right[0].feed_data = lambda data: (fed.append(len(data)), feed_data(data))[1]
+            u = aio.Unpickler(right[0])
+            async with aio.Pickler(left[1]) as p:
+                sending = asyncio.create_task(p.dump(arrays))
+                got = await u.load()
+                await sending
+                await p.dump("next")  # through the stream's reader again
+            got.append(await u.load())
+            got.append(sum(fed))
+            return got
+
+        *got, after, fed = run_pair(body)
+        for a, b in zip(got, arrays, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert after == "next" and fed < 2 << 20  # (of 20 MiB)
+
+    def test_a_peer_that_closes_or_resets_inside_a_buffer_fails_cleanly(self) -> None:
+        data = sp.dumps(np.ones(8 << 20, np.uint8))
+        for how in ("close", "reset"):
+
+            async def body(left: Streams, right: Streams, how: str = how) -> None:
+                loading = asyncio.create_task(aio.load(right[0]))
+                left[1].write(data[: 4 << 20])
+                await left[1].drain()
+                await asyncio.sleep(0.05)
+                sock = left[1].get_extra_info("socket")
+                if how == "reset":  # (SO_LINGER on, 0 seconds: close sends RST)
+                    linger = struct.pack("ii", 1, 0)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                left[1].transport.abort()
+                with pytest.raises(sp.TruncatedStreamError if how == "close" else OSError):
+                    await loading
+
+            run_pair(body, tcp=True)
+
+    def test_writing_on_the_same_connection_while_receiving_goes_on(self) -> None:
+        """Both ends send 64 MiB to each other at once: the writer's flow
+        control reaches the stream while a buffer is received directly."""
+        ours, theirs = np.ones(64 << 20, np.uint8), np.full(64 << 20, 2, np.uint8)
+
+        async def body(left: Streams, right: Streams) -> list[Any]:
+            async def both(end: Streams, obj: Any) -> Any:
+                sending = asyncio.create_task(aio.dump(obj, end[1]))
+                got = await aio.load(end[0])
+                await sending
+                return got
+
+            return list(await asyncio.gather(both(left, ours), both(right, theirs)))
+
+        a, b = run_pair(body)
+        assert (a == 2).all() and (b == 1).all()
+
+    def test_a_load_cancelled_inside_a_buffer_gives_the_transport_back(self) -> None:
+        data = sp.dumps(np.ones(8 << 20, np.uint8))
+
+        async def body(left: Streams, right: Streams) -> None:
+            transport = right[1].transport
+            protocol = transport.get_protocol()
+            left[1].write(data[: 4 << 20])
+            u = aio.Unpickler(right[0])
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(u.load(), 0.5)
+            assert transport.get_protocol() is protocol
+            with pytest.raises(sp.StreamError, match="cancelled load"):
+                await u.load()
+            left[1].write(b"more")  # the stream's reader receives again
+            assert await right[0].read(10 << 20)
+
+        run_pair(body)
