@@ -198,8 +198,9 @@ class Unpickler:
         self._receiving = receiving
         try:
             await asyncio.wait((receiving,))
-        except asyncio.CancelledError:  # the caller's
-            receiving.cancel()
+        except asyncio.CancelledError:  # the caller's: it ends once the rest has
+            receiving.cancel()  # (the transport back: 44th review)
+            await asyncio.wait((receiving,))
             raise
         finally:
             self._receiving = None
@@ -395,9 +396,18 @@ class _ReceiveInto(asyncio.BufferedProtocol):
         if transport is None or held is None or len(held) or reader.at_eof():
             return None
         try:
-            if transport.is_closing() or not transport.is_reading():
+            stream = transport.get_protocol()
+            # asyncio's own, feeding this reader what it receives, as it does:
+            # not a subprocess's pipe, which feeds it a loop turn later, nor a
+            # protocol that changes what it feeds (44th review)
+            if (
+                type(stream) is not asyncio.StreamReaderProtocol
+                or getattr(stream, "_stream_reader", None) is not reader
+                or transport.is_closing()
+                or not transport.is_reading()
+            ):
                 return None
-            into = cls(transport, transport.get_protocol(), view)
+            into = cls(transport, stream, view)
             transport.set_protocol(into)
         except (AttributeError, NotImplementedError):  # a transport of another kind
             return None

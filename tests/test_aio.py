@@ -572,3 +572,77 @@ class TestDirectReceive:
             assert await right[0].read(10 << 20)
 
         run_pair(body)
+
+    def test_a_subprocess_pipe_loads_in_order(self) -> None:
+        """44th review: a subprocess's pipe feeds its reader a loop turn after
+        reading; standing in for its protocol, bytes came out of order."""
+        code = (
+            "import sys, numpy as np, streampickle as sp\n"
+            "data = sp.dumps(np.arange(4 << 20, dtype=np.uint8))\n"
+            "sys.stdout.buffer.write(data + b'TAIL')"
+        )
+
+        async def main() -> list[Any]:
+            got = []
+            for _ in range(3):
+                child = await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
+                )
+                assert child.stdout is not None
+                got.append(await asyncio.wait_for(aio.load(child.stdout), 30))
+                got.append(await child.stdout.read())
+                await child.wait()
+            return got
+
+        got = asyncio.run(main())
+        for array, tail in zip(got[::2], got[1::2], strict=True):
+            np.testing.assert_array_equal(array, np.arange(4 << 20, dtype=np.uint8))
+            assert tail == b"TAIL"
+
+    def test_a_reader_an_application_protocol_feeds_gets_what_that_feeds(self) -> None:
+        """44th review: the transport's protocol was replaced whatever it was;
+        one that feeds the reader other bytes (here XOR 0x5A) was bypassed."""
+        array = np.arange(1 << 20, dtype=np.uint8)
+        masked = bytes(np.frombuffer(sp.dumps(array), np.uint8) ^ 0x5A)
+
+        class Unmasking(asyncio.Protocol):
+            def __init__(self, reader: asyncio.StreamReader) -> None:
+                self.reader = reader
+
+            def connection_made(self, transport: Any) -> None:
+                self.reader.set_transport(transport)  # (flow control, as asyncio's do)
+
+            def data_received(self, data: bytes) -> None:
+                self.reader.feed_data(bytes(np.frombuffer(data, np.uint8) ^ 0x5A))
+
+        async def main() -> Any:
+            a, b = socket.socketpair()
+            reader = asyncio.StreamReader()
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.create_connection(lambda: Unmasking(reader), sock=b)
+            with a:
+                loading = asyncio.create_task(aio.load(reader))
+                for at in range(0, len(masked), 1000):  # the header first, alone
+                    await loop.sock_sendall(a, masked[at : at + 1000])
+                    await asyncio.sleep(0)
+                got = await asyncio.wait_for(loading, 10)
+            transport.close()
+            return got
+
+        np.testing.assert_array_equal(asyncio.run(main()), array)
+
+    def test_the_transport_is_given_back_before_the_cancelled_load_returns(self) -> None:
+        """44th review: cancelled in the caller's own task (asyncio.timeout)
+        while a record past 8 MiB came, the stand-in stayed a loop turn."""
+        data = sp.dumps([np.ones(10 << 20, np.uint8), np.ones(8 << 20, np.uint8)])
+
+        async def body(left: Streams, right: Streams) -> None:
+            transport = right[1].transport
+            protocol = transport.get_protocol()
+            left[1].write(data[: 14 << 20])
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await aio.load(right[0])
+            assert transport.get_protocol() is protocol
+
+        run_pair(body)
