@@ -293,7 +293,6 @@ class Unpickler:
             except RuntimeError:  # the loop is closed: nobody waits for it
                 pass
 
-        self._receiving = asyncio.current_task()
         self._received.feed(drained, self.STREAM_AHEAD)
         threading.Thread(target=decode, name="streampickle decoder", daemon=True).start()
         return decoding
@@ -389,8 +388,9 @@ class _ReceiveInto(asyncio.BufferedProtocol):
     def take_over(
         cls, reader: asyncio.StreamReader, view: memoryview
     ) -> _ReceiveInto | None:
-        """Put one in place of ``reader``'s protocol, if it holds nothing
-        yet and its transport can switch protocols (asyncio's own, uvloop's)."""
+        """Put one in place of ``reader``'s protocol, if that is asyncio's
+        own, the reader holds nothing yet, and its transport can switch
+        protocols."""
         transport = getattr(reader, "_transport", None)
         held = getattr(reader, "_buffer", None)
         if transport is None or held is None or len(held) or reader.at_eof():
