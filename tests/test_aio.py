@@ -497,26 +497,11 @@ class TestLargeRecords:
     ) -> None:
         """42nd review: the thread's error waited for the peer to send on,
         close, or the load's timeout; the receiving is now stopped."""
-        record = ["x" * 200_000, np.zeros(20 << 20, np.uint8), "y"]
-        data = bytearray(sp.dumps(record, frame_size=64 << 10))
-        first = fmt.STREAM_HEADER.size  # pickle frames of 64 KiB, then the buffer
-        assert data[first] == Kind.PICKLE  # (the kind byte: see FORMAT.md)
-        if fault == "a flipped bit":
-            data[first + 42 + fmt.FRAME_HEADER.size + 1000] ^= 1  # (in the second)
-        else:  # checked, but no pickle (safe mode would wait for the whole record)
-            pickled = data[first + 32 : first + 42]  # PROTO 5 first: now no opcode
-            data[first : first + 42] = _pickle_frame(b"\xff" + pickled[1:])
-        at = first
-        while data[at] != Kind.BUFFER:
-            h = fmt.decode_frame_header(bytes(data[at : at + 32]), at, None)
-            at += fmt.FRAME_HEADER.size + h.stored_size
-        h = fmt.decode_frame_header(bytes(data[at : at + 32]), at, None)
-        buffer_ends = at + fmt.FRAME_HEADER.size + h.stored_size + h.check_table_size()
+        sent = _cut_after_the_buffer(fault)
 
         async def main() -> BaseException:
             reader = asyncio.StreamReader()
-            reader.feed_data(bytes(data[:buffer_ends]))  # then the peer is quiet
-            # (the thread decoding the record started after its 8 MiB)
+            reader.feed_data(sent)  # then the peer is quiet
             try:
                 await asyncio.wait_for(aio.load(reader, safe=fault == "a flipped bit"), 10)
             except BaseException as exc:  # noqa: BLE001 (the outcome, checked below)
@@ -525,6 +510,53 @@ class TestLargeRecords:
 
         outcome = asyncio.run(main())
         assert isinstance(outcome, sp.CorruptStreamError), repr(outcome)
+
+    def test_the_threads_error_reaches_a_task_that_was_cancelled_before(self) -> None:
+        """43rd review: stopping the receiving cancelled the caller's task, so
+        one whose earlier cancel was caught (a server loop, cleanup) got
+        CancelledError instead of the thread's error."""
+        sent = _cut_after_the_buffer("a flipped bit")
+
+        async def main() -> tuple[BaseException, int]:
+            me = asyncio.current_task()
+            assert me is not None
+            me.cancel()
+            try:
+                await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                pass  # caught, not uncancelled: cancelling() is 1
+            reader = asyncio.StreamReader()
+            reader.feed_data(sent)
+            try:
+                await aio.load(reader)
+            except BaseException as exc:  # noqa: BLE001 (the outcome, checked below)
+                return exc, me.cancelling()
+            raise AssertionError("loaded a record that never ended")
+
+        outcome, cancelling = asyncio.run(main())
+        assert isinstance(outcome, sp.CorruptStreamError), repr(outcome)
+        assert cancelling == 1
+
+
+def _cut_after_the_buffer(fault: str) -> bytes:
+    """A stream whose one record of 20 MiB has ``fault`` in its pickle
+    frames, which come first, cut after its buffer: a thread decodes it
+    (past 8 MiB) and finds the fault while nothing more comes."""
+    record = ["x" * 200_000, np.zeros(20 << 20, np.uint8), "y"]
+    data = bytearray(sp.dumps(record, frame_size=64 << 10))
+    first = fmt.STREAM_HEADER.size  # pickle frames of 64 KiB, then the buffer
+    assert data[first] == Kind.PICKLE  # (the kind byte: see FORMAT.md)
+    if fault == "a flipped bit":
+        data[first + 42 + fmt.FRAME_HEADER.size + 1000] ^= 1  # (in the second)
+    else:  # checked, but no pickle (safe mode would wait for the whole record)
+        pickled = data[first + 32 : first + 42]  # PROTO 5 first: now no opcode
+        data[first : first + 42] = _pickle_frame(b"\xff" + pickled[1:])
+    at = first
+    while data[at] != Kind.BUFFER:
+        h = fmt.decode_frame_header(bytes(data[at : at + 32]), at, None)
+        at += fmt.FRAME_HEADER.size + h.stored_size
+    h = fmt.decode_frame_header(bytes(data[at : at + 32]), at, None)
+    return bytes(data[: at + fmt.FRAME_HEADER.size + h.stored_size + h.check_table_size()])
 
 
 class TestDirectReceive:
