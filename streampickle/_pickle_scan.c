@@ -150,7 +150,7 @@ scan_init(scan *s)
     s->raising = s->late = 0;
     s->skip = 0;
     s->lines = 0;
-    s->plain = 1;
+    s->plain = s->calls_only = 1;
     s->hashes_shared = s->hashes_chosen = s->hashes_numbers = s->keys_chosen = 0;
     s->stopped = 0;
     s->whole = 0;
@@ -289,6 +289,7 @@ add_to(scan *s, Py_ssize_t start, int pairs, int hashes)
     if (*height & CALLED && s->stack.len > start) { /* a link, as a call's result */
         h++;
         s->raising++;
+        s->calls_only = 0;
     }
     if (target > CHOSEN_NUMBER && h > (*height & ~FLAGS)) {
         if (h > s->max_depth)
@@ -452,6 +453,7 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
             return -1;
         return add_to(s, mark, op == SETITEMS, op != APPENDS);
     case BUILD:
+        s->calls_only = 0;
         if (need(s, 2) < 0)
             return -1;
         /* Safe mode builds only numpy's dtypes and arrays, which no writer
@@ -487,27 +489,36 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         uint32_t flags = tuple_like ? hash_flags(s, mark, op == FROZENSET) : 0;
         return build(s, mark, op == TUPLE, flags);
     case REDUCE: /* callable, arguments */
+        /* (a numpy scalar's hash is its number's: a key of a chosen hash) */
+        return need(s, 2) < 0 ? -1 : build(s, len - 2, 1, CALLED | CHOSEN_HASH);
     case NEWOBJ: /* class, arguments */
+        s->calls_only = 0;
         return need(s, 2) < 0 ? -1 : build(s, len - 2, 1, CALLED);
     case NEWOBJ_EX: /* class, arguments, keywords */
+        s->calls_only = 0;
         return need(s, 3) < 0 ? -1 : build(s, len - 3, 1, CALLED);
     case OBJ: /* mark, class, arguments */
+        s->calls_only = 0;
         if ((mark = pop_mark(s)) < 0)
             return -1;
         if (len - mark < 1)
             return scan_refuse(s, "unpickling stack underflow");
         return build(s, mark, 1, CALLED);
     case INST: /* mark, arguments; module and name follow as text */
+        s->calls_only = 0;
         return (mark = pop_mark(s)) < 0 ? -1 : build(s, mark, 1, CALLED);
     case BINPERSID: /* the ID */
+        s->calls_only = 0;
         return need(s, 1) < 0 ? -1 : build(s, len - 1, 1, CALLED);
     case STACK_GLOBAL: /* module and name */
         return need(s, 2) < 0 ? -1 : build(s, len - 2, 0, 0);
-    case GLOBAL:
     case PERSID:
     case EXT1:
     case EXT2:
     case EXT4:
+        s->calls_only = 0;
+        return push_new(s, 0);
+    case GLOBAL:
     case NEXT_BUFFER:
         return push_new(s, 0);
     case READONLY_BUFFER:

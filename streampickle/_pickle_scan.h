@@ -41,6 +41,7 @@ typedef struct {
     uint64_t skip;      /* bytes of an argument still to come */
     int lines;          /* newlines of text arguments still to come */
     int plain, stopped;
+    int calls_only;     /* its code is calls alone: see scan_whole */
     int hashes_shared;  /* scan_light's: shared objects, tuples, hashing */
     int hashes_chosen;  /* scan_light's: CHOSEN and HASHES (_pickle_opcodes.h) */
     int hashes_numbers; /* scan_light's: NUMBERS and HASHES */
@@ -56,7 +57,10 @@ void scan_free(scan *s);
  * offset) (or MemoryError) set. */
 int scan_bytes(scan *s, const unsigned char *p, Py_ssize_t n);
 /* 1 if the whole pickle at ``p`` passes and is plain, 0 if it passes and is
- * not, -1 (error set) if it is refused. Strict, plain data that hashes keys
+ * not, -1 (error set) if it is refused; strict, 2 if the code it reaches is
+ * calls (globals, REDUCE) alone, whose results are given nothing (no BUILD,
+ * APPEND, SETITEM to them) and hashed as no key, under the rules for plain
+ * data below (safe mode's CallsUnpickler, safe_calls.py). Strict, plain data that hashes keys
  * of a chosen hash, or shares and hashes tuples, is plain only if
  * ``count_keys`` and keys_counted takes it; that hashes numbers, only if
  * keys_counted takes it (the tables' model, _pickle_probes.h), or if not

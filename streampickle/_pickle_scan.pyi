@@ -1,4 +1,5 @@
 from collections.abc import Callable
+from typing import Literal
 
 class PickleScan:
     """Checks a record's pickle bytes, fed in any pieces, before they are
@@ -20,7 +21,7 @@ def check_whole(
     *,
     strict: bool = False,
     count_keys: bool = True,
-) -> bool: ...
+) -> bool | Literal[2]: ...
 def key_hashes(data: bytes | bytearray | memoryview, /) -> list[int] | None: ...
 
 class ProbeTable:

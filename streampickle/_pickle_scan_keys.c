@@ -452,11 +452,33 @@ step(pass *s, const unsigned char *p, Py_ssize_t size, uint64_t n)
         tuple_of(&s->stack[mark], &s->stack[mark], len - mark, s->pool);
         s->stack_len = mark + 1;
         return 1;
+    /* The code of a record of calls (scan_whole's 2): a global, a call's
+     * result, a buffer, none of whose hashes the count knows (as a key: 0) */
+    case STACK_GLOBAL:
+    case REDUCE:
+        if (len < 2)
+            return 0;
+        s->stack[len - 2] = (value){.kind = OTHER};
+        s->stack_len--;
+        return 1;
+    case GLOBAL:
+    case NEXT_BUFFER:
+        if ((v = push_value(s, &got)) == NULL)
+            return got;
+        *v = (value){.kind = OTHER};
+        return 1;
+    case READONLY_BUFFER:
+        return len > 0;
     }
     if ((v = push_value(s, &got)) == NULL)
         return got;
     return scalar(v, p, arg_of[op] == TEXT ? (uint64_t)size - 2 : n) < 0 ? -1 : 1;
 }
+
+/* The opcodes that reach code which ``step`` takes (calls: see there). */
+static const unsigned char is_call[256] = {
+    [STACK_GLOBAL] = 1, [REDUCE] = 1, [GLOBAL] = 1, [NEXT_BUFFER] = 1, [READONLY_BUFFER] = 1,
+};
 
 int
 keys_counted(const unsigned char *p, Py_ssize_t n, int shared, PyObject *seen)
@@ -469,7 +491,7 @@ keys_counted(const unsigned char *p, Py_ssize_t n, int shared, PyObject *seen)
     int result = 1;
     while (result > 0 && at < end && !s.stopped) {
         uint64_t arg = 0;
-        Py_ssize_t size = reaches_code[*at] ? 0 : opcode_size(at, end, &arg);
+        Py_ssize_t size = reaches_code[*at] && !is_call[*at] ? 0 : opcode_size(at, end, &arg);
         result = size ? step(&s, at, size, arg) : 0;
         at += size;
     }

@@ -132,12 +132,16 @@ scan_whole(const unsigned char *p, Py_ssize_t n, int strict, int count_keys)
     }
     if (!failed && !s.stopped)
         failed = scan_refuse(&s, s.lines ? "a text argument without its newline" : "no STOP");
-    /* (keys_chosen: the full scan's); numbers hashed: their probe paths */
+    /* (keys_chosen, calls_only: the full scan's); numbers hashed: their
+     * probe paths; calls, as plain data, made nothing a key */
     int plain = s.plain, counted = strict && (hashes_shared || s.keys_chosen);
+    int verdict = plain ? 1 : strict && s.calls_only ? 2 : 0;
     scan_free(&s);
     if (failed)
         return -1;
-    if (plain && (counted || (strict && hashes_numbers)))
-        return count_keys ? keys_counted(p, n, hashes_shared, NULL) : !counted;
-    return plain;
+    if (verdict && (counted || (strict && hashes_numbers))) {
+        int taken = count_keys ? keys_counted(p, n, hashes_shared, NULL) : !counted;
+        return taken > 0 ? verdict : taken;
+    }
+    return verdict;
 }

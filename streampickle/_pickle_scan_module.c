@@ -123,7 +123,7 @@ check_whole(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
         return NULL;
     int plain = scan_whole(view.buf, view.len, strict, count_keys);
     PyBuffer_Release(&view);
-    return plain < 0 ? NULL : PyBool_FromLong(plain);
+    return plain < 0 ? NULL : plain == 2 ? PyLong_FromLong(2) : PyBool_FromLong(plain);
 }
 
 static PyObject *
@@ -148,7 +148,8 @@ static PyMethodDef methods[] = {
      "hashes keys of a chosen hash or shares and hashes tuples, the count in\n"
      "C of its keys takes it, never if not count_keys; where it hashes\n"
      "numbers, the count's model of the dict and set tables takes it, or\n"
-     "count_keys is False)."},
+     "count_keys is False); strict, 2 if its only code is calls whose\n"
+     "results are given nothing and hashed as no key (safe_calls.py)."},
     {"key_hashes", key_hashes, METH_O,
      "key_hashes(data, /)\n--\n\n"
      "The hashes of the keys of a chosen hash a plain pickle hashes, as\n"

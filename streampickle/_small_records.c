@@ -154,7 +154,8 @@ load_record(SmallRecords *self, header h, const char *p, Py_ssize_t n, int stric
             result = Py_NewRef(Py_NotImplemented);
         }
         else
-            result = plain ? PyObject_CallOneArg(self->loads, chunk) : Py_NewRef(Py_Ellipsis);
+            result = plain == 1 ? PyObject_CallOneArg(self->loads, chunk)
+                                : Py_NewRef(Py_Ellipsis); /* not plain: its own reader */
     }
     Py_DECREF(chunk);
     return result;

@@ -23,6 +23,7 @@ from .errors import TruncatedStreamError
 from .index import Scan, scan_index
 from .io import AppendSink, FileSource, Sink, SocketSink, open_sink
 from .pagecache import check_policy
+from .safe_calls import DtypeTable
 from .writer import Compression, FrameWriter
 
 _pickle_dump = pickle.Pickler.dump  # the C pickler's, without super() per record
@@ -106,6 +107,12 @@ class Pickler(pickle.Pickler):
         self._flush_records = True
         try:
             super().__init__(self._writer, 5, buffer_callback=self._writer.write_buffer)
+            # dtypes of numbers as one call each, which safe mode reads in C
+            # (safe_calls.py), unless a subclass brings its own table
+            self._dtypes = None
+            if getattr(self, "dispatch_table", None) is None:
+                self._dtypes = DtypeTable()
+                self.dispatch_table = self._dtypes.table
             if existing is None:
                 self._sink.write(fmt.encode_stream_header())
             else:
@@ -117,6 +124,8 @@ class Pickler(pickle.Pickler):
 
     def dump(self, obj: Any) -> None:
         """Write ``obj`` as the next record; each record decodes on its own."""
+        if self._dtypes is not None and self._dtypes.renew():
+            self.dispatch_table = self._dtypes.table
         self._write_record(_pickle_dump, self, obj)
 
     def write_record(self, write: Callable[[FrameWriter], None]) -> None:
@@ -222,12 +231,16 @@ class _SocketMessage:
 
     def __init__(self) -> None:
         self.pickler = pickle.Pickler(self, 5, buffer_callback=self.write_buffer)
+        self.dtypes = DtypeTable()  # as Pickler's
+        self.pickler.dispatch_table = self.dtypes.table
         self.parts: list[bytes] = []
         self.size = 0
         self.sock: socket.socket | None = None
         self.stream: Pickler | None = None  # once the message is streamed
 
     def dump(self, obj: Any, sock: socket.socket) -> None:
+        if self.dtypes.renew():
+            self.pickler.dispatch_table = self.dtypes.table
         self.sock = sock
         try:
             _pickle_dump(self.pickler, obj)

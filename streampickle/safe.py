@@ -117,8 +117,9 @@ _OWN_IDS = _BUILTIN_IDS | frozenset(
     for f in (np.dtype, np.ndarray, Ellipsis, NotImplemented, _RECONSTRUCT, _SCALAR)
     + (_FROMBUFFER,)
 )
-#: The type strings numpy pickles dtypes with: "f8", "U7", "V16", "M8".
-_TYPE_STRING = re.compile(r"[a-zA-Z][0-9]{0,12}")
+#: The type strings numpy pickles dtypes with: "f8", "U7", "V16", "M8";
+#: streampickle's, of numbers, with their byte order: "<f8" (safe_calls.py).
+_TYPE_STRING = re.compile(r"[<>|=]?[a-zA-Z][0-9]{0,12}")
 #: An empty array has no data to bound its other dimensions by: list() of one
 #: shaped (10**6, 0) is a million arrays. No more than this many rows, then.
 _MAX_EMPTY_EXTENT = 1 << 16
@@ -325,26 +326,28 @@ def _size(shape: tuple[Any, ...]) -> int:
 _PythonUnpickler: Any = pickle._Unpickler  # typeshed calls it the C one
 
 
-class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
-    """Python's unpickler, for a record in safe mode that names globals (or
-    hashes tuples it shares): each call and each BUILD checked before it
-    runs, and what calls copy and hashing visits counted against a budget of
-    the record's pickle bytes (slower per opcode than the C unpickler;
-    arrays' bytes are not opcodes)."""
+class Budget:
+    """What a record's calls copy and its hashing visits, counted against a
+    budget of its pickle bytes (SafeRecordUnpickler; safe_calls.py's
+    CallsUnpickler, for numpy's calls)."""
 
-    dispatch = dict(_PythonUnpickler.dispatch)
-
-    def __init__(self, file: Any, **options: Any) -> None:
-        super().__init__(file, **options)
-        self._record: Any = file  # its pickle_bytes: read so far
+    def __init__(self, record: Any) -> None:
+        self._record: Any = record  # its pickle_bytes: read so far
         self._spent = 0
-        # by id, held: arrays _reconstruct made and no BUILD has yet given a
-        # state, and the record's out-of-band buffers
-        self._unbuilt: dict[int, Any] = {}
-        self._out_of_band: dict[int, Any] = {}
         self._checked: Checked = {}
-        self._hashed = HashedKeys()
-        self._tables = ProbedTables()
+
+    def _check_numpy_call(self, func: Any, args: Any, kwargs: Any) -> None:
+        """check_call, and what a call of numpy's scalar or _frombuffer costs
+        spent (a dtype walked where first used, the items' unfolding, each
+        extent of a shape: fifteenth review, 5.6 s from 1 MB)."""
+        if (func is _SCALAR or func is _FROMBUFFER) and type(args) is tuple:
+            self._spend_dtype(args[0 if func is _SCALAR else 1] if len(args) > 1 else None)
+        check_call(func, args, kwargs, self._checked)
+        if func is _SCALAR:
+            self._spend(args[0].itemsize + self._unfolding(args[0], ()))
+        elif func is _FROMBUFFER:
+            extents = EXTENT * len(args[2])
+            self._spend(ARRAY_CALL + self._unfolding(args[1], args[2]) + extents)
 
     def _spend(self, work: int) -> None:
         """Count ``work`` (bytes or items copied, objects a hash visits): a
@@ -358,40 +361,6 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
                 f"builds or hashes no more than {SPEND_FACTOR} times a record's pickle "
                 f"bytes ({self._spent} items or bytes)"
             )
-
-    def _call(self, func: Any, args: Any, kwargs: Any, step: Any, *step_args: Any) -> None:
-        if (func is _SCALAR or func is _FROMBUFFER) and type(args) is tuple:
-            self._spend_dtype(args[0 if func is _SCALAR else 1] if len(args) > 1 else None)
-        check_call(func, args, kwargs, self._checked)
-        compared = None
-        if (func is set or func is frozenset or func is dict) and args:
-            if isinstance(args[0], str):  # its characters become objects
-                self._spend(copied(args[0]))
-            pairs = func is dict and not isinstance(args[0], dict)
-            keys = [p[0] for p in args[0]] if pairs else args[0]
-            is_set, frozen = func is not dict, func is frozenset
-            compared = self._spend_hashing(keys, is_set=is_set, frozen=frozen)
-        elif (func is str or id(func) in _MATERIALIZING_IDS) and args:
-            self._spend(copied(args[0]))
-        elif (func is int or func is float or func is complex or func is bool) and args:
-            self._spend(copied(args[0]))  # parsed, or read
-        elif func is range:
-            self._spend(range_work(args))
-        elif func is _SCALAR:
-            self._spend(args[0].itemsize + self._unfolding(args[0], ()))
-        elif func is _FROMBUFFER:
-            extents = EXTENT * len(args[2])
-            self._spend(ARRAY_CALL + self._unfolding(args[1], args[2]) + extents)
-        elif func is _RECONSTRUCT:
-            self._spend(ARRAY_CALL)
-        _run(id(func) in _OWN_IDS, step, *step_args)
-        made = self.stack[-1]
-        self._hashed.note(made, compared)
-        self._tables.made(made)
-        if func is np.dtype:
-            check_expansion(made)  # made from a string
-        elif func is _RECONSTRUCT:
-            self._unbuilt[id(made)] = made
 
     def _spend_dtype(self, dtype: Any) -> None:
         """A dtype is checked, field by field, where a record first uses it
@@ -408,6 +377,55 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         unfolded = seen(self._checked, dtype) or 1  # an object dtype's: one
         beyond = unfolded - UNFOLDING * dtype.itemsize
         return beyond * _size(shape) if beyond > 0 else 0
+
+    def _left(self) -> int:
+        return int(SPEND_FACTOR * self._record.pickle_bytes + SPEND_FLOOR - self._spent)
+
+
+class SafeRecordUnpickler(Budget, _PythonUnpickler):  # type: ignore[misc]
+    """Python's unpickler, for a record in safe mode that names globals (or
+    hashes tuples it shares): each call and each BUILD checked before it
+    runs, and what calls copy and hashing visits counted (Budget; slower per
+    opcode than the C unpickler; arrays' bytes are not opcodes)."""
+
+    dispatch = dict(_PythonUnpickler.dispatch)
+
+    def __init__(self, file: Any, **options: Any) -> None:
+        _PythonUnpickler.__init__(self, file, **options)
+        Budget.__init__(self, file)
+        # by id, held: arrays _reconstruct made and no BUILD has yet given a
+        # state, and the record's out-of-band buffers
+        self._unbuilt: dict[int, Any] = {}
+        self._out_of_band: dict[int, Any] = {}
+        self._hashed = HashedKeys()
+        self._tables = ProbedTables()
+
+    def _call(self, func: Any, args: Any, kwargs: Any, step: Any, *step_args: Any) -> None:
+        self._check_numpy_call(func, args, kwargs)
+        compared = None
+        if (func is set or func is frozenset or func is dict) and args:
+            if isinstance(args[0], str):  # its characters become objects
+                self._spend(copied(args[0]))
+            pairs = func is dict and not isinstance(args[0], dict)
+            keys = [p[0] for p in args[0]] if pairs else args[0]
+            is_set, frozen = func is not dict, func is frozenset
+            compared = self._spend_hashing(keys, is_set=is_set, frozen=frozen)
+        elif (func is str or id(func) in _MATERIALIZING_IDS) and args:
+            self._spend(copied(args[0]))
+        elif (func is int or func is float or func is complex or func is bool) and args:
+            self._spend(copied(args[0]))  # parsed, or read
+        elif func is range:
+            self._spend(range_work(args))
+        elif func is _RECONSTRUCT:
+            self._spend(ARRAY_CALL)
+        _run(id(func) in _OWN_IDS, step, *step_args)
+        made = self.stack[-1]
+        self._hashed.note(made, compared)
+        self._tables.made(made)
+        if func is np.dtype:
+            check_expansion(made)  # made from a string
+        elif func is _RECONSTRUCT:
+            self._unbuilt[id(made)] = made
 
     def _spend_hashing(
         self, items: Any, target: Any = None, is_set: bool = False, frozen: bool = False
@@ -427,9 +445,6 @@ class SafeRecordUnpickler(_PythonUnpickler):  # type: ignore[misc]
         if target is not None:
             self._hashed.note(target, compared)
         return compared
-
-    def _left(self) -> int:
-        return int(SPEND_FACTOR * self._record.pickle_bytes + SPEND_FLOOR - self._spent)
 
     def load_reduce(self) -> None:
         func, args = self.stack[-2], self.stack[-1]

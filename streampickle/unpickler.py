@@ -33,6 +33,7 @@ from .pagecache import check_policy
 from .pickler import check_threads
 from .records import FRAME_COST, RecordReader, WholeRecord, bad_counts, refused, too_large
 from .safe import SAFE_GLOBALS, SafeRecordUnpickler
+from .safe_calls import CallsUnpickler, NotCalls
 
 # Enum members read per record, as module globals: ``Kind.PICKLE`` costs ~70 ns
 # on CPython 3.11 (a metaclass attribute lookup), a global ~15.
@@ -160,6 +161,8 @@ class Unpickler:
         # subclass's override, behind the safe-mode check if asked.
         self._overridden = getattr(self.find_class, "__func__", None) is not _OWN_FIND_CLASS
         self._allowed = SAFE_GLOBALS | frozenset(allow) if safe else None
+        # safe mode's C path for records of numpy's calls (safe_calls.py)
+        self._calls = self._allowed == SAFE_GLOBALS and not self._overridden
 
     def _checked_find_class(self, module: str, name: str) -> Any:
         """find_class in safe mode: only the globals allowed reach it."""
@@ -306,10 +309,10 @@ class Unpickler:
     def _read_whole(self, chunk: bytes | bytearray, number: int) -> Any:
         """Unpickle a whole record's pickle bytes, all in memory."""
         try:
-            plain = check_whole(chunk, strict=self._safe)
+            verdict = check_whole(chunk, strict=self._safe)
         except ValueError as exc:
             raise refused(number, exc) from None
-        if plain:
+        if verdict is True:
             # It calls nothing of its own, so no hook applies; pickle.loads
             # needs no unpickler of ours.
             try:
@@ -319,9 +322,23 @@ class Unpickler:
         whole = bytes(chunk)
         if isinstance(chunk, bytearray):  # gathered: not held twice while it runs
             chunk.clear()
-        return self._unpickle_whole(whole, number)
+        return self._unpickle_whole(whole, number, verdict == 2)
 
-    def _unpickle_whole(self, chunk: bytes, number: int) -> Any:
+    def _unpickle_whole(self, chunk: bytes, number: int, calls: bool | None = None) -> Any:
+        """``calls``: whether check_whole found the record's code calls alone
+        (None: not asked yet; safe mode only)."""
+        if self._calls and self.persistent_load is None:
+            if calls is None:
+                calls = check_whole(chunk, strict=True) == 2
+            if calls:
+                try:
+                    return CallsUnpickler(chunk).load()
+                except (StreamError, MemoryError):
+                    raise
+                except NotCalls:  # another global: the counting unpickler's
+                    pass
+                except Exception as exc:  # it runs no code but checked calls
+                    raise _not_a_pickle(number, exc) from exc
         whole = self._whole
         whole.chunk, whole.pos, whole.number = chunk, 0, number
         return self._unpickle(whole, number)

@@ -18,6 +18,7 @@ import streampickle as sp
 from streampickle import codecs
 from streampickle import format as fmt
 from streampickle.format import Codec, Flag, FrameHeader, Kind
+from streampickle.safe_calls import DtypeTable
 from streampickle.writer import FrameWriter
 
 RNG = np.random.default_rng(42)
@@ -287,7 +288,11 @@ class TestStreamedBuffers:
         """``arr`` as one record, its buffer fed in ``piece``-byte pieces (and
         ``extra`` bytes too many, or too few if negative)."""
         buffers: list[pickle.PickleBuffer] = []
-        data = pickle.dumps(arr, protocol=5, buffer_callback=buffers.append)
+        pickled = io.BytesIO()
+        pickler = pickle.Pickler(pickled, 5, buffer_callback=buffers.append)
+        pickler.dispatch_table = DtypeTable().table  # (dtypes as sp.Pickler writes them)
+        pickler.dump(arr)
+        data = pickled.getvalue()
         raw = buffers[0].raw()
         fed = bytes(raw) + bytes(max(extra, 0))
         fed = fed[: len(fed) + min(extra, 0)]

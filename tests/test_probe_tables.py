@@ -173,17 +173,20 @@ def test_keys_crowding_one_path_are_refused_in_time() -> None:
     """A dict of 12,192 plain ints (80 KB) whose paths crowd together passes
     47 million slots (587 a pickle byte; pickle.loads: quadratic, 1 MB of
     them 18 s): past what the model allows (32 a byte), the C path refuses
-    it; the counting unpickler, which reads a record naming a global,
-    charges them and refuses it too. As many ints of a range or random
-    load."""
+    it, also beside numpy's calls (safe_calls.py); the counting unpickler,
+    which reads a record with a BUILD (a structured array), charges them and
+    refuses it too. As many ints of a range or random load."""
     keys = _crowding_keys(15, 8000)
     assert len({hash(key) for key in keys}) == len(keys)
     assert ProbeTable(False).add(keys) > 32 * len(_pickled(dict.fromkeys(keys)))
     with pytest.raises(ValueError, match="paths through their dicts' and sets' tables"):
         check_whole(_pickled(dict.fromkeys(keys)), strict=True)
+    built = np.zeros(2, [("a", "<f8")])
     crowded = [dict.fromkeys(keys), [np.zeros(2), dict.fromkeys(keys)]]
-    plain, counted = _loaded_in_a_child([sp.dumps(obj) for obj in crowded], timeout=60)
+    crowded.append([built, dict.fromkeys(keys)])
+    plain, calls, counted = _loaded_in_a_child([sp.dumps(o) for o in crowded], timeout=60)
     assert plain.startswith(b"ForbiddenGlobalError safe mode refuses keys whose paths")
+    assert calls.startswith(b"ForbiddenGlobalError safe mode refuses keys whose paths")
     assert counted.startswith(b"ForbiddenGlobalError safe mode builds or hashes")
     randoms = random.Random(3).sample(range(1 << 31), len(keys))
     for legit in (list(range(len(keys))), randoms):

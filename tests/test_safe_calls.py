@@ -1,0 +1,295 @@
+"""Safe mode's C path for records whose only code is numpy's calls
+(safe_calls.py): what the scan sends there, what it leaves to Python's
+counting unpickler, and that both paths judge a record alike."""
+
+from __future__ import annotations
+
+import copyreg
+import io
+import pickle
+import pickletools
+import struct
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import streampickle as sp
+from streampickle import format as fmt
+from streampickle import unpickler
+from streampickle._pickle_scan import check_whole
+from streampickle.safe_calls import CallsUnpickler
+
+NUMBER_CODES = "?bhilqBHILQefdgFDG"
+
+
+def stream_of(pickled: bytes) -> bytes:
+    """A one-record stream whose record's pickle bytes are ``pickled``."""
+    data = io.BytesIO()
+    with sp.Pickler(data) as p:
+        p.write_record(lambda writer: writer.write(pickled))
+    return data.getvalue()
+
+
+def pickled(obj: Any) -> bytes:
+    """The pickle bytes streampickle's Pickler writes for ``obj``'s record."""
+    stream = sp.dumps(obj)
+    at, found = fmt.STREAM_HEADER.size, b""
+    while True:
+        h = fmt.decode_frame_header(stream[at : at + 32], at, None)
+        if h.kind is fmt.Kind.RECORD_END:
+            return found
+        if h.kind is fmt.Kind.PICKLE:
+            found += stream[at + 32 : at + 32 + h.stored_size]
+        table = h.check_table_size() if h.kind is fmt.Kind.BUFFER else 0
+        at += 32 + h.stored_size + table
+
+
+def opcodes(data: bytes) -> set[str]:
+    return {op.name for op, _, _ in pickletools.genops(data)}
+
+
+def python_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send records of calls to the counting unpickler, as before."""
+    original = unpickler.Unpickler.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._calls = False
+
+    monkeypatch.setattr(unpickler.Unpickler, "__init__", init)
+
+
+def outcome(data: bytes) -> Any:
+    try:
+        return ("loaded", repr(sp.loads(data, safe=True)))
+    except sp.StreamError as exc:
+        return (type(exc).__name__,)
+
+
+class TestWriting:
+    # (numpy pickles arrays of long doubles by _reconstruct and a BUILD)
+    @pytest.mark.parametrize("code", NUMBER_CODES.replace("g", "").replace("G", ""))
+    @pytest.mark.parametrize("order", "<>")
+    def test_dtypes_of_numbers_are_written_as_one_call(self, code: str, order: str) -> None:
+        dtype = np.dtype(code).newbyteorder(order)
+        obj = {"a": np.arange(4).astype(dtype), "s": dtype.type(3), "d": dtype}
+        data = pickled(obj)
+        assert "BUILD" not in opcodes(data)
+        for safe in (False, True):
+            got = sp.loads(sp.dumps(obj), safe=safe)
+            assert got["a"].dtype == dtype and got["a"].dtype.str == dtype.str
+            np.testing.assert_array_equal(got["a"], obj["a"])
+            assert got["s"] == obj["s"] and got["s"].dtype.str == np.dtype(dtype.type).str
+            assert got["d"] == dtype and got["d"].str == dtype.str
+
+    @pytest.mark.parametrize(
+        "dtype",
+        [
+            np.dtype([("x", "<f4"), ("y", ">i2")]),
+            np.dtype("datetime64[ns]"),
+            np.dtype("U5"),
+            np.dtype("S3"),
+            np.dtype("V8"),
+            np.dtype("f8", metadata={"unit": "m"}),
+        ],
+        ids=str,
+    )
+    def test_other_dtypes_are_written_as_numpy_does(self, dtype: np.dtype[Any]) -> None:
+        obj = {"a": np.zeros(3, dtype), "d": dtype}
+        assert "BUILD" in opcodes(pickled(obj))
+        for safe in (False, True):
+            got = sp.loads(sp.dumps(obj), safe=safe)
+            assert got["d"] == dtype and got["a"].dtype == dtype
+
+    def test_a_reduction_registered_with_copyreg_later_is_used(self) -> None:
+        class Later:
+            pass
+
+        out = io.BytesIO()
+        p = sp.Pickler(out)
+        copyreg.pickle(Later, lambda obj: (complex, (1, 2)))
+        try:
+            p.dump(Later())
+            p.close()
+        finally:
+            del copyreg.dispatch_table[Later]
+        assert sp.loads(out.getvalue()) == 1 + 2j
+
+    def test_a_subclass_table_is_kept(self) -> None:
+        class Own(sp.Pickler):
+            dispatch_table = {type(np.dtype("f8")): lambda d: (str, ("own",))}
+
+        out = io.BytesIO()
+        with Own(out) as p:
+            p.dump(np.dtype("f8"))
+        assert sp.loads(out.getvalue()) == "own"
+
+    def test_dtypes_over_a_socket_are_written_as_one_call(self) -> None:
+        import socket
+
+        a, b = socket.socketpair()
+        with a, b:
+            sp.dump({"s": np.float32(1), "a": np.arange(3)}, a)
+            got = sp.load(b, safe=True)
+        assert got["s"] == 1 and list(got["a"]) == [0, 1, 2]
+
+
+class TestScan:
+    @pytest.mark.parametrize(
+        "obj",
+        [
+            {"a": np.arange(10.0), "b": np.ones((2, 3), "f4", order="F")},
+            [np.float64(1.5), np.int8(-3), np.complex64(1j)],
+            {"d": np.dtype("i4"), "n": 7, "x": [np.bool_(True)] * 3},
+        ],
+    )
+    def test_records_of_numpy_calls_take_the_c_path(
+        self, obj: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        data = pickled(obj)
+        assert check_whole(data, strict=True) == 2
+        assert check_whole(data) is False  # (not strict: not plain, as before)
+        made = []
+
+        class Counted(CallsUnpickler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                made.append(1)
+                super().__init__(*args, **kwargs)
+
+        monkeypatch.setattr(unpickler, "CallsUnpickler", Counted)
+        monkeypatch.setattr(unpickler, "SafeRecordUnpickler", None)  # not used
+        got = sp.loads(stream_of(data), safe=True)
+        assert made and repr(got) == repr(pickle.loads(data))
+
+    @pytest.mark.parametrize(
+        "case",
+        [
+            "numpy's own pickle (a BUILD)",
+            "a scalar as a key",
+            "a tuple key holding a scalar",
+            "items given to a call's result",
+            "NEWOBJ",
+        ],
+    )
+    def test_what_the_scan_leaves_to_the_counting_unpickler(self, case: str) -> None:
+        data = {
+            "numpy's own pickle (a BUILD)": pickle.dumps(np.arange(3), 5),
+            "a scalar as a key": pickled({np.float64(1.0): 1}),
+            "a tuple key holding a scalar": pickled({(np.float64(1.0), "a"): 1}),
+            "items given to a call's result": b"\x80\x05" + _call_of_dtype() + b"(K\x01e.",
+            "NEWOBJ": b"\x80\x05\x8c\x08builtins\x8c\x03int\x93)\x81.",
+        }[case]
+        assert check_whole(data, strict=True) in (False, 0)
+
+
+def _call_of_dtype() -> bytes:
+    """Pickle bytes that push numpy.dtype('<f8', False, True)."""
+    return b"\x8c\x05numpy\x8c\x05dtype\x93\x8c\x03<f8\x89\x88\x87R"
+
+
+def _frombuffer(buffer: bytes, type_string: str, shape: tuple[int, ...], order: str) -> Any:
+    """Pickle bytes of a record calling numpy's _frombuffer as numpy does."""
+    dims = b"".join(b"J" + struct.pack("<i", n) for n in shape)
+    ts = type_string.encode()
+    return (
+        b"\x80\x05\x8c\x13numpy._core.numeric\x8c\x0b_frombuffer\x93("
+        + b"C" + bytes([len(buffer)]) + buffer
+        + b"\x8c\x05numpy\x8c\x05dtype\x93\x8c" + bytes([len(ts)]) + ts + b"\x89\x88\x87R"
+        + b"(" + dims + b"t\x8c\x01" + order.encode() + b"tR."
+    )  # fmt: skip
+
+
+def _scalar(type_string: str, data: bytes) -> bytes:
+    ts = type_string.encode()
+    return (
+        b"\x80\x05\x8c\x16numpy._core.multiarray\x8c\x06scalar\x93"
+        + b"\x8c\x05numpy\x8c\x05dtype\x93\x8c" + bytes([len(ts)]) + ts + b"\x89\x88\x87R"
+        + b"C" + bytes([len(data)]) + data + b"\x86R."
+    )  # fmt: skip
+
+
+HOSTILE = {
+    "too few bytes for the shape": _frombuffer(bytes(8), "<f8", (2,), "C"),
+    "too many bytes for the shape": _frombuffer(bytes(24), "<f8", (2,), "C"),
+    "an object dtype": _frombuffer(bytes(16), "O", (2,), "C"),
+    "a negative extent": _frombuffer(bytes(16), "<f8", (-2,), "C"),
+    "an order numpy never writes": _frombuffer(bytes(16), "<f8", (2,), "Z"),
+    "a structured type string": _frombuffer(bytes(12), "f8,i4", (1,), "C"),
+    "a scalar of the wrong size": _scalar("<f8", bytes(7)),
+    "a str scalar past U+10FFFF": _scalar("<U1", b"\xff\xff\xff\xff"),
+    "an object scalar": _scalar("O", bytes(8)),
+    "a good array": _frombuffer(bytes(range(16)), "<f8", (2,), "C"),
+    "a good F-order array": _frombuffer(bytes(range(48)), ">i2", (4, 6), "F"),
+    "a good scalar": _scalar(">i4", b"\0\0\1\0"),
+    "a global not of numpy's calls": b"\x80\x05\x8c\x08builtins\x8c\x04list\x93)R.",
+    "a global safe mode refuses": b"\x80\x05\x8c\x02os\x8c\x06getcwd\x93)R.",
+}
+
+
+class TestBothPathsAgree:
+    @pytest.mark.parametrize("case", list(HOSTILE))
+    def test_a_record_of_calls_is_judged_as_the_counting_unpickler_judges_it(
+        self, case: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        data = stream_of(HOSTILE[case])
+        got = outcome(data)
+        python_path(monkeypatch)
+        assert got == outcome(data)
+        assert (got[0] == "loaded") == case.startswith(("a good", "a global not"))
+
+    def test_a_cut_at_every_offset_fails_cleanly(self) -> None:
+        data = sp.dumps({"a": np.arange(5, dtype="<i2"), "s": np.float32(2)})
+        for cut in range(1, len(data)):  # (no byte at all: EOFError)
+            with pytest.raises(sp.StreamError):
+                sp.loads(data[:cut], safe=True)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.data())
+    def test_mutated_records_of_calls_load_alike_on_both_paths(self, data: Any) -> None:
+        base = pickled({"a": np.arange(6, dtype=">i2").reshape(2, 3), "s": np.float32(2)})
+        mutated = bytearray(base)
+        for _ in range(data.draw(st.integers(1, 3))):
+            at = data.draw(st.integers(0, len(base) - 1))
+            mutated[at] = data.draw(st.integers(0, 255))
+        stream = stream_of(bytes(mutated))
+        got = outcome(stream)
+        with pytest.MonkeyPatch.context() as m:
+            python_path(m)
+            assert got == outcome(stream)
+
+
+def _array(code: str, order: str, shape: tuple[int, ...], fortran: bool) -> Any:
+    dtype = np.dtype(code).newbyteorder(order)
+    a = np.arange(int(np.prod(shape))).astype(dtype).reshape(shape)
+    return np.asfortranarray(a) if fortran else a
+
+
+arrays = st.builds(
+    _array,
+    st.sampled_from(NUMBER_CODES),
+    st.sampled_from("<>"),
+    st.lists(st.integers(0, 4), max_size=3).map(tuple),
+    st.booleans(),
+)
+scalars = st.builds(
+    lambda code, n: np.dtype(code).type(n),
+    st.sampled_from(NUMBER_CODES),
+    st.integers(0, 100),
+)
+records = st.recursive(
+    st.one_of(st.integers(), st.text(max_size=5), arrays, scalars),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=3), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(records)
+def test_records_of_arrays_and_scalars_load_safe_as_they_do_unsafe(obj: Any) -> None:
+    data = sp.dumps(obj)
+    assert repr(sp.loads(data, safe=True)) == repr(sp.loads(data))
