@@ -3,13 +3,16 @@ only if numpy rebuilds the same dtype from its description (flags, byte
 order and offsets are otherwise the pickle's to forge), and no dtype whose
 items unfold into many more objects than their bytes; the counts of field
 dtypes that hashing and printing a dtype visit; the dtypes a record has
-checked, each once (``Checked``). ``safe.py`` calls these;
+checked, each once (``Checked``); and what numpy's calls may be given
+(shapes, orders, buffers, a scalar's bytes). ``safe.py`` calls these;
 their refusals are ``ForbiddenGlobalError``s.
 """
 
 from __future__ import annotations
 
+import math
 import reprlib
+import sys
 from typing import Any
 
 import numpy as np
@@ -314,3 +317,82 @@ def seen(checked: Checked, dtype: Any) -> int | None:
     """What an item of ``dtype`` unfolds into, if ``checked`` holds it."""
     hit = checked.get(id(dtype))
     return int(hit[1]) if hit is not None and hit[0] is dtype else None
+
+
+#: An empty array has no data to bound its other dimensions by: list() of one
+#: shaped (10**6, 0) is a million arrays. No more than this many rows, then.
+_MAX_EMPTY_EXTENT = 1 << 16
+_MAX_DIMS = 64  # numpy 2's NPY_MAXDIMS
+
+
+def known_scalar(args: Any, checked: Checked) -> bool:
+    """Whether check_call takes numpy's ``scalar(*args)`` for a dtype it
+    found plain before (held in ``checked``), not of str: its bytes, exactly
+    an item's. (A plain dtype's item unfolds into one object: nothing more
+    to spend.)"""
+    if type(args) is not tuple or len(args) != 2 or type(args[1]) is not bytes:
+        return False
+    hit = checked.get(id(args[0]))
+    dtype = args[0]
+    return (
+        hit is not None
+        and hit[0] is dtype
+        and hit[1] == 1
+        and dtype.kind != "U"
+        and len(args[1]) == dtype.itemsize
+    )
+
+
+def code_points(dtype: np.dtype[Any], data: bytes) -> bool:
+    """Whether the UCS4 units of ``data``, in ``dtype``'s byte order, are
+    each at most U+10FFFF."""
+    units = np.frombuffer(data, np.dtype("u4").newbyteorder(dtype.byteorder))
+    return not units.size or int(units.max()) <= sys.maxunicode
+
+
+def array_order(order: tuple[Any, ...], dims: int) -> bool:
+    """Whether ``order`` is how numpy 2 writes an array's order: "C" or
+    "F", or, neither (a transposed array), "K" and the order of its
+    ``dims`` axes."""
+    if not order or type(order[0]) is not str:
+        return False
+    if len(order) == 1:
+        return order[0] in ("C", "F")
+    axes = order[1]
+    return (
+        order[0] == "K"
+        and type(axes) is tuple
+        and len(axes) == dims
+        and all(type(axis) is int for axis in axes)
+        and sorted(axes) == list(range(dims))
+    )
+
+
+def fits_empty(shape: Any) -> bool:
+    """A shape of ints >= 0; if it has no elements, at most _MAX_EMPTY_EXTENT
+    rows of nothing before its first empty extent (an empty array has no
+    data to bound them by; those after it make no objects)."""
+    n = shape_size(shape) if isinstance(shape, tuple) else -1
+    if n != 0:
+        return n > 0
+    return bool(math.prod(shape[: shape.index(0)]) <= _MAX_EMPTY_EXTENT)
+
+
+def bytes_of(buffer: Any, n: int) -> bool:
+    """Whether ``buffer`` is ``n`` contiguous bytes (what pickle gives an
+    array's buffer, in band or out of band)."""
+    if isinstance(buffer, np.ndarray):
+        buffer = buffer.data
+    if not isinstance(buffer, bytes | bytearray | memoryview):
+        return False
+    view = memoryview(buffer)
+    return view.format in ("B", "b", "c") and view.contiguous and view.nbytes == n
+
+
+def shape_size(shape: tuple[Any, ...]) -> int:
+    """Elements of ``shape``, -1 if it is not numpy's (at most 64 extents,
+    each below 2**63: a huge int multiplied a hundred times over took a
+    minute, review)."""
+    if len(shape) > _MAX_DIMS or shape and set(map(type, shape)) != {int}:
+        return -1
+    return math.prod(shape) if not shape or 0 <= min(shape) <= max(shape) < 2**63 else -1

@@ -211,6 +211,19 @@ def _scalar(type_string: str, data: bytes) -> bytes:
     )  # fmt: skip
 
 
+def _two_scalars(type_string: str, first: bytes, second: bytes) -> bytes:
+    """Two scalars of one dtype (memo'd): the second's checked with the
+    dtype already found plain."""
+    ts = type_string.encode()
+    return (
+        b"\x80\x05\x8c\x16numpy._core.multiarray\x8c\x06scalar\x93\x94"
+        + b"\x8c\x05numpy\x8c\x05dtype\x93\x8c" + bytes([len(ts)]) + ts
+        + b"\x89\x88\x87R\x94"
+        + b"C" + bytes([len(first)]) + first + b"\x86R"
+        + b"h\x00h\x01C" + bytes([len(second)]) + second + b"\x86R\x86."
+    )  # fmt: skip
+
+
 HOSTILE = {
     "too few bytes for the shape": _frombuffer(bytes(8), "<f8", (2,), "C"),
     "too many bytes for the shape": _frombuffer(bytes(24), "<f8", (2,), "C"),
@@ -224,6 +237,12 @@ HOSTILE = {
     "a good array": _frombuffer(bytes(range(16)), "<f8", (2,), "C"),
     "a good F-order array": _frombuffer(bytes(range(48)), ">i2", (4, 6), "F"),
     "a good scalar": _scalar(">i4", b"\0\0\1\0"),
+    "a good scalar twice": _two_scalars("<f8", bytes(8), bytes(8)),
+    "a scalar too short after a good one": _two_scalars("<f8", bytes(8), bytes(7)),
+    "a scalar too long after a good one": _two_scalars("<f8", bytes(8), bytes(9)),
+    "a str scalar past U+10FFFF after a good one": _two_scalars(
+        "<U1", b"a\0\0\0", b"\xff\xff\xff\xff"
+    ),
     "a global not of numpy's calls": b"\x80\x05\x8c\x08builtins\x8c\x04list\x93)R.",
     "a global safe mode refuses": b"\x80\x05\x8c\x02os\x8c\x06getcwd\x93)R.",
 }
