@@ -66,7 +66,10 @@
  * ``plain`` says whether every opcode built plain data: none of globals,
  * REDUCE, BUILD, object creation, extension codes, persistent IDs or
  * out-of-band buffers. Such a pickle calls nothing of its own choosing, so
- * ``pickle.loads`` may read it with no hook of ours.
+ * ``pickle.loads`` may read it with no hook of ours. ``calls_only``, that its
+ * only code is globals it calls (NAMED) and REDUCE, whose results are given
+ * nothing and hashed as no key (CHOSEN_HASH: the count refuses them), and
+ * read-only views of out-of-band buffers: safe mode's C path (safe_calls.py).
  */
 #include "_pickle_scan.h"
 #include "_pickle_opcodes.h"
@@ -83,54 +86,16 @@
  * later may be held in a way that recurses when freed or hashed (numpy object
  * arrays), and it may share its contents with its arguments (a numpy view). */
 #define CALLED 0x40000000u
+/* ... and this one: a global (GLOBAL, STACK_GLOBAL), which a record of calls
+ * may only call (safe mode's C path gives it a checking stand-in: it must
+ * not end up in what the record makes; 45th review). */
+#define NAMED 0x01000000u
 /* ... and those of _pickle_scan_hash.h. */
-#define FLAGS (HELD | CALLED | HASH_FLAGS)
+#define FLAGS (HELD | CALLED | NAMED | HASH_FLAGS)
 /* Refusals of strict mode only begin with "safe mode" (records.refused). */
 #define UNBOUNDED "safe mode refuses more tuples and objects than sys.getrecursionlimit() " \
                   "in a record that names a global, and a container changed after another " \
                   "took it: nesting that cannot be bounded"
-
-static void
-array_init(array *a, Py_ssize_t item_size)
-{
-    a->items = a->small;
-    a->len = 0;
-    a->cap = (Py_ssize_t)sizeof(a->small) / item_size;
-}
-
-static void
-array_free(array *a)
-{
-    if (a->items != a->small)
-        PyMem_Free(a->items);
-    a->items = a->small;
-}
-
-/* Room for ``need`` items; 0, or -1 with MemoryError set. */
-static int
-array_reserve(array *a, Py_ssize_t need, Py_ssize_t item_size)
-{
-    if (need <= a->cap)
-        return 0;
-    Py_ssize_t cap = a->cap;
-    while (cap < need)
-        cap *= 2;
-    char *items;
-    if (a->items == a->small) {
-        items = PyMem_Malloc((size_t)(cap * item_size));
-        if (items != NULL)
-            memcpy(items, a->small, (size_t)(a->len * item_size));
-    }
-    else
-        items = PyMem_Realloc(a->items, (size_t)(cap * item_size));
-    if (items == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    a->items = items;
-    a->cap = cap;
-    return 0;
-}
 
 void
 scan_init(scan *s)
@@ -151,6 +116,8 @@ scan_init(scan *s)
     s->skip = 0;
     s->lines = 0;
     s->plain = s->calls_only = 1;
+    s->callee = -1;
+    s->last_op = 0;
     s->hashes_shared = s->hashes_chosen = s->hashes_numbers = s->keys_chosen = 0;
     s->stopped = 0;
     s->whole = 0;
@@ -220,6 +187,8 @@ highest(scan *s, Py_ssize_t start)
         uint32_t *h = &U32(s->height)[U32(s->stack)[i]];
         if ((*h & ~FLAGS) > top)
             top = *h & ~FLAGS;
+        if (*h & NAMED && i != s->callee) /* a global taken, not called */
+            s->calls_only = 0;
         *h |= HELD;
     }
     return top;
@@ -358,9 +327,10 @@ head_size(scan *s, const unsigned char *p, Py_ssize_t n)
 static int
 run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
 {
-    unsigned char op = p[0];
+    unsigned char op = p[0], before = s->last_op;
     Py_ssize_t len = s->stack.len, mark;
     uint32_t number = NUMBER; /* a text number's id */
+    s->last_op = op;
     /* Bytes of the FRAME this opcode starts in still to come after its head. */
     Py_ssize_t in_frame = s->at < s->frame_end ? s->frame_end - s->at - size : PY_SSIZE_T_MAX;
     if (in_frame < 0)
@@ -440,6 +410,8 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
     case STOP:
         if (need(s, 1) < 0)
             return -1;
+        if (U32(s->height)[U32(s->stack)[len - 1]] & NAMED) /* a global as the result */
+            s->calls_only = 0;
         s->stopped = 1;
         return 0;
     case APPEND:
@@ -488,9 +460,15 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         int tuple_like = op == TUPLE || op == FROZENSET;
         uint32_t flags = tuple_like ? hash_flags(s, mark, op == FROZENSET) : 0;
         return build(s, mark, op == TUPLE, flags);
-    case REDUCE: /* callable, arguments */
+    case REDUCE: { /* callable, arguments */
+        if (need(s, 2) < 0)
+            return -1;
         /* (a numpy scalar's hash is its number's: a key of a chosen hash) */
-        return need(s, 2) < 0 ? -1 : build(s, len - 2, 1, CALLED | CHOSEN_HASH);
+        s->callee = len - 2;
+        int built = build(s, len - 2, 1, CALLED | CHOSEN_HASH);
+        s->callee = -1;
+        return built;
+    }
     case NEWOBJ: /* class, arguments */
         s->calls_only = 0;
         return need(s, 2) < 0 ? -1 : build(s, len - 2, 1, CALLED);
@@ -511,7 +489,7 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         s->calls_only = 0;
         return need(s, 1) < 0 ? -1 : build(s, len - 1, 1, CALLED);
     case STACK_GLOBAL: /* module and name */
-        return need(s, 2) < 0 ? -1 : build(s, len - 2, 0, 0);
+        return need(s, 2) < 0 ? -1 : build(s, len - 2, 0, NAMED);
     case PERSID:
     case EXT1:
     case EXT2:
@@ -519,9 +497,14 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         s->calls_only = 0;
         return push_new(s, 0);
     case GLOBAL:
+        if (push_new(s, 0) < 0)
+            return -1;
+        U32(s->height)[U32(s->stack)[s->stack.len - 1]] |= NAMED;
+        return 0;
     case NEXT_BUFFER:
         return push_new(s, 0);
-    case READONLY_BUFFER:
+    case READONLY_BUFFER: /* in a record of calls, of an out-of-band buffer only */
+        s->calls_only &= before == NEXT_BUFFER;
         return need(s, 1);
     case MEMOIZE:
         return memo_put(s, (uint64_t)s->filled);

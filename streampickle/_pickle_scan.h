@@ -23,6 +23,48 @@ typedef struct {
 #define U32(a) ((uint32_t *)(a).items)
 #define SSIZE(a) ((Py_ssize_t *)(a).items)
 
+static inline void
+array_init(array *a, Py_ssize_t item_size)
+{
+    a->items = a->small;
+    a->len = 0;
+    a->cap = (Py_ssize_t)sizeof(a->small) / item_size;
+}
+
+static inline void
+array_free(array *a)
+{
+    if (a->items != a->small)
+        PyMem_Free(a->items);
+    a->items = a->small;
+}
+
+/* Room for ``need`` items; 0, or -1 with MemoryError set. */
+static inline int
+array_reserve(array *a, Py_ssize_t need, Py_ssize_t item_size)
+{
+    if (need <= a->cap)
+        return 0;
+    Py_ssize_t cap = a->cap;
+    while (cap < need)
+        cap *= 2;
+    char *items;
+    if (a->items == a->small) {
+        items = PyMem_Malloc((size_t)(cap * item_size));
+        if (items != NULL)
+            memcpy(items, a->small, (size_t)(a->len * item_size));
+    }
+    else
+        items = PyMem_Realloc(a->items, (size_t)(cap * item_size));
+    if (items == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    a->items = items;
+    a->cap = cap;
+    return 0;
+}
+
 typedef struct {
     array stack;  /* object ids */
     array marks;  /* stack lengths at each MARK */
@@ -42,6 +84,8 @@ typedef struct {
     int lines;          /* newlines of text arguments still to come */
     int plain, stopped;
     int calls_only;     /* its code is calls alone: see scan_whole */
+    Py_ssize_t callee;  /* the stack index a REDUCE calls, while it takes it */
+    unsigned char last_op; /* the opcode before */
     int hashes_shared;  /* scan_light's: shared objects, tuples, hashing */
     int hashes_chosen;  /* scan_light's: CHOSEN and HASHES (_pickle_opcodes.h) */
     int hashes_numbers; /* scan_light's: NUMBERS and HASHES */

@@ -124,8 +124,11 @@ class Pickler(pickle.Pickler):
 
     def dump(self, obj: Any) -> None:
         """Write ``obj`` as the next record; each record decodes on its own."""
-        if self._dtypes is not None and self._dtypes.renew():
-            self.dispatch_table = self._dtypes.table
+        if self._dtypes is not None:
+            if self.dispatch_table is not self._dtypes.table:  # the caller's own
+                self._dtypes = None  # (45th review: it was replaced)
+            elif self._dtypes.renew():
+                self.dispatch_table = self._dtypes.table
         self._write_record(_pickle_dump, self, obj)
 
     def write_record(self, write: Callable[[FrameWriter], None]) -> None:

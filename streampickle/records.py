@@ -145,20 +145,33 @@ class RecordReader:
                 f"its pickle claims {owed} bytes more at pickle byte {self.pickle_bytes}"
             )
 
-    def gather(self, limit: int) -> bytes | bytearray | None:
+    def gather(self, limit: int, calls: bool = False) -> bytes | bytearray | None:
         """Safe mode: read on while the record's frames are PICKLE frames of
-        plain data, up to ``limit`` pickle bytes. The record's whole pickle if
-        it ends there (its RECORD_END checked); else None, and what was read
-        is served first. A pickle that names a global stops it at once."""
+        plain data, up to ``limit`` pickle bytes; with ``calls``, also while
+        its only code is calls (safe_calls.py), and its buffers, which then
+        wait in ``buffers``. The record's whole pickle if it ends there (its
+        RECORD_END checked; with buffers, left for ``finish``: then it is
+        also ``chunk``, to read); else None, and what was read is served
+        first. A pickle that names a global stops it at once, but calls."""
         gathered: bytes | bytearray = self.chunk  # copied once a frame joins it
-        while self.scan.plain:
+        while self.scan.plain or calls and self.scan.calls_only:
             h, self.first = self.first or self.frames.next_header(), None
             if h is not None and h.kind is Kind.RECORD_END:
-                if (h.raw_size, h.param) != (self.pickle_bytes, 0):
-                    raise bad_counts(h, self.pickle_bytes, 0)
                 self.end, self.chunk = h, b""
+                if self.buffer_count:
+                    self.chunk = bytes(gathered)
+                elif (h.raw_size, h.param) != (self.pickle_bytes, 0):
+                    raise bad_counts(h, self.pickle_bytes, 0)
                 return gathered
-            if h is None or h.kind is not Kind.PICKLE or self.size + h.raw_size > limit:
+            if h is not None and calls and h.kind in (Kind.BUFFER, Kind.PAD):
+                self.first = h
+                self._next_buffer()
+                continue
+            if (
+                h is None
+                or h.kind is not Kind.PICKLE
+                or self.pickle_bytes + h.raw_size > limit
+            ):
                 self.first = h  # for the unpickler's reads
                 break
             self.size += charge(h)
@@ -200,22 +213,37 @@ class RecordReader:
                 self._check(self.chunk)
                 if self.chunk:
                     return True
-            elif h.kind is Kind.BUFFER:
-                self.buffers.append(self.frames.buffer(h, self.buffer_count))
-                self.buffer_count += 1
-            elif h.kind is Kind.PAD:
-                if any(self.frames.payload(h)):
-                    raise CorruptStreamError(f"nonzero padding in {h.where()}")
-                self.first = self.frames.next_header()  # only an aligned BUFFER may follow
-                if self.first is not None and not (
-                    self.first.kind is Kind.BUFFER and self.first.codec is Codec.NONE
-                ):
-                    raise CorruptStreamError(f"{self.first.where()} after {h.where()}")
+            elif h.kind is Kind.BUFFER or h.kind is Kind.PAD:
+                self._take_buffer(h)
             elif h.kind is Kind.RECORD_END:
                 self.end = h
             else:
                 raise CorruptStreamError(f"{h.where()} inside record {self.number}")
         return False
+
+    def _next_buffer(self) -> None:
+        """Take the BUFFER or PAD frame ``first``, charged (``gather``)."""
+        h, self.first = self.first, None
+        assert h is not None
+        self.size += charge(h)
+        if self.max_size is not None and self.size > self.max_size:
+            raise too_large(self.number, self.max_size, h)
+        self._take_buffer(h)
+
+    def _take_buffer(self, h: FrameHeader) -> None:
+        """A BUFFER frame's buffer, kept for the unpickler; a PAD frame's
+        zeros, and the BUFFER that must follow it, next."""
+        if h.kind is Kind.BUFFER:
+            self.buffers.append(self.frames.buffer(h, self.buffer_count))
+            self.buffer_count += 1
+            return
+        if any(self.frames.payload(h)):
+            raise CorruptStreamError(f"nonzero padding in {h.where()}")
+        self.first = self.frames.next_header()  # only an aligned BUFFER may follow
+        if self.first is not None and not (
+            self.first.kind is Kind.BUFFER and self.first.codec is Codec.NONE
+        ):
+            raise CorruptStreamError(f"{self.first.where()} after {h.where()}")
 
     # -- the file interface the C unpickler uses --------------------------
 

@@ -51,7 +51,6 @@ from .safe_dtypes import (
     bytes_of,
     check_dtype_state,
     check_expansion,
-    code_points,
     dtype_nodes,
     fits_empty,
     known_scalar,
@@ -62,6 +61,7 @@ from .safe_dtypes import (
     shape_size,
     short,
     state_nodes,
+    valid_text,
 )
 
 #: Globals ``safe=True`` allows (under numpy 1 and 2 names).
@@ -197,7 +197,7 @@ def check_call(
         and len(args[1]) == args[0].itemsize
     ):
         raise refuse("makes a numpy scalar from a plain dtype and its bytes only")
-    if func is _SCALAR and args[0].kind == "U" and not code_points(args[0], args[1]):
+    if func is _SCALAR and not valid_text(args[0], args[1], checked):
         # numpy makes a str of whatever units it is given (review: 0xFFFFFFFF;
         # indexing it raised SystemError, a debug build would abort)
         raise refuse("makes a numpy str scalar of Unicode code points only")
@@ -217,6 +217,8 @@ def check_call(
         raise refuse(
             "reads numpy arrays of plain dtypes only from raw bytes, exactly theirs"
         )
+    if func is _FROMBUFFER and not valid_text(args[1], _bytes(args[0]), checked):
+        raise refuse("reads numpy str arrays of Unicode code points only")  # (45th review)
     if func is _RECONSTRUCT and not (
         len(args) == 3 and args[1] == (0,) and args[2] in (b"b", "b")
     ):
@@ -224,6 +226,11 @@ def check_call(
             "calls numpy's _reconstruct only as numpy pickles arrays: empty, their "
             "data coming with their state"
         )
+
+
+def _bytes(buffer: Any) -> Any:
+    """What bytes_of found a buffer to be: its memory, bytes-like."""
+    return buffer.data if isinstance(buffer, np.ndarray) else buffer
 
 
 def check_build(inst: Any, state: Any, checked: Checked) -> Any:
@@ -269,6 +276,8 @@ def check_build(inst: Any, state: Any, checked: Checked) -> Any:
             f"loads a numpy array only with its data: {n} elements of {short(dtype)}, "
             f"not {type(data).__name__}"
         )
+    if isinstance(data, bytes) and not valid_text(dtype, data, checked):
+        raise refuse("loads numpy str arrays of Unicode code points only")  # (45th review)
     return state
 
 

@@ -21,7 +21,6 @@ its byte order in its type string: ``numpy.dtype('<f8', False, True)``, which
 from __future__ import annotations
 
 import copyreg
-import io
 import pickle
 from types import SimpleNamespace
 from typing import Any
@@ -43,12 +42,13 @@ class NotCalls(Exception):
 
 
 class CallsUnpickler(Budget, pickle.Unpickler):
-    """The C unpickler for a whole record of calls, ``chunk`` (see the top);
-    what the calls cost counted as on the Python path (Budget)."""
+    """The C unpickler for a whole record of calls, of ``pickle_bytes``
+    (see the top); what the calls cost counted as on the Python path
+    (Budget)."""
 
-    def __init__(self, chunk: bytes) -> None:
-        pickle.Unpickler.__init__(self, io.BytesIO(chunk))
-        Budget.__init__(self, SimpleNamespace(pickle_bytes=len(chunk)))
+    def __init__(self, file: Any, buffers: Any, pickle_bytes: int) -> None:
+        pickle.Unpickler.__init__(self, file, buffers=buffers)
+        Budget.__init__(self, SimpleNamespace(pickle_bytes=pickle_bytes))
 
     def find_class(self, module: str, name: str) -> Any:
         func = _CALLS.get((module, name))

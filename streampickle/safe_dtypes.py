@@ -33,7 +33,7 @@ _make_dtype: Any = np.dtype  # built from what a pickle gave: no static type
 
 #: Dtypes of plain items a record has used, by id, with what an item of each
 #: unfolds into (see plain_dtype).
-Checked = dict[int, tuple[Any, int]]
+Checked = dict[int, tuple[Any, int, Any]]
 
 
 def refuse(what: str) -> ForbiddenGlobalError:
@@ -307,10 +307,49 @@ def plain_dtype(dtype: Any, checked: Checked) -> int:
     if hit is not None:
         return hit
     unfolded = check_expansion(dtype)
-    if not plain_items(dtype):
+    text = _text_parts(dtype, 0)  # (a walk as long as the unfolding, bounded)
+    if not plain_items(dtype) or text is None:
         return 0
-    checked[id(dtype)] = (dtype, unfolded)
+    checked[id(dtype)] = (dtype, unfolded, text)
     return unfolded
+
+
+def valid_text(dtype: np.dtype[Any], data: Any, checked: Checked) -> bool:
+    """Whether every UCS4 unit of the str parts (kind U) of ``dtype``'s items,
+    one after another in ``data``, is at most U+10FFFF: numpy makes a str of
+    whatever units it is given (0xFFFFFFFF: indexing it raised SystemError,
+    a debug build would abort; review for scalars, 45th for arrays and
+    fields). ``dtype`` is one plain_dtype took."""
+    parts = checked[id(dtype)][2]
+    if not parts or not dtype.itemsize:
+        return True
+    rows = np.frombuffer(data, np.uint8).reshape(-1, dtype.itemsize)
+    for offset, size, order in parts:
+        units = np.ascontiguousarray(rows[:, offset : offset + size])
+        units = units.view(np.dtype("u4").newbyteorder(order))
+        if units.size and int(units.max()) > sys.maxunicode:
+            return False
+    return True
+
+
+def _text_parts(dtype: np.dtype[Any], offset: int) -> list[tuple[int, int, str]] | None:
+    """Where the str parts of an item of ``dtype`` are: (offset, bytes, byte
+    order) each; None where one is in a subarray of structs (not walked:
+    safe mode refuses such a dtype)."""
+    if dtype.kind == "U":
+        return [(offset, dtype.itemsize, dtype.byteorder)]
+    if dtype.subdtype is not None:
+        base = dtype.subdtype[0]
+        if base.kind == "U":
+            return [(offset, dtype.itemsize, base.byteorder)]
+        return [] if _text_parts(base, 0) == [] else None
+    parts: list[tuple[int, int, str]] = []
+    for field in (dtype.fields or {}).values():
+        found = _text_parts(field[0], offset + field[1])
+        if found is None:
+            return None
+        parts += found
+    return parts
 
 
 def seen(checked: Checked, dtype: Any) -> int | None:
@@ -341,13 +380,6 @@ def known_scalar(args: Any, checked: Checked) -> bool:
         and dtype.kind != "U"
         and len(args[1]) == dtype.itemsize
     )
-
-
-def code_points(dtype: np.dtype[Any], data: bytes) -> bool:
-    """Whether the UCS4 units of ``data``, in ``dtype``'s byte order, are
-    each at most U+10FFFF."""
-    units = np.frombuffer(data, np.dtype("u4").newbyteorder(dtype.byteorder))
-    return not units.size or int(units.max()) <= sys.maxunicode
 
 
 def array_order(order: tuple[Any, ...], dims: int) -> bool:

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from . import format as fmt
-from . import safe, safe_budget, safe_dtypes
+from . import safe, safe_budget, safe_calls, safe_dtypes
 from ._pickle_scan import check_whole
 from .errors import (
     CorruptStreamError,
@@ -92,6 +92,7 @@ def _raised_by_unpickler(exc: BaseException) -> bool:
 
 _UNPICKLER_FILES = frozenset(
     {pickle.__file__, safe.__file__, safe_budget.__file__, safe_dtypes.__file__}
+    | {safe_calls.__file__}
 )
 
 
@@ -139,7 +140,7 @@ class Unpickler:
         self._record = RecordReader(self._frames, max_size, strict=safe)
         self._safe = safe
         self._whole = WholeRecord()
-        self._inner: _RecordUnpickler | SafeRecordUnpickler | None = None
+        self._inner: Any = None
         self._random_index: fmt.Index | None = None
         self._plain_limit = _plain_limit(max_size)
         # Where the input's size is known, a payload past its end is refused
@@ -301,9 +302,23 @@ class Unpickler:
         record = self._record
         record.begin(h, number, chunk, read)
         if self._safe:
-            whole = record.gather(SAFE_WHOLE_MAX)
-            if whole is not None:
+            calls = self._calls and self.persistent_load is None
+            whole = record.gather(SAFE_WHOLE_MAX, calls)
+            if whole is not None and not record.buffer_count:
                 return self._read_whole(whole, number)
+            if whole is not None:  # a record of calls and its buffers, gathered
+                try:
+                    verdict = check_whole(whole, strict=True)
+                except ValueError as exc:
+                    raise refused(number, exc) from None
+                if verdict == 2:
+                    waiting = list(record.buffers)
+                    try:
+                        return self._unpickle(record, number, calls=True)
+                    except NotCalls:  # another global: the counting unpickler's
+                        record.chunk, record.pos = bytes(whole), 0
+                        record.buffers.clear()
+                        record.buffers.extend(waiting)
         return self._unpickle(record, number)
 
     def _read_whole(self, chunk: bytes | bytearray, number: int) -> Any:
@@ -327,44 +342,49 @@ class Unpickler:
     def _unpickle_whole(self, chunk: bytes, number: int, calls: bool | None = None) -> Any:
         """``calls``: whether check_whole found the record's code calls alone
         (None: not asked yet; safe mode only)."""
+        whole = self._whole
         if self._calls and self.persistent_load is None:
             if calls is None:
                 calls = check_whole(chunk, strict=True) == 2
             if calls:
+                whole.chunk, whole.pos, whole.number = chunk, 0, number
                 try:
-                    return CallsUnpickler(chunk).load()
-                except (StreamError, MemoryError):
-                    raise
+                    return self._unpickle(whole, number, calls=True)
                 except NotCalls:  # another global: the counting unpickler's
                     pass
-                except Exception as exc:  # it runs no code but checked calls
-                    raise _not_a_pickle(number, exc) from exc
-        whole = self._whole
         whole.chunk, whole.pos, whole.number = chunk, 0, number
         return self._unpickle(whole, number)
 
-    def _unpickle(self, file: RecordReader | WholeRecord, number: int) -> Any:
+    def _unpickle(
+        self, file: RecordReader | WholeRecord, number: int, calls: bool = False
+    ) -> Any:
         """Unpickle record ``number`` from ``file`` (the record reader, begun,
         or a whole record): through an unpickler of ours, which applies the
-        hooks and refuses pickle bytes after STOP."""
+        hooks and refuses pickle bytes after STOP; ``calls``: a record of
+        numpy's calls in safe mode (safe_calls.py), NotCalls if it names
+        another global."""
         record = self._record
+        buffers = record if file is record else ()  # (a whole record has none)
         try:
-            # A whole record has no BUFFER frames.
-            # Safe mode runs what names globals with Python's unpickler, which
-            # checks each call and BUILD (safe.py); plain data needs neither.
-            unpickler = SafeRecordUnpickler if self._safe else _RecordUnpickler
-            inner = unpickler(file, buffers=record if file is record else ())
+            if calls:
+                inner: Any = CallsUnpickler(file, buffers, file.pickle_bytes)
+            else:
+                # Safe mode runs what names globals with Python's unpickler,
+                # which checks each call and BUILD (safe.py); plain data needs
+                # neither.
+                unpickler = SafeRecordUnpickler if self._safe else _RecordUnpickler
+                inner = unpickler(file, buffers=buffers)
+                if self._allowed is not None:
+                    inner.find_class = self._checked_find_class
+                elif self._overridden:
+                    inner.find_class = self.find_class
+                if self.persistent_load is not None:
+                    inner.persistent_load = self.persistent_load
             self._inner = inner
-            if self._allowed is not None:
-                inner.find_class = self._checked_find_class  # type: ignore[method-assign]
-            elif self._overridden:
-                inner.find_class = self.find_class  # type: ignore[method-assign]
-            if self.persistent_load is not None:
-                inner.persistent_load = self.persistent_load  # type: ignore[method-assign]
             obj = inner.load()
             file.finish()
             return obj
-        except StreamError:
+        except (StreamError, NotCalls):
             raise
         except MemoryError:
             owed = record.scan.owed if file is record else 0

@@ -164,6 +164,46 @@ class TestScan:
         got = sp.loads(stream_of(data), safe=True)
         assert made and repr(got) == repr(pickle.loads(data))
 
+    @pytest.mark.parametrize("extra", [None, 1 + 2j], ids=["calls alone", "and a complex"])
+    def test_records_with_buffers_out_of_band_take_the_c_path(
+        self, extra: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    ) -> None:
+        """Their buffers (BUFFER frames, from 1 KiB) gathered with the pickle;
+        a global not of numpy's calls (complex) sends the record, and its
+        buffers, to the counting unpickler."""
+        obj = {"w": np.arange(10_000.0), "m": np.ones((64, 64), ">f4", order="F")}
+        obj.update(s=np.float32(1), x=extra, small=np.arange(3))
+        data = sp.dumps(obj, frame_size=4096)  # (several pickle frames too)
+        made = []
+
+        class Counted(CallsUnpickler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                made.append(1)
+                super().__init__(*args, **kwargs)
+
+        monkeypatch.setattr(unpickler, "CallsUnpickler", Counted)
+        path = tmp_path / "record.sp"
+        path.write_bytes(data)
+        for got in (sp.loads(data, safe=True), sp.load(path, mmap_mode="r", safe=True)):
+            assert repr(got) == repr(obj)
+        assert made == [1, 1]
+        with open(path, "rb") as f:  # read back in order, buffer by buffer
+            assert repr(sp.load(f, safe=True)) == repr(obj)
+
+    def test_a_buffer_no_call_takes_is_refused(self) -> None:
+        """A record of calls whose RECORD_END counts a buffer its pickle never
+        takes: refused, as on the Python path."""
+        out = io.BytesIO()
+        with sp.Pickler(out) as p:
+
+            def write(writer: Any) -> None:
+                writer.write_buffer(pickle.PickleBuffer(bytes(4096)))
+                writer.write(pickled({"s": np.float32(1)}))
+
+            p.write_record(write)
+        with pytest.raises(sp.CorruptStreamError, match="unused buffers"):
+            sp.loads(out.getvalue(), safe=True)
+
     @pytest.mark.parametrize(
         "case",
         [
@@ -243,9 +283,67 @@ HOSTILE = {
     "a str scalar past U+10FFFF after a good one": _two_scalars(
         "<U1", b"a\0\0\0", b"\xff\xff\xff\xff"
     ),
+    "a str array past U+10FFFF": _frombuffer(b"\xff\xff\xff\xff", "<U1", (1,), "C"),
+    "a good str array": _frombuffer(b"a\0\0\0b\0\0\0", "<U1", (2,), "C"),
+    # 45th review: READONLY_BUFFER on what is not an out-of-band buffer
+    "a read-only view of in-band bytes": b"\x80\x05\x96\x03" + bytes(7) + b"abc\x98.",
     "a global not of numpy's calls": b"\x80\x05\x8c\x08builtins\x8c\x04list\x93)R.",
     "a global safe mode refuses": b"\x80\x05\x8c\x02os\x8c\x06getcwd\x93)R.",
 }
+
+
+class TestFoundByReview:
+    """The 45th review of the C path."""
+
+    @pytest.mark.parametrize(
+        "value", [np.dtype, np.float64, (np.dtype,)], ids=["dtype", "float64", "tuple"]
+    )
+    def test_a_global_named_but_not_called_is_itself(self, value: Any) -> None:
+        """The C path gave a record its checking stand-in for the global; one
+        that holds a global, not called, goes to the counting unpickler."""
+        data = sp.dumps({"t": value, "a": np.arange(3)})
+        if value is np.float64:  # a type as a value: not loaded in safe mode
+            with pytest.raises(sp.ForbiddenGlobalError):
+                sp.loads(data, safe=True)
+            return
+        assert sp.loads(data, safe=True)["t"] == value
+
+    def test_a_table_set_on_the_pickler_is_kept(self) -> None:
+        class Foo:
+            pass
+
+        out = io.BytesIO()
+        p = sp.Pickler(out)
+        p.dispatch_table = {Foo: lambda obj: (str, ("via the table",))}
+        p.dump(Foo())
+
+        class Bar:
+            pass
+
+        copyreg.pickle(Bar, lambda obj: (str, ("bar",)))  # (streampickle's table renews)
+        try:
+            p.dump(Foo())
+        finally:
+            del copyreg.dispatch_table[Bar]
+        p.close()
+        with sp.Unpickler(io.BytesIO(out.getvalue())) as u:
+            assert [u.load(), u.load()] == ["via the table"] * 2
+
+    @pytest.mark.parametrize(
+        "case", ["an array by BUILD", "a struct scalar", "a struct array by BUILD"]
+    )
+    def test_str_data_past_u10ffff_is_refused_on_every_path(self, case: str) -> None:
+        """numpy makes a str of any units: indexing one raised SystemError."""
+        obj = {
+            "an array by BUILD": np.array(["a"]),
+            "a struct scalar": np.array([("a",)], dtype=[("f", "<U1")])[0],
+            "a struct array by BUILD": np.array([("a", 1)], [("f", "<U1"), ("i", "i4")]),
+        }[case]
+        good = pickle.dumps(obj, 4)
+        assert repr(sp.loads(stream_of(good), safe=True)) == repr(obj)
+        bad = good.replace(b"a\0\0\0", b"\xff\xff\xff\xff")
+        with pytest.raises(sp.ForbiddenGlobalError, match="Unicode code points only"):
+            sp.loads(stream_of(bad), safe=True)
 
 
 class TestBothPathsAgree:
