@@ -7,9 +7,10 @@ Run from the repository root (writes its section of benchmarks/RESULTS.md)::
     python benchmarks/safe.py [--quick] [--repeat N] [--output PATH]
 
 Records: a checkpoint of 16 arrays of 4 MiB (the arrays' bytes dominate); 1000
-arrays of 100 floats and 10,000 numpy scalars (safe mode runs Python's
-unpickler, checking each call); 1000 small structured arrays (a dtype's state
-checked each time); a dict of 1000 tuple keys sharing one string (plain data,
+arrays of 100 floats (in band), of 1000 floats (out of band) and 10,000 numpy
+scalars (calls alone: the C unpickler, checking each call, safe_calls.py);
+1000 small structured arrays (Python's unpickler: a dtype's state checked
+each time); a dict of 1000 tuple keys sharing one string (plain data,
 but shared, costly to hash and hashed: counted in Python); dicts of 90,000
 keys of two ints and of wide ints (plain data whose keys' hashes a pickle may
 choose: counted in C, then the C unpickler), a list of 100,000 pairs and a set
@@ -58,6 +59,9 @@ def records(scale: int) -> dict[str, Callable[[], Any]]:
         },
         "1000 arrays of 100 floats": lambda: [
             rng.random(100) for _ in range(1000 // scale)
+        ],
+        "1000 arrays of 1000 floats (out of band)": lambda: [
+            rng.random(1000) for _ in range(1000 // scale)
         ],
         "10,000 numpy scalars": lambda: [np.float64(i) for i in range(10_000 // scale)],
         "1000 structured arrays of 4 items": lambda: [

@@ -117,6 +117,7 @@ scan_init(scan *s)
     s->lines = 0;
     s->plain = s->calls_only = 1;
     s->callee = -1;
+    s->next_buffers = 0;
     s->last_op = 0;
     s->hashes_shared = s->hashes_chosen = s->hashes_numbers = s->keys_chosen = 0;
     s->stopped = 0;
@@ -502,6 +503,7 @@ run(scan *s, const unsigned char *p, Py_ssize_t size, Py_ssize_t left)
         U32(s->height)[U32(s->stack)[s->stack.len - 1]] |= NAMED;
         return 0;
     case NEXT_BUFFER:
+        s->next_buffers++;
         return push_new(s, 0);
     case READONLY_BUFFER: /* in a record of calls, of an out-of-band buffer only */
         s->calls_only &= before == NEXT_BUFFER;

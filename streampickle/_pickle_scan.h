@@ -85,6 +85,7 @@ typedef struct {
     int plain, stopped;
     int calls_only;     /* its code is calls alone: see scan_whole */
     Py_ssize_t callee;  /* the stack index a REDUCE calls, while it takes it */
+    Py_ssize_t next_buffers; /* NEXT_BUFFER opcodes taken */
     unsigned char last_op; /* the opcode before */
     int hashes_shared;  /* scan_light's: shared objects, tuples, hashing */
     int hashes_chosen;  /* scan_light's: CHOSEN and HASHES (_pickle_opcodes.h) */

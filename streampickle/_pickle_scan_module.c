@@ -92,11 +92,19 @@ PickleScan_get_calls_only(PickleScan *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(self->s.calls_only);
 }
 
+static PyObject *
+PickleScan_get_next_buffers(PickleScan *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->s.next_buffers);
+}
+
 static PyGetSetDef PickleScan_getset[] = {
     {"plain", (getter)PickleScan_get_plain, NULL,
      "True while every opcode so far builds plain data.", NULL},
     {"calls_only", (getter)PickleScan_get_calls_only, NULL,
      "True while its only code is calls (check_whole's 2, strict) so far.", NULL},
+    {"next_buffers", (getter)PickleScan_get_next_buffers, NULL,
+     "NEXT_BUFFER opcodes so far.", NULL},
     {"stopped", (getter)PickleScan_get_stopped, NULL, "True once STOP is taken.", NULL},
     {"owed", (getter)PickleScan_get_owed, NULL,
      "Bytes of an argument claimed but not yet fed.", NULL},

@@ -138,6 +138,10 @@ class RecordReader:
             self.scan.feed(chunk)
         except ValueError as exc:
             raise refused(self.number, exc) from None
+        if self.scan.next_buffers > self.buffer_count:  # (46th review: gathered late)
+            raise CorruptStreamError(
+                f"record {self.number} uses an out-of-band buffer that precedes none"
+            )
         owed = self.scan.owed
         if self.max_size is not None and self.size + owed > self.max_size:
             raise StreamError(

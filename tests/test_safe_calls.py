@@ -20,7 +20,7 @@ import streampickle as sp
 from streampickle import format as fmt
 from streampickle import unpickler
 from streampickle._pickle_scan import check_whole
-from streampickle.safe_calls import CallsUnpickler
+from streampickle.safe_calls import CallsUnpickler, DtypeTable
 
 NUMBER_CODES = "?bhilqBHILQefdgFDG"
 
@@ -328,6 +328,32 @@ class TestFoundByReview:
         p.close()
         with sp.Unpickler(io.BytesIO(out.getvalue())) as u:
             assert [u.load(), u.load()] == ["via the table"] * 2
+
+    @pytest.mark.parametrize("extra", [None, 1 + 2j], ids=["calls alone", "and a complex"])
+    def test_a_buffer_after_the_pickle_bytes_that_take_it_is_refused(
+        self, extra: Any
+    ) -> None:
+        """46th review: gathered with the record, a buffer written after the
+        NEXT_BUFFER that takes it loaded in safe mode (refused without)."""
+        buffers: list[pickle.PickleBuffer] = []
+        pickled_bytes = io.BytesIO()
+        pickler = pickle.Pickler(pickled_bytes, 5, buffer_callback=buffers.append)
+        pickler.dispatch_table = DtypeTable().table
+        pickler.dump((np.full(200, 1.5), extra))
+        out = io.BytesIO()
+
+        def write(writer: Any) -> None:
+            writer.write(pickled_bytes.getvalue())
+            writer.flush()  # the pickle bytes first, then the buffer they take
+            for buffer in buffers:
+                view = buffer.raw()
+                writer.write_streamed_buffer((view,), view.nbytes, False, 0, view)
+
+        with sp.Pickler(out) as p:
+            p.write_record(write)
+        for safe in (True, False):
+            with pytest.raises(sp.CorruptStreamError, match="precedes none"):
+                sp.loads(out.getvalue(), safe=safe)
 
     @pytest.mark.parametrize(
         "case", ["an array by BUILD", "a struct scalar", "a struct array by BUILD"]
