@@ -62,6 +62,19 @@ def python_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(unpickler.Unpickler, "__init__", init)
 
 
+def counted_c_path(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gets a 1 each time the C path of calls is taken."""
+    made: list[int] = []
+
+    class Counted(CallsUnpickler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            made.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(unpickler, "CallsUnpickler", Counted)
+    return made
+
+
 def outcome(data: bytes) -> Any:
     try:
         return ("loaded", repr(sp.loads(data, safe=True)))
@@ -152,14 +165,7 @@ class TestScan:
         data = pickled(obj)
         assert check_whole(data, strict=True) == 2
         assert check_whole(data) is False  # (not strict: not plain, as before)
-        made = []
-
-        class Counted(CallsUnpickler):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                made.append(1)
-                super().__init__(*args, **kwargs)
-
-        monkeypatch.setattr(unpickler, "CallsUnpickler", Counted)
+        made = counted_c_path(monkeypatch)
         monkeypatch.setattr(unpickler, "SafeRecordUnpickler", None)  # not used
         got = sp.loads(stream_of(data), safe=True)
         assert made and repr(got) == repr(pickle.loads(data))
@@ -174,14 +180,7 @@ class TestScan:
         obj = {"w": np.arange(10_000.0), "m": np.ones((64, 64), ">f4", order="F")}
         obj.update(s=np.float32(1), x=extra, small=np.arange(3))
         data = sp.dumps(obj, frame_size=4096)  # (several pickle frames too)
-        made = []
-
-        class Counted(CallsUnpickler):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                made.append(1)
-                super().__init__(*args, **kwargs)
-
-        monkeypatch.setattr(unpickler, "CallsUnpickler", Counted)
+        made = counted_c_path(monkeypatch)
         path = tmp_path / "record.sp"
         path.write_bytes(data)
         for got in (sp.loads(data, safe=True), sp.load(path, mmap_mode="r", safe=True)):
