@@ -91,8 +91,7 @@ def _raised_by_unpickler(exc: BaseException) -> bool:
 
 
 _UNPICKLER_FILES = frozenset(
-    {pickle.__file__, safe.__file__, safe_budget.__file__, safe_dtypes.__file__}
-    | {safe_calls.__file__}
+    module.__file__ for module in (pickle, safe, safe_budget, safe_calls, safe_dtypes)
 )
 
 
