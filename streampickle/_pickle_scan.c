@@ -256,10 +256,11 @@ add_to(scan *s, Py_ssize_t start, int pairs, int hashes)
         s->keys_chosen |= any_chosen(s, start, pairs ? 2 : 1);
     uint32_t h = highest(s, start);
     uint32_t *height = &U32(s->height)[target];
+    if (*height & CALLED) /* even nothing (47th review: the C path took it) */
+        s->calls_only = 0;
     if (*height & CALLED && s->stack.len > start) { /* a link, as a call's result */
         h++;
         s->raising++;
-        s->calls_only = 0;
     }
     if (target > CHOSEN_NUMBER && h > (*height & ~FLAGS)) {
         if (h > s->max_depth)

@@ -284,6 +284,10 @@ HOSTILE = {
     ),
     "a str array past U+10FFFF": _frombuffer(b"\xff\xff\xff\xff", "<U1", (1,), "C"),
     "a good str array": _frombuffer(b"a\0\0\0b\0\0\0", "<U1", (2,), "C"),
+    # 47th review: no items given to a call's result (the Python path refuses)
+    "nothing appended to a call's result": b"\x80\x05" + _call_of_dtype() + b"(e.",
+    "nothing set in a call's result": b"\x80\x05" + _call_of_dtype() + b"(u.",
+    "nothing added to a call's result": b"\x80\x05" + _call_of_dtype() + b"(\x90.",
     # 45th review: READONLY_BUFFER on what is not an out-of-band buffer
     "a read-only view of in-band bytes": b"\x80\x05\x96\x03" + bytes(7) + b"abc\x98.",
     "a global not of numpy's calls": b"\x80\x05\x8c\x08builtins\x8c\x04list\x93)R.",
