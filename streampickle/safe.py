@@ -53,6 +53,7 @@ from .safe_dtypes import (
     check_expansion,
     dtype_nodes,
     fits_empty,
+    known_array,
     known_scalar,
     plain_dtype,
     plain_object_dtype,
@@ -301,6 +302,9 @@ class Budget:
         if func is _SCALAR and kwargs is None and known_scalar(args, self._checked):
             # check_call's verdict, ~6x faster (numpy scalars come by the thousand)
             self._spend(args[0].itemsize)
+            return
+        if func is _FROMBUFFER and kwargs is None and known_array(args, self._checked):
+            self._spend(ARRAY_CALL + EXTENT * len(args[2]))  # (as below, unfolding 0)
             return
         if (func is _SCALAR or func is _FROMBUFFER) and type(args) is tuple:
             self._spend_dtype(args[0 if func is _SCALAR else 1] if len(args) > 1 else None)

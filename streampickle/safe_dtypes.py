@@ -364,6 +364,29 @@ _MAX_EMPTY_EXTENT = 1 << 16
 _MAX_DIMS = 64  # numpy 2's NPY_MAXDIMS
 
 
+def known_array(args: Any, checked: Checked) -> bool:
+    """Whether check_call takes numpy's ``_frombuffer(*args)`` as numpy
+    writes a C- or F-ordered array of a dtype found plain before (held in
+    ``checked``) with no str parts: a shape of ints above 0, and its bytes,
+    exactly its items'. (Such an item unfolds into one object.)"""
+    if type(args) is not tuple or len(args) != 4:
+        return False
+    buffer, dtype, shape, order = args
+    hit = checked.get(id(dtype))
+    if hit is None or hit[0] is not dtype or hit[1] != 1 or hit[2] or not dtype.itemsize:
+        return False
+    if type(order) is not str or order not in ("C", "F"):
+        return False
+    if type(shape) is not tuple or not 0 < len(shape) <= _MAX_DIMS:
+        return False
+    n = dtype.itemsize
+    for extent in shape:
+        if type(extent) is not int or not 0 < extent < 2**63:
+            return False
+        n *= extent
+    return bytes_of(buffer, n)
+
+
 def known_scalar(args: Any, checked: Checked) -> bool:
     """Whether check_call takes numpy's ``scalar(*args)`` for a dtype it
     found plain before (held in ``checked``), not of str: its bytes, exactly

@@ -263,6 +263,20 @@ def _two_scalars(type_string: str, first: bytes, second: bytes) -> bytes:
     )  # fmt: skip
 
 
+def _two_arrays(ts: str, first: bytes, second: bytes, shape: bytes, order: str) -> Any:
+    """Two _frombuffer calls of one dtype (memo'd): the second, of ``shape``
+    (pickle bytes of a tuple) and ``order``, checked with the dtype already
+    found plain; ``ts``: the dtype's type string."""
+    return (
+        b"\x80\x05\x8c\x13numpy._core.numeric\x8c\x0b_frombuffer\x93\x94"
+        + b"\x8c\x05numpy\x8c\x05dtype\x93\x8c" + bytes([len(ts)]) + ts.encode()
+        + b"\x89\x88\x87R\x940"
+        + b"(C" + bytes([len(first)]) + first + b"h\x01K\x01\x85\x8c\x01CtR"
+        + b"h\x00(C" + bytes([len(second)]) + second + b"h\x01" + shape
+        + b"\x8c\x01" + order.encode() + b"tR\x86."
+    )  # fmt: skip
+
+
 HOSTILE = {
     "too few bytes for the shape": _frombuffer(bytes(8), "<f8", (2,), "C"),
     "too many bytes for the shape": _frombuffer(bytes(24), "<f8", (2,), "C"),
@@ -277,6 +291,28 @@ HOSTILE = {
     "a good F-order array": _frombuffer(bytes(range(48)), ">i2", (4, 6), "F"),
     "a good scalar": _scalar(">i4", b"\0\0\1\0"),
     "a good scalar twice": _two_scalars("<f8", bytes(8), bytes(8)),
+    "a good array twice": _two_arrays("<f8", bytes(8), bytes(16), b"K\x02\x85", "C"),
+    "an array too short after a good one": _two_arrays(
+        "<f8", bytes(8), bytes(8), b"K\x02\x85", "C"
+    ),
+    "a good empty array after a good one": _two_arrays(
+        "<f8", bytes(8), b"", b"J\x00\x00\x01\x00K\x00\x86", "C"
+    ),
+    "an empty array of too many rows after a good one": _two_arrays(
+        "<f8", bytes(8), b"", b"J\x01\x00\x01\x00K\x00\x86", "C"
+    ),
+    "an array of a bool extent after a good one": _two_arrays(
+        "<f8", bytes(8), bytes(8), b"\x88\x85", "C"
+    ),
+    "an array of 2**63 rows after a good one": _two_arrays(
+        "|u1", b"\0", bytes(1), b"\x8a\x09" + bytes(8) + b"\x80\x85", "C"
+    ),
+    "an array in K order without axes after a good one": _two_arrays(
+        "<f8", bytes(8), bytes(16), b"K\x02\x85", "K"
+    ),
+    "a str array past U+10FFFF after a good one": _two_arrays(
+        "<U1", b"a\0\0\0", b"\xff\xff\xff\xff", b"K\x01\x85", "C"
+    ),
     "a scalar too short after a good one": _two_scalars("<f8", bytes(8), bytes(7)),
     "a scalar too long after a good one": _two_scalars("<f8", bytes(8), bytes(9)),
     "a str scalar past U+10FFFF after a good one": _two_scalars(
