@@ -109,9 +109,13 @@ class TestRoundTrip:
             _, writer = await asyncio.open_connection(sock=a)
             await aio.dump(sample(7), writer)
             writer.close()
+            # what the transport still buffers is sent before the loop ends
+            # (without it, the reader waited for bytes never sent: a rare hang)
+            await writer.wait_closed()
 
         t = threading.Thread(target=lambda: asyncio.run(send()))
         t.start()
+        b.settimeout(60)  # (a hang would fail here, not stall the suite)
         check(sp.load(b), 7)
         t.join()
         b.close()
