@@ -295,7 +295,7 @@ class Budget:
         self._spent = 0
         self._checked: Checked = {}
 
-    def _check_numpy_call(self, func: Any, args: Any, kwargs: Any) -> None:
+    def check_numpy_call(self, func: Any, args: Any, kwargs: Any) -> None:
         """check_call, and what a call of numpy's scalar or _frombuffer costs
         spent (a dtype walked where first used, the items' unfolding, each
         extent of a shape: fifteenth review, 5.6 s from 1 MB)."""
@@ -367,7 +367,7 @@ class SafeRecordUnpickler(Budget, _PythonUnpickler):  # type: ignore[misc]
         self._tables = ProbedTables()
 
     def _call(self, func: Any, args: Any, kwargs: Any, step: Any, *step_args: Any) -> None:
-        self._check_numpy_call(func, args, kwargs)
+        self.check_numpy_call(func, args, kwargs)
         compared = None
         if (func is set or func is frozenset or func is dict) and args:
             if isinstance(args[0], str):  # its characters become objects

@@ -41,22 +41,25 @@ class NotCalls(Exception):
     """A record of calls names another global: Python's unpickler runs it."""
 
 
-class CallsUnpickler(Budget, pickle.Unpickler):
+class CallsUnpickler(pickle.Unpickler):
     """The C unpickler for a whole record of calls, of ``pickle_bytes``
     (see the top); what the calls cost counted as on the Python path
     (Budget)."""
 
     def __init__(self, file: Any, buffers: Any, pickle_bytes: int) -> None:
-        pickle.Unpickler.__init__(self, file, buffers=buffers)
-        Budget.__init__(self, SimpleNamespace(pickle_bytes=pickle_bytes))
+        super().__init__(file, buffers=buffers)
+        self._budget = Budget(SimpleNamespace(pickle_bytes=pickle_bytes))
 
     def find_class(self, module: str, name: str) -> Any:
         func = _CALLS.get((module, name))
         if func is None:
             raise NotCalls(f"{module}.{name}")
+        # (the budget, not the unpickler: its memo holds this, and a cycle
+        # would keep the memo, and what the record made, until a GC pass)
+        budget = self._budget
 
         def checked_call(*args: Any) -> Any:
-            self._check_numpy_call(func, args, None)
+            budget.check_numpy_call(func, args, None)
             try:
                 made = func(*args)
             except MemoryError:

@@ -5,10 +5,12 @@ counting unpickler, and that both paths judge a record alike."""
 from __future__ import annotations
 
 import copyreg
+import gc
 import io
 import pickle
 import pickletools
 import struct
+import weakref
 from typing import Any
 
 import numpy as np
@@ -367,6 +369,24 @@ class TestFoundByReview:
         p.close()
         with sp.Unpickler(io.BytesIO(out.getvalue())) as u:
             assert [u.load(), u.load()] == ["via the table"] * 2
+
+    @pytest.mark.parametrize("path", ["calls", "counting"])
+    def test_what_a_record_made_is_freed_when_dropped(self, path: str) -> None:
+        """Without a GC pass: the C path's checking stand-ins referred to the
+        unpickler whose memo holds them, a cycle that kept the arrays alive
+        (found by benchmarks/safe.py: the next load took fresh memory)."""
+        obj = {"a": np.ones(1 << 20), "s": np.float32(1)}
+        if path == "counting":
+            obj["t"] = np.zeros(2, [("x", "<f8")])  # a BUILD: Python's unpickler
+        data = sp.dumps(obj)
+        gc.disable()
+        try:
+            got = sp.loads(data, safe=True)
+            freed = weakref.ref(got["a"])
+            del got
+            assert freed() is None
+        finally:
+            gc.enable()
 
     @pytest.mark.parametrize("extra", [None, 1 + 2j], ids=["calls alone", "and a complex"])
     def test_a_buffer_after_the_pickle_bytes_that_take_it_is_refused(
