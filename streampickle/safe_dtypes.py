@@ -389,18 +389,18 @@ def known_array(args: Any, checked: Checked) -> bool:
 
 def known_scalar(args: Any, checked: Checked) -> bool:
     """Whether check_call takes numpy's ``scalar(*args)`` for a dtype it
-    found plain before (held in ``checked``), not of str: its bytes, exactly
-    an item's. (A plain dtype's item unfolds into one object: nothing more
+    found plain before (held in ``checked``) with no str parts: its bytes,
+    exactly an item's. (Such an item unfolds into one object: nothing more
     to spend.)"""
     if type(args) is not tuple or len(args) != 2 or type(args[1]) is not bytes:
         return False
-    hit = checked.get(id(args[0]))
     dtype = args[0]
+    hit = checked.get(id(dtype))
     return (
         hit is not None
         and hit[0] is dtype
         and hit[1] == 1
-        and dtype.kind != "U"
+        and not hit[2]
         and len(args[1]) == dtype.itemsize
     )
 

@@ -311,11 +311,11 @@ class Unpickler:
                 except ValueError as exc:
                     raise refused(number, exc) from None
                 if verdict == 2:
-                    waiting = list(record.buffers)
+                    chunk, waiting = record.chunk, list(record.buffers)
                     try:
                         return self._unpickle(record, number, calls=True)
                     except NotCalls:  # another global: the counting unpickler's
-                        record.chunk, record.pos = bytes(whole), 0
+                        record.chunk, record.pos = chunk, 0
                         record.buffers.clear()
                         record.buffers.extend(waiting)
         return self._unpickle(record, number)
