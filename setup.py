@@ -1,8 +1,8 @@
-"""The one compiled part: a C check of each record's pickle bytes before the
-unpickler runs them (streampickle/_pickle_*.c), and small records encoded,
-read from a socket and loaded in one call (streampickle/_small_records.c). It
-needs a C compiler and Python's headers at install, as numpy, zstandard and
-xxhash do from source."""
+"""The compiled parts: a C check of each record's pickle bytes before the
+unpickler runs them (streampickle/_pickle_*.c), small records encoded, read
+from a socket and loaded in one call (streampickle/_small_records.c), and the
+page prefault call (streampickle/_pages.c). They need a C compiler and
+Python's headers at install, as numpy, zstandard and xxhash do from source."""
 
 import sys
 
@@ -32,6 +32,7 @@ setup(
                 "streampickle/_pickle_probes.h",
                 "streampickle/_pickle_opcodes.h",
             ],
-        )
+        ),
+        Extension("streampickle._pages", ["streampickle/_pages.c"]),
     ]
 )

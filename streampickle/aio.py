@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import format as fmt
+from . import prefault
 from .errors import CorruptStreamError, StreamError
 from .format import Codec, Kind
 from .frames import verify_chunks
@@ -321,23 +322,31 @@ class Unpickler:
         view = memoryview(out.data)
         got = 0
         direct = h.raw_size >= self.DIRECT_FROM
-        while got < h.raw_size:
-            if direct and (into := _ReceiveInto.take_over(self._reader, view[got:])):
-                try:
-                    await into.done
-                finally:
-                    into.give_back()
-                got += into.got
-                self._offset += into.got
-                direct = False  # (cut short: the peer ended or failed, the reader says)
-                continue
-            piece = await self._reader.read(h.raw_size - got)
-            if not piece:
-                self._received.push(out[:got])
-                return False
-            view[got : got + len(piece)] = piece
-            got += len(piece)
-            self._offset += len(piece)
+        fault = prefault.start(view)  # (the peer sends while we fault)
+        try:
+            while got < h.raw_size:
+                if fault is not None:
+                    fault.reach(got)
+                into = direct and _ReceiveInto.take_over(self._reader, view, got, fault)
+                if into:
+                    try:
+                        await into.done
+                    finally:
+                        into.give_back()
+                    got += into.got
+                    self._offset += into.got
+                    direct = False  # (cut short: the peer ended or failed, the reader says)
+                    continue
+                piece = await self._reader.read(h.raw_size - got)
+                if not piece:
+                    self._received.push(out[:got])
+                    return False
+                view[got : got + len(piece)] = piece
+                got += len(piece)
+                self._offset += len(piece)
+        finally:
+            if fault is not None:
+                fault.close()
         table = await self._read(h.check_table_size())
         if len(table) < h.check_table_size():
             self._received.push(out)
@@ -374,23 +383,37 @@ class _ReceiveInto(asyncio.BufferedProtocol):
     transport receives straight into the buffer's memory (a socket's
     ``recv_into``), never past its end, where the StreamReader would copy
     each piece twice (into its own buffer, then out as bytes). Flow control
-    and the connection's end go on to the stream's protocol."""
+    and the connection's end go on to the stream's protocol. ``got`` counts
+    the bytes received from ``start``; ``fault`` learns how far they reach."""
 
-    def __init__(self, transport: Any, stream: Any, view: memoryview) -> None:
+    def __init__(
+        self,
+        transport: Any,
+        stream: Any,
+        view: memoryview,
+        start: int,
+        fault: prefault.Prefault | None,
+    ) -> None:
         self._transport = transport
         self._stream = stream
-        self._view = view
+        self._view = view[start:]
+        self._start = start
+        self._fault = fault
         self._spill: bytearray | None = None
         self.got = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @classmethod
     def take_over(
-        cls, reader: asyncio.StreamReader, view: memoryview
+        cls,
+        reader: asyncio.StreamReader,
+        view: memoryview,
+        start: int,
+        fault: prefault.Prefault | None = None,
     ) -> _ReceiveInto | None:
-        """Put one in place of ``reader``'s protocol, if that is asyncio's
-        own, the reader holds nothing yet, and its transport can switch
-        protocols."""
+        """Put one receiving into ``view`` from ``start`` in place of
+        ``reader``'s protocol, if that is asyncio's own, the reader holds
+        nothing yet, and its transport can switch protocols."""
         transport = getattr(reader, "_transport", None)
         held = getattr(reader, "_buffer", None)
         if transport is None or held is None or len(held) or reader.at_eof():
@@ -407,7 +430,7 @@ class _ReceiveInto(asyncio.BufferedProtocol):
                 or not transport.is_reading()
             ):
                 return None
-            into = cls(transport, stream, view)
+            into = cls(transport, stream, view, start, fault)
             transport.set_protocol(into)
         except (AttributeError, NotImplementedError):  # a transport of another kind
             return None
@@ -431,18 +454,21 @@ class _ReceiveInto(asyncio.BufferedProtocol):
             spill, self._spill = self._spill, None
             self._stream.data_received(bytes(spill[:nbytes]))
             return
-        self.got += nbytes
-        if self.got == len(self._view):
-            self.give_back()
+        self._advance(nbytes)
 
     def data_received(self, data: bytes) -> None:  # a transport that gives bytes
         n = min(len(data), len(self._view) - self.got)
         self._view[self.got : self.got + n] = data[:n]
+        self._advance(n)
+        if n < len(data):
+            self._stream.data_received(data[n:])
+
+    def _advance(self, n: int) -> None:
         self.got += n
+        if self._fault is not None:
+            self._fault.reach(self._start + self.got)
         if self.got == len(self._view):
             self.give_back()
-            if n < len(data):
-                self._stream.data_received(data[n:])
 
     def eof_received(self) -> bool | None:
         self.give_back()

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import codecs
+from . import codecs, prefault
 from . import format as fmt
 from .errors import CorruptStreamError, TruncatedStreamError
 from .format import Codec, Flag, FrameHeader, Kind
@@ -197,18 +197,25 @@ class FrameReader:
         pooled = h.checked and self.threads and n > chunk and from_file
         pool = codecs.pool(self.threads) if pooled else None
         sums: list[Future[int] | int] = []
-        for start in range(0, n, chunk):
-            piece = view[start : start + chunk]
-            if self.source.readinto(piece) < piece.nbytes:
-                raise TruncatedStreamError(
-                    f"input ended at offset {self.source.position} inside {h.where()}"
-                )
-            if h.checked:
-                sums.append(
-                    fmt.checksum(piece)
-                    if pool is None
-                    else pool.submit(fmt.checksum, piece)
-                )
+        fault = prefault.start(view)
+        try:
+            for start in range(0, n, chunk):
+                piece = view[start : start + chunk]
+                if fault is not None:
+                    fault.reach(start)
+                if self.source.readinto(piece) < piece.nbytes:
+                    raise TruncatedStreamError(
+                        f"input ended at offset {self.source.position} inside {h.where()}"
+                    )
+                if h.checked:
+                    sums.append(
+                        fmt.checksum(piece)
+                        if pool is None
+                        else pool.submit(fmt.checksum, piece)
+                    )
+        finally:
+            if fault is not None:
+                fault.close()
         if h.checked:
             table = self.exact(h.check_table_size(), f"check table of {h.where()}")
             verify_chunks(h, [s if isinstance(s, int) else s.result() for s in sums], table)

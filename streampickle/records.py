@@ -200,6 +200,14 @@ class RecordReader:
             self.failure = exc
             raise
 
+    def take_failure(self) -> StreamError:
+        """The error ``_advance`` kept, no longer kept: its traceback holds
+        this reader, which would hold it in a cycle (and the record's arrays
+        until a GC pass)."""
+        failure, self.failure = self.failure, None
+        assert failure is not None
+        return failure
+
     def _next_pickle_frame(self) -> bool:
         while self.end is None:
             h, self.first = self.first or self.frames.next_header(), None

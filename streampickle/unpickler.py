@@ -395,7 +395,7 @@ class Unpickler:
             raise
         except Exception as exc:
             if file is record and record.failure is not None:
-                raise record.failure from None
+                raise record.take_failure() from None
             if not _raised_by_unpickler(exc):
                 raise  # the user's hook or class failed: their error, as is
             raise _not_a_pickle(number, exc) from exc

@@ -547,6 +547,81 @@ def test_long_connection_keeps_nothing_per_record() -> None:
     assert m["growth_mib"] <= 4, msg
 
 
+def test_a_peer_that_stalls_inside_a_large_buffer_costs_what_it_sent_and_64_mib() -> None:
+    """A 1 GiB buffer declared, 8 MiB of it sent, then two seconds of
+    silence: the pages faulted in ahead of the reader (prefault.py) stay
+    within AHEAD of what arrived, not the buffer's declared size; and the
+    failed load frees them at once (no cycle through its error's traceback
+    waiting for a GC pass)."""
+    m = run_measured(
+        """
+        import socket
+        import time
+
+        class Stall:  # a sender that stops after PARAMS["sent"] bytes
+            def __init__(self, sock):
+                self.sock, self.sent = sock, 0
+
+            def write(self, data):
+                data = memoryview(data).cast("B")
+                take = min(data.nbytes, PARAMS["sent"] - self.sent)
+                self.sock.sendall(data[:take])
+                self.sent += take
+                if take < data.nbytes:
+                    time.sleep(2)
+                    os._exit(0)
+                return data.nbytes
+
+            def seekable(self):
+                return False
+
+        ours, theirs = socket.socketpair()
+        if os.fork() == 0:  # its own process: its memory is not measured
+            ours.close()
+            sp.dump({"a": np.zeros(PARAMS["declared"], dtype=np.uint8)}, Stall(theirs))
+            os._exit(1)
+        theirs.close()
+        with Meter() as m:
+            try:
+                sp.load(ours)
+            except sp.TruncatedStreamError as exc:
+                error = str(exc)
+        os.wait()
+        emit({**m.report(), "error": error})
+        """,
+        sent=8 << 20,
+        declared=1 << 30,
+    )
+    msg = describe("a peer that stalls after 8 MiB of a 1 GiB buffer", m, 8 + SLACK_MIB)
+    assert "inside BUFFER" in m["error"], m["error"]
+    assert m["growth_mib"] <= 8 + SLACK_MIB, msg
+    assert m["end_growth_mib"] <= 4, msg
+
+
+def test_populate_faults_a_new_buffer_in_without_writing_it() -> None:
+    """The call prefault.py makes: the pages count in RSS afterwards (so
+    the reader's copy finds them there), their bytes untouched."""
+    if sys.platform != "linux":
+        pytest.skip("madvise is Linux's")
+    m = run_measured(
+        """
+        from streampickle._pages import populate
+
+        a = np.empty(PARAMS["mib"] * MiB, dtype=np.uint8)
+        a[: 1 << 20] = 7  # some pages already written
+        before = rss()
+        done = populate(memoryview(a), 0, a.nbytes)
+        emit({"done": done, "growth_mib": (rss() - before) / MiB,
+              "kept": bool((a[: 1 << 20] == 7).all())})
+        """,
+        mib=256,
+    )
+    if not m["done"]:
+        pytest.skip("this kernel cannot populate (before 5.14)")
+    assert m["growth_mib"] >= 250, m
+    assert m["kept"], m
+
+
 # ---------------------------------------------------------------------------
 # 5. control: the harness does see a copy
 
