@@ -197,7 +197,7 @@ class FrameReader:
         pooled = h.checked and self.threads and n > chunk and from_file
         pool = codecs.pool(self.threads) if pooled else None
         sums: list[Future[int] | int] = []
-        fault = prefault.start(view)
+        fault = prefault.start(view) if self.threads else None  # (0: no helper threads)
         try:
             for start in range(0, n, chunk):
                 piece = view[start : start + chunk]

@@ -16,7 +16,6 @@ Only on Linux 5.14 or later, with more than one CPU, for buffers of at least
 from __future__ import annotations
 
 import os
-import queue
 import threading
 
 from ._pages import populate
@@ -34,8 +33,6 @@ AHEAD = 32 << 20
 WORKERS = 2
 
 _usable = (os.cpu_count() or 1) > 1
-_workers_lock = threading.Lock()
-_workers: tuple[int, queue.SimpleQueue[Prefault]] | None = None
 
 
 class Prefault:
@@ -95,31 +92,16 @@ class Prefault:
 
 def start(view: memoryview) -> Prefault | None:
     """A Prefault of ``view``, a new writable buffer about to be filled from
-    its start, given to the workers; None where it would not pay."""
+    its start, with its own workers (shared ones could all be held waiting
+    by a reader whose peer stalls); None where it would not pay."""
     if not _usable or view.nbytes < MIN_BYTES:
         return None
     job = Prefault(view)
-    jobs = _jobs()
-    for _ in range(WORKERS):
-        jobs.put(job)
+    try:
+        for _ in range(WORKERS):
+            threading.Thread(
+                target=job.run, name="streampickle prefault", daemon=True
+            ).start()
+    except RuntimeError:  # no more threads here: the reader faults the rest itself
+        pass
     return job
-
-
-def _jobs() -> queue.SimpleQueue[Prefault]:
-    """The workers' queue, starting them at first use (in a forked child
-    too: the parent's threads are not there)."""
-    global _workers
-    with _workers_lock:
-        if _workers is None or _workers[0] != os.getpid():
-            jobs: queue.SimpleQueue[Prefault] = queue.SimpleQueue()
-            for _ in range(WORKERS):
-                threading.Thread(
-                    target=_serve, args=(jobs,), name="streampickle prefault", daemon=True
-                ).start()
-            _workers = (os.getpid(), jobs)
-        return _workers[1]
-
-
-def _serve(jobs: queue.SimpleQueue[Prefault]) -> None:
-    while True:
-        jobs.get().run()

@@ -5,7 +5,6 @@ off, and that every load closes what it starts. Memory: test_memory.py."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import sys
 import threading
@@ -57,6 +56,7 @@ class Recorder:
 def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     r = Recorder()
     monkeypatch.setattr(prefault, "populate", r)
+    monkeypatch.setattr(prefault, "_usable", True)  # (where it would be off)
     return r
 
 
@@ -151,23 +151,17 @@ class TestWorkers:
         assert job.view is None
         assert prefault.start(memoryview(bytearray(16 * MiB))) is None
 
-    @linux_only
-    def test_a_forked_child_starts_its_own_workers(self) -> None:
-        if not prefault._usable:
-            pytest.skip("this system cannot prefault")
-        prefault.start(memoryview(bytearray(prefault.MIN_BYTES))).close()  # type: ignore[union-attr]
-        pid = os.fork()
-        if pid == 0:  # the parent's workers are not here: a job must still finish
-            code = 1
-            try:
-                job = prefault.start(memoryview(bytearray(prefault.MIN_BYTES)))
-                assert job is not None
-                wait_until(lambda: job.next == job.size, "a job in the child")
-                code = 0
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+    def test_a_reader_whose_peer_stalls_holds_up_no_other_load(
+        self, recorder: Recorder
+    ) -> None:
+        stalled = prefault.start(memoryview(bytearray(4 * prefault.AHEAD)))
+        assert stalled is not None
+        wait_until(lambda: stalled.next == prefault.AHEAD, "the stalled one's window")
+        other = prefault.start(memoryview(bytearray(prefault.AHEAD)))
+        assert other is not None
+        wait_until(lambda: other.next == other.size, "the other buffer, to its end")
+        for job in (stalled, other):
+            job.close()
 
 
 # -- every load closes what it starts ----------------------------------------
@@ -256,3 +250,11 @@ def test_a_load_cut_inside_the_buffer_closes_its_prefault(
     with pytest.raises(sp.TruncatedStreamError):
         LOADERS[how](data[: len(data) // 2], tmp_path)
     assert started and all(job.view is None for job in started)
+
+
+def test_threads_0_starts_no_prefault(
+    started: list[prefault.Prefault], tmp_path: Any
+) -> None:
+    (tmp_path / "s.sp").write_bytes(stream())
+    check(sp.load(tmp_path / "s.sp", threads=0))
+    assert started == []
