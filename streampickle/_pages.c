@@ -15,7 +15,8 @@
 
 /* populate(buffer, start, end) -> bool: whether bytes [start, end) of the
  * buffer are now faulted in; False where the system cannot (not Linux, or a
- * kernel before 5.14), so that the caller stops asking. */
+ * kernel before 5.14), so that the caller stops asking; OSError for a failure
+ * of this call (ENOMEM under a memory limit, a poisoned page...). */
 static PyObject *
 populate(PyObject *module, PyObject *args)
 {
@@ -31,19 +32,27 @@ populate(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "populate: range outside the buffer");
         return NULL;
     }
-    int done = 0;
 #ifdef __linux__
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t first = ((uintptr_t)view.buf + start) & ~(page - 1);
-    uintptr_t last = (uintptr_t)view.buf + end;
-    int failed;
-    Py_BEGIN_ALLOW_THREADS
-    failed = first < last && madvise((void *)first, last - first, MADV_POPULATE_WRITE);
-    Py_END_ALLOW_THREADS
-    done = !failed;
-#endif
+    int failed = 0, error = 0;
+    if (start < end) {
+        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t first = ((uintptr_t)view.buf + start) & ~(page - 1);
+        uintptr_t last = (uintptr_t)view.buf + end;
+        Py_BEGIN_ALLOW_THREADS
+        failed = madvise((void *)first, last - first, MADV_POPULATE_WRITE);
+        error = errno;
+        Py_END_ALLOW_THREADS
+    }
     PyBuffer_Release(&view);
-    return PyBool_FromLong(done);
+    if (failed && error != EINVAL && error != ENOSYS) {
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyBool_FromLong(!failed);
+#else
+    PyBuffer_Release(&view);
+    Py_RETURN_FALSE;
+#endif
 }
 
 static PyMethodDef methods[] = {

@@ -322,8 +322,9 @@ class Unpickler:
         view = memoryview(out.data)
         got = 0
         direct = h.raw_size >= self.DIRECT_FROM
-        fault = prefault.start(view)  # (the peer sends while we fault)
+        fault = None
         try:
+            fault = prefault.start(view)  # (the peer sends while we fault)
             while got < h.raw_size:
                 if fault is not None:
                     fault.reach(got)

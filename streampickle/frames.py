@@ -197,13 +197,14 @@ class FrameReader:
         pooled = h.checked and self.threads and n > chunk and from_file
         pool = codecs.pool(self.threads) if pooled else None
         sums: list[Future[int] | int] = []
-        fault = prefault.start(view) if self.threads else None  # (0: no helper threads)
+        fault = None
         try:
+            # From a file the reader's copy keeps a core busy: one worker.
+            workers = min(self.threads, 1 if from_file else prefault.WORKERS)
+            fault = prefault.start(view, workers)
             for start in range(0, n, chunk):
                 piece = view[start : start + chunk]
-                if fault is not None:
-                    fault.reach(start)
-                if self.source.readinto(piece) < piece.nbytes:
+                if self._fill(piece, start, fault) < piece.nbytes:
                     raise TruncatedStreamError(
                         f"input ended at offset {self.source.position} inside {h.where()}"
                     )
@@ -220,6 +221,21 @@ class FrameReader:
             table = self.exact(h.check_table_size(), f"check table of {h.where()}")
             verify_chunks(h, [s if isinstance(s, int) else s.result() for s in sums], table)
         return out
+
+    def _fill(self, piece: memoryview, at: int, fault: prefault.Prefault | None) -> int:
+        """``readinto`` ``piece`` (at ``at`` in its buffer): in STEP slices
+        while ``fault`` faults in the pages ahead, telling it how far."""
+        if fault is None:
+            return self.source.readinto(piece)
+        got = 0
+        for step in range(0, piece.nbytes, prefault.STEP):
+            fault.reach(at + got)
+            want = min(prefault.STEP, piece.nbytes - step)
+            n = self.source.readinto(piece[step : step + want])
+            got += n
+            if n < want:
+                break
+        return got
 
     def _chunks(self, h: FrameHeader, out: memoryview) -> None:
         """Read a compressed BUFFER's CHUNK frames into ``out``, decompressing

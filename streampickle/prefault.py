@@ -9,54 +9,71 @@ waits. A ``Prefault`` has worker threads fault in the array's pages ahead of
 the reader with ``madvise(MADV_POPULATE_WRITE)``, which writes no byte: the
 faults run beside the copy instead of inside it.
 
-Only on Linux 5.14 or later, with more than one CPU, for buffers of at least
-``MIN_BYTES``; elsewhere ``start`` returns None and readers fill as before.
+The workers go no further past the reader than the reader has come (and never
+more than AHEAD): memory a peer makes us fault in beyond what it sent is at
+most what it sent, however many connections stall.
+
+Only on Linux, with more than one CPU to run on, for buffers of at least
+``MIN_BYTES``; on a kernel before 5.14 the first buffer's workers find that
+madvise cannot, and it turns itself off.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 from ._pages import populate
 
-#: Smaller buffers fault in little time; the hand-off would cost more.
+#: Smaller buffers fault in little time; starting workers would cost more.
 MIN_BYTES = 8 << 20
 #: Bytes faulted in per call: between calls a worker moves past what the
-#: reader has filled, and ``close`` waits for at most one call.
+#: reader has filled, and ``close`` waits for at most one call per worker.
 STEP = 2 << 20
-#: How far ahead of the reader the workers may go: a peer that declares a
-#: large buffer and stalls makes us hold at most this much it has not sent.
+#: How far ahead of the reader the workers may go, at most.
 AHEAD = 32 << 20
-#: Worker threads faulting in one buffer: two fault in new memory at about
-#: twice the rate of one on our VMs (the host's share of each fault is slow).
+#: Worker threads faulting in one buffer arriving from a peer: two fault in
+#: new memory at about twice the rate of one on our VMs (the host's share of
+#: each fault is slow), while the sender has the other core mostly waiting.
 WORKERS = 2
+#: A waiting worker looks again this often, whether told or not (a reader
+#: interrupted in ``close`` cannot tell it).
+RECHECK_SECONDS = 1.0
 
-_usable = (os.cpu_count() or 1) > 1
+_usable = sys.platform == "linux" and len(os.sched_getaffinity(0)) > 1
 
 
 class Prefault:
-    """Faults in ``view``'s pages in order, from where the reader is to at
-    most AHEAD bytes past it, until the end or ``close``."""
+    """Faults in ``view``'s pages in order, from where the reader is to as
+    far past it as it has come (at most AHEAD), until the end or ``close``."""
 
     def __init__(self, view: memoryview) -> None:
         self.view: memoryview | None = view
         self.size = view.nbytes
-        self.reached = 0  # where the reader is filling
+        self.reached = 0  # the reader has filled this far
+        self.told = 0  # ``reached`` when the workers were last woken
         self.next = 0  # the next byte a worker faults in
         self.busy = 0  # workers faulting in now
         self.changed = threading.Condition()
 
+    def limit(self) -> int:
+        """How far the workers may fault in now."""
+        return min(self.size, self.reached + min(self.reached, AHEAD))
+
     def reach(self, offset: int) -> None:
-        """The reader is filling from ``offset`` on."""
-        with self.changed:
-            self.reached = offset
-            self.changed.notify_all()
+        """The reader has filled ``offset`` bytes; the workers are woken once
+        it has come STEP bytes further (they wait only at their limit)."""
+        self.reached = offset
+        if offset - self.told >= STEP:
+            with self.changed:
+                self.told = offset
+                self.changed.notify_all()
 
     def close(self) -> None:
         """Stop; once this returns no worker holds a reference to the view."""
+        self.view = None  # first: an interrupt below leaves the workers leaving
         with self.changed:
-            self.view = None
             self.changed.notify_all()
             while self.busy:
                 self.changed.wait()
@@ -66,42 +83,43 @@ class Prefault:
         global _usable
         while True:
             with self.changed:
-                while (
-                    self.view is not None and self.size > self.next >= self.reached + AHEAD
-                ):
-                    self.changed.wait()
+                while self.view is not None and self.size > self.next >= self.limit():
+                    self.changed.wait(RECHECK_SECONDS)
                 view = self.view
-                start = max(self.next, self.reached)
-                end = min(start + STEP, self.size, self.reached + AHEAD)
-                if view is None or start >= end:
+                begin = max(self.next, self.reached)
+                end = min(begin + STEP, self.limit())
+                if view is None or begin >= end:
                     return
                 self.next = end
                 self.busy += 1
-            done = False
             try:
-                done = populate(view, start, end)
+                if not populate(view, begin, end):  # the system cannot: stop asking
+                    _usable = False
+                    self.view = None
+            except OSError:  # this buffer, now (ENOMEM under a cgroup's limit...)
+                self.view = None  # the reader faults in the rest itself
             finally:
                 del view  # hold nothing of the buffer after close
                 with self.changed:
                     self.busy -= 1
-                    if not done:  # the system cannot: stop asking
-                        _usable = False
-                        self.view = None
                     self.changed.notify_all()
 
 
-def start(view: memoryview) -> Prefault | None:
+def start(view: memoryview, workers: int = WORKERS) -> Prefault | None:
     """A Prefault of ``view``, a new writable buffer about to be filled from
     its start, with its own workers (shared ones could all be held waiting
     by a reader whose peer stalls); None where it would not pay."""
-    if not _usable or view.nbytes < MIN_BYTES:
+    if not _usable or view.nbytes < MIN_BYTES or workers < 1:
         return None
     job = Prefault(view)
     try:
-        for _ in range(WORKERS):
+        for _ in range(min(workers, WORKERS)):
             threading.Thread(
                 target=job.run, name="streampickle prefault", daemon=True
             ).start()
-    except RuntimeError:  # no more threads here: the reader faults the rest itself
+    except RuntimeError:  # no more threads here: the reader faults the rest alone
         pass
+    except BaseException:  # interrupted: leave nothing working on the buffer
+        job.close()
+        raise
     return job

@@ -86,21 +86,43 @@ class TestPopulate:
     def test_an_empty_range_is_nothing_to_do(self) -> None:
         assert _pages.populate(memoryview(bytearray(10)), 5, 5) is (sys.platform == "linux")
 
+    @linux_only
+    def test_a_failure_of_the_call_is_an_os_error(self, tmp_path: Any) -> None:
+        import mmap
+
+        with open(tmp_path / "f", "w+b") as f:
+            f.truncate(1 << 20)
+            with mmap.mmap(f.fileno(), 1 << 20) as m:
+                f.truncate(4096)  # pages past the file's end: a fault would be SIGBUS
+                view = memoryview(m)
+                try:
+                    with pytest.raises(OSError):
+                        _pages.populate(view, 0, 1 << 20)
+                finally:
+                    view.release()
+
 
 class TestWorkers:
     def test_small_buffers_are_not_worth_a_worker(self) -> None:
         assert prefault.start(memoryview(bytearray(prefault.MIN_BYTES - 1))) is None
 
-    def test_goes_no_further_than_ahead_of_the_reader(self, recorder: Recorder) -> None:
+    def test_goes_no_further_past_the_reader_than_it_has_come(
+        self, recorder: Recorder
+    ) -> None:
+        """Nothing before the first bytes arrive; then as far again as the
+        reader has come; never more than AHEAD."""
         job = prefault.Prefault(memoryview(bytearray(4 * prefault.AHEAD)))
         t = run_in_thread(job)
-        wait_until(lambda: recorder.furthest == prefault.AHEAD, "the first window")
-        time.sleep(0.05)  # and it waits there
-        assert recorder.furthest == prefault.AHEAD
-        job.reach(prefault.AHEAD + 3 * MiB)
-        wait_until(lambda: recorder.furthest == 2 * prefault.AHEAD + 3 * MiB, "moved on")
         time.sleep(0.05)
-        assert recorder.furthest == 2 * prefault.AHEAD + 3 * MiB
+        assert recorder.ranges == [], "faulted in before any byte arrived"
+        for reached, limit in [
+            (4 * MiB, 8 * MiB),
+            (prefault.AHEAD + 3 * MiB, 2 * prefault.AHEAD + 3 * MiB),
+        ]:
+            job.reach(reached)
+            wait_until(lambda at=limit: recorder.furthest == at, f"faulted in to {limit}")
+            time.sleep(0.05)  # and it waits there
+            assert recorder.furthest == limit
         job.close()
         t.join(5)
         assert not t.is_alive()
@@ -112,13 +134,14 @@ class TestWorkers:
         assert recorder.ranges == [(60 * MiB + 5, 62 * MiB + 5), (62 * MiB + 5, 64 * MiB)]
 
     def test_two_workers_share_a_buffer_without_overlap(self, recorder: Recorder) -> None:
-        job = prefault.Prefault(memoryview(bytearray(prefault.AHEAD)))
+        job = prefault.Prefault(memoryview(bytearray(2 * prefault.AHEAD)))
+        job.reach(prefault.AHEAD)
         threads = [run_in_thread(job) for _ in range(2)]
         for t in threads:  # and both leave at the end, without waiting for close
             t.join(5)
             assert not t.is_alive()
         ranges = sorted(recorder.ranges)
-        assert ranges[0][0] == 0 and ranges[-1][1] == prefault.AHEAD
+        assert ranges[0][0] == prefault.AHEAD and ranges[-1][1] == 2 * prefault.AHEAD
         assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
 
     def test_close_waits_for_the_call_in_progress_then_holds_nothing(
@@ -129,6 +152,7 @@ class TestWorkers:
         arr = np.empty(64 * MiB, dtype=np.uint8)
         gone = weakref.ref(arr)
         job = prefault.Prefault(memoryview(arr))
+        job.reach(prefault.STEP)
         t = run_in_thread(job)
         assert held.entered.wait(5)
         closed = threading.Event()
@@ -147,18 +171,61 @@ class TestWorkers:
         monkeypatch.setattr(prefault, "populate", lambda *_: False)
         monkeypatch.setattr(prefault, "_usable", True)
         job = prefault.Prefault(memoryview(bytearray(16 * MiB)))
+        job.reach(8 * MiB)
         job.run()
         assert job.view is None
         assert prefault.start(memoryview(bytearray(16 * MiB))) is None
+
+    def test_a_failed_call_stops_that_buffer_only(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def fails(*_: Any) -> bool:
+            raise OSError(12, "Cannot allocate memory")
+
+        monkeypatch.setattr(prefault, "populate", fails)
+        monkeypatch.setattr(prefault, "_usable", True)
+        job = prefault.Prefault(memoryview(bytearray(16 * MiB)))
+        job.reach(8 * MiB)
+        job.run()
+        assert job.view is None and job.busy == 0
+        assert prefault._usable
+
+    def test_an_interrupt_while_starting_leaves_no_worker_on_the_buffer(
+        self, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        made: list[prefault.Prefault] = []
+        real_init, real_start = prefault.Prefault.__init__, threading.Thread.start
+        started = []
+
+        def init(job: prefault.Prefault, view: memoryview) -> None:
+            real_init(job, view)
+            made.append(job)
+
+        def start(thread: threading.Thread) -> None:
+            if started:  # the second worker: Ctrl-C
+                raise KeyboardInterrupt
+            started.append(thread)
+            real_start(thread)
+
+        monkeypatch.setattr(prefault.Prefault, "__init__", init)
+        monkeypatch.setattr(threading.Thread, "start", start)
+        with pytest.raises(KeyboardInterrupt):
+            prefault.start(memoryview(bytearray(prefault.MIN_BYTES)))
+        monkeypatch.undo()
+        assert made[0].view is None
+        started[0].join(5)
+        assert not started[0].is_alive()
 
     def test_a_reader_whose_peer_stalls_holds_up_no_other_load(
         self, recorder: Recorder
     ) -> None:
         stalled = prefault.start(memoryview(bytearray(4 * prefault.AHEAD)))
         assert stalled is not None
-        wait_until(lambda: stalled.next == prefault.AHEAD, "the stalled one's window")
+        stalled.reach(4 * MiB)
+        wait_until(lambda: stalled.next == 8 * MiB, "the stalled one's window")
         other = prefault.start(memoryview(bytearray(prefault.AHEAD)))
         assert other is not None
+        other.reach(prefault.AHEAD // 2)
         wait_until(lambda: other.next == other.size, "the other buffer, to its end")
         for job in (stalled, other):
             job.close()
@@ -172,8 +239,10 @@ def started(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[prefault.Prefault]
     jobs: list[prefault.Prefault] = []
     real = prefault.start
 
-    def recording(view: memoryview) -> prefault.Prefault | None:
-        job = real(view)
+    def recording(
+        view: memoryview, workers: int = prefault.WORKERS
+    ) -> prefault.Prefault | None:
+        job = real(view, workers)
         if job is not None:
             jobs.append(job)
         return job
