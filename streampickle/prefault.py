@@ -21,8 +21,10 @@ madvise cannot, and it turns itself off.
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import threading
+import time
 
 from ._pages import populate
 
@@ -37,25 +39,32 @@ AHEAD = 32 << 20
 #: new memory at about twice the rate of one on our VMs (the host's share of
 #: each fault is slow), while the sender has the other core mostly waiting.
 WORKERS = 2
-#: A waiting worker looks again this often, whether told or not (a reader
-#: interrupted in ``close`` cannot tell it).
-RECHECK_SECONDS = 1.0
+#: A worker at its limit that the reader has not moved for this long leaves
+#: (a stalled peer, or a reader interrupted before ``close``): the reader
+#: faults in the rest itself.
+IDLE_SECONDS = 1.0
 
 _usable = sys.platform == "linux" and len(os.sched_getaffinity(0)) > 1
 
 
 class Prefault:
     """Faults in ``view``'s pages in order, from where the reader is to as
-    far past it as it has come (at most AHEAD), until the end or ``close``."""
+    far past it as it has come (at most AHEAD), until the end or ``close``.
 
-    def __init__(self, view: memoryview) -> None:
+    The reader's side (``reach``, ``close``) takes no lock a signal could
+    leave held: a KeyboardInterrupt in the reader (the main thread, where
+    Python runs signal handlers) must not strand the workers."""
+
+    def __init__(self, view: memoryview, workers: int) -> None:
         self.view: memoryview | None = view
         self.size = view.nbytes
+        self.workers = workers
         self.reached = 0  # the reader has filled this far
         self.told = 0  # ``reached`` when the workers were last woken
         self.next = 0  # the next byte a worker faults in
         self.busy = 0  # workers faulting in now
-        self.changed = threading.Condition()
+        self.claim = threading.Lock()  # taken among workers, and by close
+        self.wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # put from C
 
     def limit(self) -> int:
         """How far the workers may fault in now."""
@@ -66,32 +75,43 @@ class Prefault:
         it has come STEP bytes further (they wait only at their limit)."""
         self.reached = offset
         if offset - self.told >= STEP:
-            with self.changed:
-                self.told = offset
-                self.changed.notify_all()
+            self.told = offset
+            self._wake()
 
     def close(self) -> None:
         """Stop; once this returns no worker holds a reference to the view."""
-        self.view = None  # first: an interrupt below leaves the workers leaving
-        with self.changed:
-            self.changed.notify_all()
-            while self.busy:
-                self.changed.wait()
+        self.view = None  # first: whatever interrupts us, the workers leave
+        self._wake()
+        with self.claim:  # a worker claiming a step now has counted itself busy
+            pass
+        while self.busy:  # one call of populate per worker at most
+            time.sleep(0.0002)
+
+    def _wake(self) -> None:
+        for _ in range(self.workers):
+            self.wake.put(None)
 
     def run(self) -> None:
         """A worker's part, STEP bytes at a time, until the end or close."""
         global _usable
         while True:
-            with self.changed:
-                while self.view is not None and self.size > self.next >= self.limit():
-                    self.changed.wait(RECHECK_SECONDS)
-                view = self.view
-                begin = max(self.next, self.reached)
+            with self.claim:
+                view, begin = self.view, max(self.next, self.reached)
                 end = min(begin + STEP, self.limit())
-                if view is None or begin >= end:
+                if view is None or begin >= self.size:
                     return
-                self.next = end
-                self.busy += 1
+                if begin < end:
+                    self.next = end
+                    self.busy += 1
+            if begin >= end:  # at the limit: wait for the reader, holding nothing
+                del view
+                reached = self.reached
+                try:
+                    self.wake.get(timeout=IDLE_SECONDS)
+                except queue.Empty:
+                    if self.reached == reached:
+                        return
+                continue
             try:
                 if not populate(view, begin, end):  # the system cannot: stop asking
                     _usable = False
@@ -100,20 +120,21 @@ class Prefault:
                 self.view = None  # the reader faults in the rest itself
             finally:
                 del view  # hold nothing of the buffer after close
-                with self.changed:
+                with self.claim:
                     self.busy -= 1
-                    self.changed.notify_all()
 
 
 def start(view: memoryview, workers: int = WORKERS) -> Prefault | None:
     """A Prefault of ``view``, a new writable buffer about to be filled from
-    its start, with its own workers (shared ones could all be held waiting
-    by a reader whose peer stalls); None where it would not pay."""
+    its start, with its own ``workers`` (at most WORKERS; shared ones could
+    all be held waiting by a reader whose peer stalls); None where it would
+    not pay."""
+    workers = min(workers, WORKERS)
     if not _usable or view.nbytes < MIN_BYTES or workers < 1:
         return None
-    job = Prefault(view)
+    job = Prefault(view, workers)
     try:
-        for _ in range(min(workers, WORKERS)):
+        for _ in range(workers):
             threading.Thread(
                 target=job.run, name="streampickle prefault", daemon=True
             ).start()
