@@ -58,7 +58,8 @@ populate(PyObject *module, PyObject *args)
 static PyMethodDef methods[] = {
     {"populate", populate, METH_VARARGS,
      "populate(buffer, start, end) -> bool: fault in bytes [start, end) of a "
-     "writable buffer without writing them; False where the system cannot."},
+     "writable buffer without writing them; False where the system cannot, "
+     "OSError for a failure of this call."},
     {NULL, NULL, 0, NULL},
 };
 
