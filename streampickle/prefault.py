@@ -10,8 +10,9 @@ the reader with ``madvise(MADV_POPULATE_WRITE)``, which writes no byte: the
 faults run beside the copy instead of inside it.
 
 The workers go no further past the reader than the reader has come (and never
-more than AHEAD): memory a peer makes us fault in beyond what it sent is at
-most what it sent, however many connections stall.
+more than AHEAD), and leave when it stops: memory a peer makes us fault in
+beyond what it sent is at most what it sent (and the 2 MiB huge page the
+limit falls in), however many connections stall.
 
 Only on Linux, with more than one CPU to run on, for buffers of at least
 ``MIN_BYTES``; on a kernel before 5.14 the first buffer's workers find that
