@@ -200,7 +200,7 @@ class FrameReader:
         fault = None
         try:
             # From a file the reader's copy keeps a core busy: one worker.
-            workers = min(self.threads, 1 if from_file else prefault.WORKERS)
+            workers = min(self.threads, 1) if from_file else self.threads
             fault = prefault.start(view, workers)
             for start in range(0, n, chunk):
                 piece = view[start : start + chunk]
